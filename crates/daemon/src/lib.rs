@@ -1,0 +1,231 @@
+//! What every Epistle daemon shares. A daemon's `main` reads as its start-up
+//! story:
+//!
+//! ```text
+//! let mut d = Daemon::init("imap", "imapd")?;       // config, log, pid file
+//! let l = d.bind_tcp("service.imap.port", "imap")?;  // bind (maybe as root)
+//! d.drop_privileges()?;                              // then become mailsrv
+//! d.ready()?;                                        // tell the watcher
+//! serve(l, Signals::new()?).await;                   // until TERM
+//! ```
+//!
+//! A failure before `ready` goes through [`Daemon::fail`], which logs it,
+//! tells the watcher why (so start-msg can name the reason and the log) and
+//! exits non-zero.
+
+pub mod logfile;
+pub mod logging;
+pub mod privileges;
+pub mod signals;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use epistle_config::{Config, MsgSvrBase};
+use epistle_ipc::watcher::{Listener, Request, SERVICE_ENV};
+
+pub use logging::LogHandle;
+pub use signals::{SignalEvent, Signals};
+
+/// A running daemon's identity, configuration and resources.
+pub struct Daemon {
+    pub service: String,
+    pub program: String,
+    pub base: MsgSvrBase,
+    pub config: Config,
+    pub log: LogHandle,
+    listeners: Vec<Listener>,
+    pid_file: PidFile,
+}
+
+impl Daemon {
+    /// Loads the configuration, opens the service log and writes the pid
+    /// file. Errors here go to stderr, since there is no log yet.
+    pub fn init(service: &str, program: &str) -> anyhow::Result<Daemon> {
+        let base = MsgSvrBase::locate();
+        let config = base.config_files().load().map_err(|errs| {
+            let lines: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();
+            anyhow::anyhow!(
+                "the configuration has errors; correct them with configutil:\n{}",
+                lines.join("\n")
+            )
+        })?;
+        let log = logging::init(&base, &config, service, program).with_context(|| {
+            format!(
+                "cannot open the log of {service} under {}",
+                base.log().display()
+            )
+        })?;
+        for name in config.unknown() {
+            tracing::warn!("unknown parameter {name} in the site configuration is ignored");
+        }
+        let pid_file = PidFile::create(base.pid_file(service))
+            .with_context(|| format!("cannot write the pid file under {}", base.run().display()))?;
+        Ok(Daemon {
+            service: service.to_string(),
+            program: program.to_string(),
+            base,
+            config,
+            log,
+            listeners: Vec::new(),
+            pid_file,
+        })
+    }
+
+    /// Binds the TCP port named by `port_param` on `service.listenaddr`;
+    /// `None` when the port is 0 (turned off). The error names the address,
+    /// the parameter and what to do.
+    pub fn bind_tcp(
+        &mut self,
+        port_param: &str,
+        protocol: &str,
+    ) -> anyhow::Result<Option<TcpListener>> {
+        let port = self.config.get_port(port_param);
+        if port == 0 {
+            return Ok(None);
+        }
+        let host = match self
+            .config
+            .get("service.listenaddr")
+            .split_whitespace()
+            .next()
+        {
+            None => "0.0.0.0",
+            Some(h) => h,
+        };
+        let addr: SocketAddr = format!("{host}:{port}")
+            .parse()
+            .or_else(|_| format!("[{host}]:{port}").parse())
+            .with_context(|| format!("service.listenaddr {host:?} is not an IP address"))?;
+        let listener = TcpListener::bind(addr).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on port {port} ({port_param}) at {addr}: {e}; \
+                 free the port or choose another with configutil -o {port_param} -v PORT"
+            )
+        })?;
+        listener.set_nonblocking(true)?;
+        self.listeners.push(Listener {
+            addr: listener.local_addr()?.to_string(),
+            protocol: protocol.to_string(),
+            param: port_param.to_string(),
+        });
+        Ok(Some(listener))
+    }
+
+    /// Becomes `local.serveruid`/`local.servergid` when running as root.
+    pub fn drop_privileges(&self) -> anyhow::Result<()> {
+        let mut owned = vec![
+            self.base.service_log_dir(&self.config, &self.service),
+            self.log.path(),
+        ];
+        owned.push(self.pid_file.path.clone());
+        privileges::drop_to(
+            self.config.get("local.serveruid"),
+            self.config.get("local.servergid"),
+            &owned,
+        )
+    }
+
+    /// Tells the watcher (when it started us) that we serve.
+    pub fn ready(&self) -> anyhow::Result<()> {
+        tracing::info!(
+            "{} started; listening on {}",
+            self.service,
+            self.listeners
+                .iter()
+                .map(|l| l.addr.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.tell_watcher(&Request::Ready {
+            service: self.service.clone(),
+            pid: std::process::id(),
+            listeners: self.listeners.clone(),
+        })
+    }
+
+    pub fn listeners(&self) -> &[Listener] {
+        &self.listeners
+    }
+
+    /// Logs why the daemon cannot start, tells the watcher and stderr, and
+    /// exits with status 1.
+    pub fn fail(&self, err: &anyhow::Error) -> ! {
+        let reason = format!("{err:#}");
+        tracing::error!("{} cannot start: {reason}", self.service);
+        let _ = self.tell_watcher(&Request::Failed {
+            service: self.service.clone(),
+            pid: std::process::id(),
+            reason: reason.clone(),
+        });
+        eprintln!("{}: {reason}", self.program);
+        std::process::exit(1)
+    }
+
+    /// Re-reads the configuration after HUP; on errors the old one stays.
+    pub fn reload(&mut self) {
+        match self.base.config_files().load() {
+            Ok(cfg) => {
+                self.log.reconfigure(&cfg);
+                self.config = cfg;
+                tracing::info!("configuration reloaded");
+            }
+            Err(errs) => {
+                for e in errs {
+                    tracing::error!("configuration not reloaded: {e}");
+                }
+            }
+        }
+    }
+
+    fn tell_watcher(&self, msg: &Request) -> anyhow::Result<()> {
+        if std::env::var_os(SERVICE_ENV).is_none() {
+            return Ok(()); // started by hand, not by the watcher
+        }
+        let path = self.base.watcher_socket();
+        let mut s = UnixStream::connect(&path)
+            .with_context(|| format!("cannot reach the watcher at {}", path.display()))?;
+        s.set_write_timeout(Some(Duration::from_secs(5)))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        epistle_ipc::frame::write_blocking(&mut s, msg)?;
+        // Wait for the acknowledgement: after it, the watcher knows.
+        let _: epistle_ipc::watcher::Reply = epistle_ipc::frame::read_blocking(&mut s)?;
+        Ok(())
+    }
+}
+
+/// `data/run/<service>.pid`, removed when the daemon exits normally.
+pub struct PidFile {
+    path: PathBuf,
+}
+
+impl PidFile {
+    pub fn create(path: PathBuf) -> std::io::Result<PidFile> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension(format!("pid.{}", std::process::id()));
+        let mut f = std::fs::File::create(&tmp)?;
+        writeln!(f, "{}", std::process::id())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(PidFile { path })
+    }
+
+    /// The pid recorded in a pid file, if any.
+    pub fn read(path: &std::path::Path) -> Option<u32> {
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if PidFile::read(&self.path) == Some(std::process::id()) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}

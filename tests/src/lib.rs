@@ -1,0 +1,211 @@
+//! The test harness: a throw-away installation in a temporary directory,
+//! laid out by install/install.sh from the programs cargo built, configured
+//! silently by configure on free loopback ports, and driven through the
+//! same commands an administrator types.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The directory holding the built programs (target/debug).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let mut dir = exe.parent().expect("deps dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    for p in ["configure", "configutil", "start-msg", "watcher", "standin"] {
+        assert!(
+            dir.join(p).is_file(),
+            "{} is missing: build every program first (cargo build --bins), as tests/run does",
+            dir.join(p).display()
+        );
+    }
+    dir
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo")
+        .to_path_buf()
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Ports of one test installation.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub imap: u16,
+    pub pop: u16,
+    pub watcher: u16,
+}
+
+/// One installation under a temporary directory: `base` is msg_svr_base,
+/// `data` the configuration-and-data directory.
+pub struct Install {
+    pub dir: tempfile::TempDir,
+    pub base: PathBuf,
+    pub data: PathBuf,
+    pub ports: Ports,
+}
+
+impl Install {
+    /// Runs install.sh into a new temporary msg_svr_base.
+    pub fn new() -> Install {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base");
+        let data = dir.path().join("data");
+        let out = Command::new("bash")
+            .arg(repo_root().join("install/install.sh"))
+            .args(["--no-build", "--prefix"])
+            .arg(&base)
+            .arg("--bindir")
+            .arg(bin_dir())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "install.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ports = Ports {
+            imap: free_port(),
+            pop: free_port(),
+            watcher: free_port(),
+        };
+        Install {
+            dir,
+            base,
+            data,
+            ports,
+        }
+    }
+
+    /// Puts the test tree's stand-in daemon in place of lib/PROGRAM.
+    pub fn add_standin(&self, program: &str) {
+        std::fs::copy(
+            bin_dir().join("standin"),
+            self.base.join("lib").join(program),
+        )
+        .unwrap();
+    }
+
+    /// A saveState for this installation: embedded directory, the current
+    /// user, loopback ports, quick probes.
+    pub fn state(&self) -> String {
+        let user = nix::unistd::User::from_uid(nix::unistd::Uid::effective())
+            .unwrap()
+            .unwrap();
+        let group = nix::unistd::Group::from_gid(user.gid).unwrap().unwrap();
+        format!(
+            "CONFIG_DATA_DIR = {data}\nHOSTNAME = mail.example.com\nCOMPONENTS = mta,store,webmail\n\
+             SYSTEM_USER = {user}\nSYSTEM_GROUP = {group}\nCONFIG_DIRECTORY = embedded\n\
+             UG_DIRECTORY = embedded\nUG_SUFFIX = o=usergroup\nPOSTMASTER = pma@example.com\n\
+             ADMIN_PASSWORD = \"test password\"\nDEFAULT_DOMAIN = example.com\n\
+             param.service.listenaddr = 127.0.0.1\nparam.service.imap.port = {imap}\n\
+             param.service.imap.enablesslport = no\nparam.service.pop.port = {pop}\n\
+             param.service.pop.enablesslport = no\nparam.local.watcher.port = {watcher}\n",
+            data = self.data.display(),
+            user = user.name,
+            group = group.name,
+            imap = self.ports.imap,
+            pop = self.ports.pop,
+            watcher = self.ports.watcher,
+        )
+    }
+
+    /// Writes `state` to a file and runs configure silently with it.
+    pub fn configure_with(&self, state: &str, extra: &[&str]) -> Output {
+        let path = self.dir.path().join(format!("state-{}", free_port()));
+        std::fs::write(&path, state).unwrap();
+        let mut args = vec!["-nodisplay", "-noconsole", "-state", path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.sbin("configure", &args)
+    }
+
+    /// Configures with [`Install::state`], failing the test on an error.
+    pub fn configure(&self) {
+        let out = self.configure_with(&self.state(), &[]);
+        assert_ok(&out, "configure");
+    }
+
+    /// Runs an admin command from sbin/.
+    pub fn sbin(&self, cmd: &str, args: &[&str]) -> Output {
+        Command::new(self.base.join("sbin").join(cmd))
+            .args(args)
+            .env_remove("MSG_SVR_BASE")
+            .output()
+            .unwrap()
+    }
+
+    pub fn configutil(&self, args: &[&str]) -> Output {
+        self.sbin("configutil", args)
+    }
+
+    /// The pid a service's pid file names.
+    pub fn pid(&self, service: &str) -> Option<i32> {
+        std::fs::read_to_string(self.data.join("run").join(format!("{service}.pid")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Install {
+    fn drop(&mut self) {
+        // Leave nothing running behind a test, pass or fail.
+        if self.base.join("data/run/watcher.sock").exists() {
+            let _ = self.sbin("stop-msg", &["-f"]);
+        }
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn assert_ok(o: &Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Polls `cond` every 50 ms until it holds or `limit` passes.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}
+
+/// Reads the first line a server sends on `port`.
+pub fn greeting(port: u16) -> Option<String> {
+    use std::io::{BufRead, BufReader};
+    let s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).ok()?;
+    (!line.is_empty()).then_some(line)
+}
