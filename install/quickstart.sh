@@ -4,8 +4,8 @@
 #   install/quickstart.sh [--prefix BASE] [--data DIR]
 #
 # As root: installs into /opt/epistle with data in /var/opt/epistle and the
-# standard ports; the system user mailsrv:mail must exist (groupadd mail;
-# useradd -g mail mailsrv). As another user: installs into ~/epistle with
+# standard ports, running as the system user mailsrv:mail (created when
+# missing). As another user: installs into ~/epistle with
 # data in ~/epistle-data, runs as that user, and uses unprivileged ports
 # (IMAP 1143, POP 1110, HTTP 8080, IMAPS 1993, POP3S 1995, HTTPS 8443).
 # The directory is the embedded one: no LDAP server is needed. Run again,
@@ -28,6 +28,17 @@ while [ $# -gt 0 ]; do
 done
 
 "$repo/install/install.sh" --prefix "$prefix"
+
+# configure never creates system accounts; the quickstart does, saying so.
+if [ "$(id -u)" = 0 ]; then
+  if ! getent group "$group" >/dev/null; then
+    echo "Creating system group $group"; groupadd --system "$group"
+  fi
+  if ! getent passwd "$user" >/dev/null; then
+    echo "Creating system user $user"
+    useradd --system -g "$group" -d "$data" -s /usr/sbin/nologin "$user"
+  fi
+fi
 
 if [ -e "$prefix/config/msg.conf" ] || [ -e "$prefix/config/local.conf" ]; then
   echo "Already configured; restarting."

@@ -264,3 +264,121 @@ fn useconfig_points_a_second_node_at_the_shared_configuration() {
         stderr(&out)
     );
 }
+
+#[test]
+fn interactive_configure_asks_and_takes_defaults() {
+    use std::io::Write;
+    let i = Install::new();
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::effective())
+        .unwrap()
+        .unwrap();
+    let group = nix::unistd::Group::from_gid(user.gid).unwrap().unwrap();
+    // One answer per question; empty lines take the bracketed default.
+    let answers = [
+        i.data.display().to_string(), // data directory
+        "mail".into(),                // not qualified: asked again
+        "mail.example.org".into(),
+        "store".into(), // store without the MTA: asked again
+        String::new(),  // components: default
+        user.name.clone(),
+        group.name.clone(),
+        String::new(),                   // configuration directory: embedded
+        String::new(),                   // user/group directory: embedded
+        String::new(),                   // suffix
+        "postmaster@example.org".into(), // refused
+        "pma@example.org".into(),
+        "short".into(), // too short: asked again
+        "long enough password".into(),
+        "long enough password".into(),
+        String::new(), // domain: example.org from the host name
+        String::new(), // organization DN
+        String::new(), // TLS: generate
+        String::new(), // configure now: yes
+    ];
+    let mut child = std::process::Command::new(i.base.join("sbin/configure"))
+        .arg("-nodisplay")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all((answers.join("\n") + "\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_ok(&out, "interactive configure");
+    let text = stdout(&out);
+    assert!(
+        text.contains("[/var/opt/epistle]"),
+        "defaults are not shown in brackets:\n{text}"
+    );
+    assert!(text.contains("not a fully qualified host name"), "{text}");
+    assert!(text.contains("needs the MTA"), "{text}");
+    assert!(
+        text.contains("must not begin with \"postmaster\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("Default e-mail domain [example.org]"),
+        "{text}"
+    );
+    assert_eq!(
+        stdout(&i.configutil(&["-o", "local.defdomain"])).trim(),
+        "example.org"
+    );
+    assert_eq!(
+        stdout(&i.configutil(&["-o", "local.orgdn"])).trim(),
+        "o=example.org,o=usergroup"
+    );
+}
+
+#[test]
+fn interactive_configure_stops_cleanly_when_input_ends() {
+    let i = Install::new();
+    let out = std::process::Command::new(i.base.join("sbin/configure"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("nothing was changed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!i.base.join("config").exists());
+}
+
+#[test]
+fn reinstalling_upgrades_programs_and_keeps_the_configuration() {
+    let i = Install::new();
+    i.configure();
+    assert_ok(
+        &i.configutil(&["-o", "service.http.port", "-v", "8080"]),
+        "set",
+    );
+    let out = std::process::Command::new("bash")
+        .arg(epistle_tests::repo_root().join("install/install.sh"))
+        .args(["--no-build", "--prefix"])
+        .arg(&i.base)
+        .arg("--bindir")
+        .arg(epistle_tests::bin_dir())
+        .output()
+        .unwrap();
+    assert_ok(&out, "install.sh again");
+    assert!(
+        stdout(&out).contains("Kept the existing configuration"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        stdout(&i.configutil(&["-o", "service.http.port"])).trim(),
+        "8080"
+    );
+    assert_eq!(
+        std::fs::read_link(i.base.join("config")).unwrap(),
+        i.data.join("config")
+    );
+}

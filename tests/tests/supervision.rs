@@ -266,3 +266,55 @@ fn hup_reloads_the_log_level() {
         read()
     );
 }
+
+/// As root, a daemon binds its port and then runs as the configured system
+/// user. (Run as another user there is no privilege to drop, and the test
+/// has nothing to check.)
+#[test]
+fn daemons_started_as_root_drop_to_the_system_user() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("not root: privilege drop not exercised");
+        return;
+    }
+    let i = Install::new();
+    i.add_standin("imapd");
+    i.add_standin("popd");
+    // The system user must be able to reach its files.
+    std::fs::set_permissions(
+        i.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let state = i.state();
+    let me = nix::unistd::User::from_uid(nix::unistd::Uid::effective())
+        .unwrap()
+        .unwrap();
+    let my_group = nix::unistd::Group::from_gid(me.gid).unwrap().unwrap();
+    let state = state
+        .replace(
+            &format!("SYSTEM_USER = {}", me.name),
+            "SYSTEM_USER = nobody",
+        )
+        .replace(
+            &format!("SYSTEM_GROUP = {}", my_group.name),
+            "SYSTEM_GROUP = nogroup",
+        );
+    assert_ok(
+        &i.configure_with(&state, &[]),
+        "configure as nobody:nogroup",
+    );
+    assert_ok(&start(&i, &[]), "start-msg");
+    let pid = i.pid("imap").unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    assert!(
+        uid_line
+            .split_whitespace()
+            .skip(1)
+            .all(|u| u == nobody.uid.to_string()),
+        "imap still runs as {uid_line}"
+    );
+    assert!(greeting(i.ports.imap).unwrap().starts_with("* OK"));
+    assert_ok(&i.sbin("stop-msg", &[]), "stop-msg");
+}

@@ -40,6 +40,9 @@ pub struct Daemon {
     pub log: LogHandle,
     listeners: Vec<Listener>,
     pid_file: PidFile,
+    /// The connection to the watcher, opened at init while the daemon may
+    /// still be root, so that reporting works after privileges are dropped.
+    watcher: Option<UnixStream>,
 }
 
 impl Daemon {
@@ -65,6 +68,17 @@ impl Daemon {
         }
         let pid_file = PidFile::create(base.pid_file(service))
             .with_context(|| format!("cannot write the pid file under {}", base.run().display()))?;
+        let watcher = match std::env::var_os(SERVICE_ENV) {
+            None => None, // started by hand, not by the watcher
+            Some(_) => {
+                let path = base.watcher_socket();
+                let s = UnixStream::connect(&path)
+                    .with_context(|| format!("cannot reach the watcher at {}", path.display()))?;
+                s.set_write_timeout(Some(Duration::from_secs(5)))?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                Some(s)
+            }
+        };
         Ok(Daemon {
             service: service.to_string(),
             program: program.to_string(),
@@ -73,6 +87,7 @@ impl Daemon {
             log,
             listeners: Vec::new(),
             pid_file,
+            watcher,
         })
     }
 
@@ -183,17 +198,13 @@ impl Daemon {
     }
 
     fn tell_watcher(&self, msg: &Request) -> anyhow::Result<()> {
-        if std::env::var_os(SERVICE_ENV).is_none() {
-            return Ok(()); // started by hand, not by the watcher
-        }
-        let path = self.base.watcher_socket();
-        let mut s = UnixStream::connect(&path)
-            .with_context(|| format!("cannot reach the watcher at {}", path.display()))?;
-        s.set_write_timeout(Some(Duration::from_secs(5)))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        epistle_ipc::frame::write_blocking(&mut s, msg)?;
+        let Some(mut s) = self.watcher.as_ref() else {
+            return Ok(());
+        };
+        epistle_ipc::frame::write_blocking(&mut s, msg).context("cannot report to the watcher")?;
         // Wait for the acknowledgement: after it, the watcher knows.
-        let _: epistle_ipc::watcher::Reply = epistle_ipc::frame::read_blocking(&mut s)?;
+        let _: epistle_ipc::watcher::Reply =
+            epistle_ipc::frame::read_blocking(&mut s).context("the watcher did not acknowledge")?;
         Ok(())
     }
 }

@@ -90,6 +90,19 @@ async fn bind(daemon: &mut Daemon) -> anyhow::Result<(UnixListener, Option<TcpLi
     let unix =
         UnixListener::bind(&path).with_context(|| format!("cannot bind {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    // The mail system's user may administer the suite too (start-msg,
+    // stop-msg as mailsrv), as in the original.
+    if nix::unistd::Uid::effective().is_root() {
+        let user = nix::unistd::User::from_name(daemon.config.get("local.serveruid"))
+            .ok()
+            .flatten();
+        let group = nix::unistd::Group::from_name(daemon.config.get("local.servergid"))
+            .ok()
+            .flatten();
+        if let (Some(u), Some(g)) = (user, group) {
+            nix::unistd::chown(&path, Some(u.uid), Some(g.gid))?;
+        }
+    }
     let tcp = match daemon.config.get_port("local.watcher.port") {
         0 => None,
         port => {
