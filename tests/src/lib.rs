@@ -59,7 +59,9 @@ pub struct Install {
 }
 
 impl Install {
-    /// Runs install.sh into a new temporary msg_svr_base.
+    /// Runs install.sh into a new temporary msg_svr_base. (Not `Default`:
+    /// it installs things.)
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Install {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("base");

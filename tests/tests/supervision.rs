@@ -318,3 +318,35 @@ fn daemons_started_as_root_drop_to_the_system_user() {
     assert!(greeting(i.ports.imap).unwrap().starts_with("* OK"));
     assert_ok(&i.sbin("stop-msg", &[]), "stop-msg");
 }
+
+/// The loopback TCP port answers status, and refuses control: anyone on the
+/// host can reach a TCP port.
+#[test]
+fn the_watcher_port_answers_status_only() {
+    use epistle_ipc::frame;
+    use epistle_ipc::watcher::{Reply, Request};
+    let i = suite(&[]);
+    assert_ok(&start(&i, &[]), "start-msg");
+    let ask = |req: &Request| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", i.ports.watcher)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        frame::write_blocking(&mut s, req).unwrap();
+        frame::read_blocking::<Reply>(&mut s).unwrap()
+    };
+    match ask(&Request::Status) {
+        Reply::Status(st) => {
+            let imap = st.services.iter().find(|s| s.name == "imap").unwrap();
+            assert_eq!(imap.state, "running");
+            assert_eq!(imap.pid, i.pid("imap").map(|p| p as u32));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        ask(&Request::Shutdown { force: true }),
+        Reply::Refused { .. }
+    ));
+    assert!(
+        greeting(i.ports.imap).is_some(),
+        "a TCP client stopped the suite"
+    );
+}

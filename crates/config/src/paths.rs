@@ -30,14 +30,14 @@ impl MsgSvrBase {
         if let Some(b) = std::env::var_os(BASE_ENV).filter(|b| !b.is_empty()) {
             return MsgSvrBase::new(b);
         }
-        if let Ok(exe) = std::env::current_exe() {
-            if let Some(dir) = exe.parent() {
-                let leaf = dir.file_name().and_then(|n| n.to_str());
-                if matches!(leaf, Some("sbin" | "lib")) {
-                    if let Some(base) = dir.parent() {
-                        return MsgSvrBase::new(base);
-                    }
-                }
+        if let Ok(exe) = std::env::current_exe()
+            && let Some(dir) = exe.parent()
+        {
+            let leaf = dir.file_name().and_then(|n| n.to_str());
+            if matches!(leaf, Some("sbin" | "lib"))
+                && let Some(base) = dir.parent()
+            {
+                return MsgSvrBase::new(base);
             }
         }
         MsgSvrBase::new(DEFAULT_BASE)

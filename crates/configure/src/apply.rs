@@ -104,13 +104,14 @@ pub fn preflight(base: &MsgSvrBase, a: &Answers) -> anyhow::Result<Vec<String>> 
     }
     for link in ["config", "log", "data"] {
         let p = base.root().join(link);
-        if let Ok(meta) = fs::symlink_metadata(&p) {
-            if !meta.file_type().is_symlink() && !(meta.is_dir() && dir_is_empty(&p)) {
-                bail!(
-                    "{} exists and is not a link; move it away first",
-                    p.display()
-                );
-            }
+        if let Ok(meta) = fs::symlink_metadata(&p)
+            && !meta.file_type().is_symlink()
+            && !(meta.is_dir() && dir_is_empty(&p))
+        {
+            bail!(
+                "{} exists and is not a link; move it away first",
+                p.display()
+            );
         }
     }
 

@@ -32,10 +32,10 @@ pub fn detect_fqdn() -> String {
             .split_whitespace()
             .skip(1)
             .collect();
-        if names.contains(&short.as_str()) {
-            if let Some(fq) = names.iter().find(|n| n.contains('.')) {
-                return fq.to_string();
-            }
+        if names.contains(&short.as_str())
+            && let Some(fq) = names.iter().find(|n| n.contains('.'))
+        {
+            return fq.to_string();
         }
     }
     short

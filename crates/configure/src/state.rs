@@ -494,7 +494,8 @@ mod tests {
 
     #[test]
     fn each_bad_answer_is_named() {
-        let cases: &[(&str, fn(&mut Answers))] = &[
+        type Change = fn(&mut Answers);
+        let cases: &[(&str, Change)] = &[
             ("DEFAULT_DOMAIN", |a| a.default_domain = "bad domain".into()),
             ("POSTMASTER", |a| {
                 a.postmaster = "postmaster@example.com".into()

@@ -37,16 +37,33 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
     Ok(out)
 }
 
+/// The body length a frame header announces, refused past the limit before
+/// anything is allocated.
+fn body_len(head: [u8; 4]) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(head) as usize;
+    if len > MAX_FRAME {
+        Err(FrameError::TooLarge(len))
+    } else {
+        Ok(len)
+    }
+}
+
+/// A peer that hangs up between frames has closed, not failed.
+fn closed_on_eof(e: io::Error) -> FrameError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        FrameError::Closed
+    } else {
+        FrameError::Io(e)
+    }
+}
+
 /// Decodes the first frame in `buf`: `Ok(None)` when more bytes are needed,
 /// else the message and how many bytes it used.
 pub fn decode<T: DeserializeOwned>(buf: &[u8]) -> Result<Option<(T, usize)>, FrameError> {
     let Some(head) = buf.get(..4) else {
         return Ok(None);
     };
-    let len = u32::from_be_bytes(head.try_into().expect("4 bytes")) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
-    }
+    let len = body_len(head.try_into().expect("4 bytes"))?;
     match buf.get(4..4 + len) {
         None => Ok(None),
         Some(body) => Ok(Some((serde_json::from_slice(body)?, 4 + len))),
@@ -61,15 +78,8 @@ pub fn write_blocking<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), F
 
 pub fn read_blocking<T: DeserializeOwned>(r: &mut impl Read) -> Result<T, FrameError> {
     let mut head = [0u8; 4];
-    match r.read_exact(&mut head) {
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
-        other => other?,
-    }
-    let len = u32::from_be_bytes(head) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
-    }
-    let mut body = vec![0u8; len];
+    r.read_exact(&mut head).map_err(closed_on_eof)?;
+    let mut body = vec![0u8; body_len(head)?];
     r.read_exact(&mut body)?;
     Ok(serde_json::from_slice(&body)?)
 }
@@ -85,15 +95,8 @@ pub async fn write<T: Serialize>(
 
 pub async fn read<T: DeserializeOwned>(r: &mut (impl AsyncRead + Unpin)) -> Result<T, FrameError> {
     let mut head = [0u8; 4];
-    match r.read_exact(&mut head).await {
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
-        other => other?,
-    };
-    let len = u32::from_be_bytes(head) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
-    }
-    let mut body = vec![0u8; len];
+    r.read_exact(&mut head).await.map_err(closed_on_eof)?;
+    let mut body = vec![0u8; body_len(head)?];
     r.read_exact(&mut body).await?;
     Ok(serde_json::from_slice(&body)?)
 }

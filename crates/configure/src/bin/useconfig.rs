@@ -68,14 +68,15 @@ fn run() -> anyhow::Result<()> {
         ("log", data.join("log")),
     ] {
         let p = base.root().join(link);
-        if let Ok(current) = std::fs::read_link(&p) {
-            if current != target && !force {
-                bail!(
-                    "{} already points to {}; use -force to replace it",
-                    p.display(),
-                    current.display()
-                );
-            }
+        if let Ok(current) = std::fs::read_link(&p)
+            && current != target
+            && !force
+        {
+            bail!(
+                "{} already points to {}; use -force to replace it",
+                p.display(),
+                current.display()
+            );
         }
         relink(&p, &target)?;
     }
