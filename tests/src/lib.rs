@@ -3,6 +3,8 @@
 //! silently by configure on free loopback ports, and driven through the
 //! same commands an administrator types.
 
+pub mod slapd;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

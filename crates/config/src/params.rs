@@ -229,463 +229,168 @@ macro_rules! p {
 use ParamType::*;
 
 /// Every declared parameter, grouped by prefix.
+#[rustfmt::skip]
 pub static PARAMS: &[Param] = &[
     // --- host identity (configure) ---
-    p!(
-        "local.hostname",
-        Host,
-        "",
-        false,
-        "Fully qualified name of this host, set by configure; used in greetings and generated certificates."
-    ),
-    p!(
-        "local.defdomain",
-        Host,
-        "",
-        false,
-        "Default e-mail domain chosen at configure time."
-    ),
-    p!(
-        "local.postmaster",
-        Address,
-        "",
-        true,
-        "Postmaster address chosen at configure time; errors and notices go there."
-    ),
-    p!(
-        "local.orgdn",
-        Text,
-        "",
-        false,
-        "Organization DN under the user/group suffix that holds the default domain's users."
-    ),
-    p!(
-        "local.serveruid",
-        Text,
-        "mailsrv",
-        false,
-        "System user the daemons run as after binding their ports when started as root."
-    ),
-    p!(
-        "local.servergid",
-        Text,
-        "mail",
-        false,
-        "System group the daemons run as after binding their ports when started as root."
-    ),
-    p!(
-        "local.components",
-        Text,
-        "mta,store,webmail",
-        false,
-        "Components chosen at configure time (mta, store, webmail, mmp), comma separated."
-    ),
+    p!("local.hostname", Host, "", false,
+       "Fully qualified name of this host, set by configure; used in greetings and generated certificates."),
+    p!("local.defdomain", Host, "", false,
+       "Default e-mail domain chosen at configure time."),
+    p!("local.postmaster", Address, "", true,
+       "Postmaster address chosen at configure time; errors and notices go there."),
+    p!("local.orgdn", Text, "", false,
+       "Organization DN under the user/group suffix that holds the default domain's users."),
+    p!("local.serveruid", Text, "mailsrv", false,
+       "System user the daemons run as after binding their ports when started as root."),
+    p!("local.servergid", Text, "mail", false,
+       "System group the daemons run as after binding their ports when started as root."),
+    p!("local.components", Text, "mta,store,webmail", false,
+       "Components chosen at configure time (mta, store, webmail, mmp), comma separated."),
     // --- directories (configure steps 7 and 8) ---
-    p!(
-        "local.directory.backend",
-        Choice(&["embedded", "ldap"]),
-        "embedded",
-        false,
-        "Where users and groups live: the embedded LDIF directory under data/, or an LDAP server."
-    ),
-    p!(
-        "local.ldaphost",
-        Host,
-        "",
-        false,
-        "Configuration directory LDAP host(s); empty with the embedded directory."
-    ),
-    p!(
-        "local.ldapport",
-        Port { allow_zero: false },
-        "389",
-        false,
-        "Configuration directory LDAP port."
-    ),
-    p!(
-        "local.ldapusessl",
-        Bool,
-        "no",
-        false,
-        "Use LDAPS to reach the configuration directory."
-    ),
-    p!(
-        "local.ldapsiedn",
-        Text,
-        "",
-        false,
-        "Bind DN for the configuration directory."
-    ),
-    p!(
-        "local.ldapsiecred",
-        Text,
-        "",
-        false,
-        "Bind password for the configuration directory."
-    ),
-    p!(
-        "local.ugldaphost",
-        Host,
-        "",
-        false,
-        "User/group directory LDAP host(s); a space-separated list is tried in order (failover)."
-    ),
-    p!(
-        "local.ugldapport",
-        Port { allow_zero: false },
-        "389",
-        false,
-        "User/group directory LDAP port."
-    ),
-    p!(
-        "local.ugldapusessl",
-        Bool,
-        "no",
-        false,
-        "Use LDAPS to reach the user/group directory."
-    ),
-    p!(
-        "local.ugldapbasedn",
-        Text,
-        "o=usergroup",
-        false,
-        "User/group directory suffix (top of the organization tree)."
-    ),
-    p!(
-        "local.ugldapbinddn",
-        Text,
-        "cn=Directory Manager",
-        false,
-        "Bind DN for user/group lookups."
-    ),
-    p!(
-        "local.ugldapbindcred",
-        Text,
-        "",
-        false,
-        "Bind password for user/group lookups (Table 5-2)."
-    ),
-    p!(
-        "local.enduseradmindn",
-        Text,
-        "",
-        false,
-        "DN of the end user administrator created by configure."
-    ),
-    p!(
-        "local.enduseradmincred",
-        Text,
-        "",
-        false,
-        "Password of the end user administrator (Table 5-2)."
-    ),
-    p!(
-        "local.service.pab.enable",
-        Bool,
-        "no",
-        false,
-        "Enable the personal address book service."
-    ),
-    p!(
-        "local.service.pab.ldapbinddn",
-        Text,
-        "",
-        false,
-        "Bind DN for personal address book searches."
-    ),
-    p!(
-        "local.service.pab.ldappasswd",
-        Text,
-        "",
-        false,
-        "Password for the personal address book bind DN (Table 5-2)."
-    ),
-    p!(
-        "service.dcroot",
-        Text,
-        "o=internet",
-        false,
-        "Root of the DC tree (schema 1 and 1.5); the organization tree root for schema 2."
-    ),
-    p!(
-        "service.defaultdomain",
-        Host,
-        "",
-        true,
-        "Domain appended to logins that have none."
-    ),
-    p!(
-        "service.loginseparator",
-        Text,
-        "@",
-        true,
-        "Characters that separate the user id from the domain in a login name."
-    ),
+    p!("local.directory.backend", Choice(&["embedded", "ldap"]), "embedded", false,
+       "Where users and groups live: the embedded LDIF directory under data/, or an LDAP server."),
+    p!("local.ldaphost", Host, "", false,
+       "Configuration directory LDAP host(s); empty with the embedded directory."),
+    p!("local.ldapport", Port { allow_zero: false }, "389", false,
+       "Configuration directory LDAP port."),
+    p!("local.ldapusessl", Bool, "no", false,
+       "Use LDAPS to reach the configuration directory."),
+    p!("local.ldapsiedn", Text, "", false,
+       "Bind DN for the configuration directory."),
+    p!("local.ldapsiecred", Text, "", false,
+       "Bind password for the configuration directory."),
+    p!("local.ugldaphost", Host, "", false,
+       "User/group directory LDAP host(s); a space-separated list is tried in order (failover)."),
+    p!("local.ugldapport", Port { allow_zero: false }, "389", false,
+       "User/group directory LDAP port."),
+    p!("local.ugldapusessl", Bool, "no", false,
+       "Use LDAPS to reach the user/group directory."),
+    p!("local.ugldapbasedn", Text, "o=usergroup", false,
+       "User/group directory suffix (top of the organization tree)."),
+    p!("local.ugldapbinddn", Text, "cn=Directory Manager", false,
+       "Bind DN for user/group lookups."),
+    p!("local.ugldapbindcred", Text, "", false,
+       "Bind password for user/group lookups (Table 5-2)."),
+    p!("local.enduseradmindn", Text, "", false,
+       "DN of the end user administrator created by configure."),
+    p!("local.enduseradmincred", Text, "", false,
+       "Password of the end user administrator (Table 5-2)."),
+    p!("local.service.pab.enable", Bool, "no", false,
+       "Enable the personal address book service."),
+    p!("local.service.pab.ldapbinddn", Text, "", false,
+       "Bind DN for personal address book searches."),
+    p!("local.service.pab.ldappasswd", Text, "", false,
+       "Password for the personal address book bind DN (Table 5-2)."),
+    p!("local.ugldapstarttls", Bool, "no", false,
+       "Use StartTLS on the plain LDAP port of the user/group directory."),
+    p!("local.ldapcheckcert", Bool, "yes", false,
+       "Check the LDAP server's certificate against the system's trusted authorities."),
+    p!("local.schemaversion", Choice(&["1", "1.5", "2"]), "2", false,
+       "Directory schema: 1 (DC tree), 1.5 (schema 2 objects with a DC tree) or 2 (one tree, search templates)."),
+    p!("local.directory.file", Path, "data/directory/directory.ldif", false,
+       "The embedded directory's LDIF file; reloaded when it changes."),
+    p!("local.ugldap.timeout", Int { min: 1, max: 300 }, "10", true,
+       "Seconds an LDAP connection or operation may take before the directory counts as unavailable."),
+    p!("local.ugldap.poolsize", Int { min: 1, max: 64 }, "4", false,
+       "LDAP connections each process keeps open to the user/group directory."),
+    p!("local.ugldap.cachettl", Int { min: 0, max: 86400 }, "60", true,
+       "Seconds a directory answer is reused without asking the directory again (0: no cache)."),
+    p!("local.ugldap.cachesize", Int { min: 0, max: 10_000_000 }, "100000", true,
+       "Most directory answers a process keeps in its cache."),
+    p!("local.ugldap.bindauth", Bool, "no", true,
+       "Check passwords by binding to LDAP as the user instead of comparing userPassword."),
+    p!("store.defaultmailboxquota", Text, "-1", true,
+       "Mailbox quota in bytes (K, M, G suffixes) for users without mailQuota; -1 means unlimited."),
+    p!("store.defaultmessagequota", Text, "-1", true,
+       "Message-count quota for users without mailMsgQuota; -1 means unlimited."),
+    p!("service.dcroot", Text, "o=internet", false,
+       "Root of the DC tree (schema 1 and 1.5); the organization tree root for schema 2."),
+    p!("service.defaultdomain", Host, "", true,
+       "Domain appended to logins that have none."),
+    p!("service.loginseparator", Text, "@", true,
+       "Characters that separate the user id from the domain in a login name."),
     // --- TLS ---
-    p!(
-        "local.ssl.certfile",
-        Path,
-        "config/server-cert.pem",
-        false,
-        "PEM certificate chain the servers present for TLS."
-    ),
-    p!(
-        "local.ssl.keyfile",
-        Path,
-        "config/server-key.pem",
-        false,
-        "PEM private key for local.ssl.certfile."
-    ),
+    p!("local.ssl.certfile", Path, "config/server-cert.pem", false,
+       "PEM certificate chain the servers present for TLS."),
+    p!("local.ssl.keyfile", Path, "config/server-key.pem", false,
+       "PEM private key for local.ssl.certfile."),
     // --- what start-msg starts ---
-    p!(
-        "local.store.enable",
-        Bool,
-        "yes",
-        false,
-        "Start the message store server (stored) with start-msg."
-    ),
-    p!(
-        "local.imta.enable",
-        Bool,
-        "yes",
-        false,
-        "Start the MTA (dispatcher and job controller) with start-msg."
-    ),
-    p!(
-        "local.mmp.enable",
-        Bool,
-        "no",
-        false,
-        "Start the Messaging Multiplexor with start-msg."
-    ),
-    p!(
-        "service.listenaddr",
-        Host,
-        "",
-        false,
-        "Address the servers listen on; empty means all addresses."
-    ),
-    p!(
-        "service.imap.enable",
-        Bool,
-        "yes",
-        false,
-        "Start the IMAP server with start-msg."
-    ),
-    p!(
-        "service.imap.port",
-        Port { allow_zero: true },
-        "143",
-        false,
-        "IMAP port (STARTTLS available); 0 turns the plain port off."
-    ),
-    p!(
-        "service.imap.sslport",
-        Port { allow_zero: true },
-        "993",
-        false,
-        "IMAP over TLS port."
-    ),
-    p!(
-        "service.imap.enablesslport",
-        Bool,
-        "yes",
-        false,
-        "Listen on the IMAP over TLS port."
-    ),
-    p!(
-        "service.imap.banner",
-        Text,
-        "%h %p service (%P %V)",
-        true,
-        "IMAP greeting: %h host, %p protocol, %P product, %V version."
-    ),
-    p!(
-        "service.pop.enable",
-        Bool,
-        "yes",
-        false,
-        "Start the POP server with start-msg."
-    ),
-    p!(
-        "service.pop.port",
-        Port { allow_zero: true },
-        "110",
-        false,
-        "POP3 port (STLS available); 0 turns the plain port off."
-    ),
-    p!(
-        "service.pop.sslport",
-        Port { allow_zero: true },
-        "995",
-        false,
-        "POP3 over TLS port."
-    ),
-    p!(
-        "service.pop.enablesslport",
-        Bool,
-        "yes",
-        false,
-        "Listen on the POP3 over TLS port."
-    ),
-    p!(
-        "service.pop.banner",
-        Text,
-        "%h %p service (%P %V)",
-        true,
-        "POP greeting: %h host, %p protocol, %P product, %V version."
-    ),
-    p!(
-        "service.http.enable",
-        Bool,
-        "yes",
-        false,
-        "Start Messenger Express (webmail) with start-msg."
-    ),
-    p!(
-        "service.http.port",
-        Port { allow_zero: true },
-        "80",
-        false,
-        "Messenger Express HTTP port; 0 turns it off."
-    ),
-    p!(
-        "service.http.sslport",
-        Port { allow_zero: true },
-        "443",
-        false,
-        "Messenger Express HTTPS port."
-    ),
-    p!(
-        "service.http.enablesslport",
-        Bool,
-        "yes",
-        false,
-        "Listen on the HTTPS port."
-    ),
+    p!("local.store.enable", Bool, "yes", false,
+       "Start the message store server (stored) with start-msg."),
+    p!("local.imta.enable", Bool, "yes", false,
+       "Start the MTA (dispatcher and job controller) with start-msg."),
+    p!("local.mmp.enable", Bool, "no", false,
+       "Start the Messaging Multiplexor with start-msg."),
+    p!("service.listenaddr", Host, "", false,
+       "Address the servers listen on; empty means all addresses."),
+    p!("service.imap.enable", Bool, "yes", false,
+       "Start the IMAP server with start-msg."),
+    p!("service.imap.port", Port { allow_zero: true }, "143", false,
+       "IMAP port (STARTTLS available); 0 turns the plain port off."),
+    p!("service.imap.sslport", Port { allow_zero: true }, "993", false,
+       "IMAP over TLS port."),
+    p!("service.imap.enablesslport", Bool, "yes", false,
+       "Listen on the IMAP over TLS port."),
+    p!("service.imap.banner", Text, "%h %p service (%P %V)", true,
+       "IMAP greeting: %h host, %p protocol, %P product, %V version."),
+    p!("service.pop.enable", Bool, "yes", false,
+       "Start the POP server with start-msg."),
+    p!("service.pop.port", Port { allow_zero: true }, "110", false,
+       "POP3 port (STLS available); 0 turns the plain port off."),
+    p!("service.pop.sslport", Port { allow_zero: true }, "995", false,
+       "POP3 over TLS port."),
+    p!("service.pop.enablesslport", Bool, "yes", false,
+       "Listen on the POP3 over TLS port."),
+    p!("service.pop.banner", Text, "%h %p service (%P %V)", true,
+       "POP greeting: %h host, %p protocol, %P product, %V version."),
+    p!("service.http.enable", Bool, "yes", false,
+       "Start Messenger Express (webmail) with start-msg."),
+    p!("service.http.port", Port { allow_zero: true }, "80", false,
+       "Messenger Express HTTP port; 0 turns it off."),
+    p!("service.http.sslport", Port { allow_zero: true }, "443", false,
+       "Messenger Express HTTPS port."),
+    p!("service.http.enablesslport", Bool, "yes", false,
+       "Listen on the HTTPS port."),
     // --- watcher ---
-    p!(
-        "local.watcher.enable",
-        Bool,
-        "yes",
-        false,
-        "Let the watcher probe the services (msprobe) and log failures."
-    ),
-    p!(
-        "local.watcher.port",
-        Port { allow_zero: true },
-        "49994",
-        false,
-        "Loopback TCP port where the watcher answers status queries; 0 turns it off."
-    ),
-    p!(
-        "local.autorestart",
-        Bool,
-        "yes",
-        true,
-        "Restart a service that dies or stops answering its probe."
-    ),
-    p!(
-        "local.autorestart.timeout",
-        Int { min: 1, max: 86400 },
-        "600",
-        true,
-        "Seconds: a service that fails twice within this time is not restarted again."
-    ),
-    p!(
-        "local.watcher.starttimeout",
-        Int { min: 1, max: 3600 },
-        "60",
-        true,
-        "Seconds a starting service has to report that it accepts connections."
-    ),
-    p!(
-        "local.watcher.stoptimeout",
-        Int { min: 1, max: 3600 },
-        "30",
-        true,
-        "Seconds a stopping service has to exit after TERM before it is killed."
-    ),
-    p!(
-        "local.probe.interval",
-        Int { min: 1, max: 86400 },
-        "60",
-        true,
-        "Seconds between two protocol probes (msprobe) of each running service."
-    ),
-    p!(
-        "local.probe.*.timeout",
-        Int { min: 1, max: 3600 },
-        "30",
-        true,
-        "Seconds a service may take to answer its probe before it is restarted."
-    ),
-    p!(
-        "local.probe.*.warningthreshold",
-        Int { min: 1, max: 3600 },
-        "10",
-        true,
-        "Seconds after which a slow probe answer is logged as a warning."
-    ),
+    p!("local.watcher.enable", Bool, "yes", false,
+       "Let the watcher probe the services (msprobe) and log failures."),
+    p!("local.watcher.port", Port { allow_zero: true }, "49994", false,
+       "Loopback TCP port where the watcher answers status queries; 0 turns it off."),
+    p!("local.autorestart", Bool, "yes", true,
+       "Restart a service that dies or stops answering its probe."),
+    p!("local.autorestart.timeout", Int { min: 1, max: 86400 }, "600", true,
+       "Seconds: a service that fails twice within this time is not restarted again."),
+    p!("local.watcher.starttimeout", Int { min: 1, max: 3600 }, "60", true,
+       "Seconds a starting service has to report that it accepts connections."),
+    p!("local.watcher.stoptimeout", Int { min: 1, max: 3600 }, "30", true,
+       "Seconds a stopping service has to exit after TERM before it is killed."),
+    p!("local.probe.interval", Int { min: 1, max: 86400 }, "60", true,
+       "Seconds between two protocol probes (msprobe) of each running service."),
+    p!("local.probe.*.timeout", Int { min: 1, max: 3600 }, "30", true,
+       "Seconds a service may take to answer its probe before it is restarted."),
+    p!("local.probe.*.warningthreshold", Int { min: 1, max: 3600 }, "10", true,
+       "Seconds after which a slow probe answer is logged as a warning."),
     // --- logging ---
-    p!(
-        "logfile.*.loglevel",
-        Choice(LOG_LEVELS),
-        "Notice",
-        true,
-        "Least severe level written to the service's log."
-    ),
-    p!(
-        "logfile.*.logdir",
-        Path,
-        "",
-        false,
-        "Directory of the service's log; empty means log/<service>."
-    ),
-    p!(
-        "logfile.*.maxlogfilesize",
-        Size,
-        "2097152",
-        true,
-        "A log file is rolled over when it would grow past this many bytes."
-    ),
-    p!(
-        "logfile.*.rollovertime",
-        Int {
-            min: 0,
-            max: 31_536_000
-        },
-        "86400",
-        true,
-        "Seconds after which the current log file is rolled over (0: never by age)."
-    ),
-    p!(
-        "logfile.*.maxlogfiles",
-        Int {
-            min: 1,
-            max: 10_000
-        },
-        "10",
-        true,
-        "Rolled-over log files kept per service; older ones are removed."
-    ),
-    p!(
-        "logfile.*.maxlogsize",
-        Size,
-        "20971520",
-        true,
-        "Total bytes of a service's rolled-over logs; the oldest are removed past it."
-    ),
-    p!(
-        "logfile.*.expirytime",
-        Int {
-            min: 0,
-            max: 315_360_000
-        },
-        "604800",
-        true,
-        "Seconds a rolled-over log file is kept (0: no age limit)."
-    ),
+    p!("logfile.*.loglevel", Choice(LOG_LEVELS), "Notice", true,
+       "Least severe level written to the service's log."),
+    p!("logfile.*.logdir", Path, "", false,
+       "Directory of the service's log; empty means log/<service>."),
+    p!("logfile.*.maxlogfilesize", Size, "2097152", true,
+       "A log file is rolled over when it would grow past this many bytes."),
+    p!("logfile.*.rollovertime", Int {
+            min: 0, max: 31_536_000
+        }, "86400", true,
+       "Seconds after which the current log file is rolled over (0: never by age)."),
+    p!("logfile.*.maxlogfiles", Int {
+            min: 1, max: 10_000
+        }, "10", true,
+       "Rolled-over log files kept per service; older ones are removed."),
+    p!("logfile.*.maxlogsize", Size, "20971520", true,
+       "Total bytes of a service's rolled-over logs; the oldest are removed past it."),
+    p!("logfile.*.expirytime", Int {
+            min: 0, max: 315_360_000
+        }, "604800", true,
+       "Seconds a rolled-over log file is kept (0: no age limit)."),
 ];
 
 /// The declaration covering `name`: an exact declaration wins over a pattern.

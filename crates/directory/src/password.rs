@@ -244,9 +244,11 @@ fn pbkdf2_openldap(rest: &str, pw: &[u8], prf: Prf) -> bool {
 mod tests {
     use super::*;
 
-    // Made with openssl passwd, Python's crypt and hashlib: independent
-    // implementations of each scheme, password "secret".
+    // Made with openssl passwd, OpenLDAP's slappasswd, Python's crypt and
+    // hashlib: independent implementations of each scheme, password "secret".
     const VECTORS: &[&str] = &[
+        "{ARGON2}$argon2i$v=19$m=4096,t=3,p=1$IjzvUDdlGhJG0bu/y07oRA$wBPa8YtArks10zGKha7Bk7QJwDc2GjQcCHsxQvdRnBY",
+        "{SSHA}kPkjOusHXAK9ufvgcQoGrWRzsKTKMNmS",
         "{SSHA}lHFzXul4wnzRItssVcTnvXWRjNgBAgMEBQYHCA==",
         "{SSHA256}A7N1lAy5bBb4T6qH9e85zAvHBmzNPhRFbZ105DjjWDIBAgMEBQYHCA==",
         "{SSHA512}KO8EsMPQTwZrxxbOkDAOOXEeVCc2grMQg1pnZwZhC1bBQLby8zCmFn7qTZRvoTd+yQdROQQNYHWpTUST4zjTdQECAwQFBgcI",

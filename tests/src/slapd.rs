@@ -1,0 +1,172 @@
+//! A private OpenLDAP slapd for one test: a temporary cn=config directory
+//! with the standard schemas and Epistle's messaging schema, two mdb
+//! databases (o=usergroup and o=internet), listening on a free loopback
+//! port; stopped when dropped. tests/run installs slapd and ldap-utils.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const ROOT_DN: &str = "cn=Directory Manager";
+pub const ROOT_PW: &str = "directory secret";
+pub const SUFFIXES: &[&str] = &["o=usergroup", "o=internet"];
+
+pub struct Slapd {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+fn find(candidates: &[&str]) -> PathBuf {
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!("none of {candidates:?} exists: install slapd and ldap-utils (tests/run does)")
+        })
+}
+
+impl Slapd {
+    pub fn start() -> Slapd {
+        let dir = tempfile::tempdir().unwrap();
+        let schema_dir = find(&["/etc/ldap/schema", "/etc/openldap/schema"]);
+        let module_dir = find(&["/usr/lib/ldap", "/usr/lib/openldap", "/usr/lib64/openldap"]);
+        let ours = crate::repo_root().join("data/ldap/epistle-messaging.ldif");
+        let conf = dir.path().join("slapd.d");
+        std::fs::create_dir_all(&conf).unwrap();
+        let mut ldif = format!(
+            "dn: cn=config\nobjectClass: olcGlobal\ncn: config\nolcPidFile: {pid}\n\n\
+             dn: cn=module{{0}},cn=config\nobjectClass: olcModuleList\ncn: module{{0}}\n\
+             olcModulePath: {modules}\nolcModuleLoad: back_mdb\n\n\
+             dn: cn=schema,cn=config\nobjectClass: olcSchemaConfig\ncn: schema\n\n",
+            pid = dir.path().join("slapd.pid").display(),
+            modules = module_dir.display(),
+        );
+        for s in ["core", "cosine", "inetorgperson", "dyngroup"] {
+            ldif.push_str(&format!(
+                "include: file://{}/{s}.ldif\n\n",
+                schema_dir.display()
+            ));
+        }
+        ldif.push_str(&format!("include: file://{}\n\n", ours.display()));
+        ldif.push_str(
+            "dn: olcDatabase={-1}frontend,cn=config\nobjectClass: olcDatabaseConfig\n\
+             objectClass: olcFrontendConfig\nolcDatabase: {-1}frontend\nolcSizeLimit: unlimited\n\n\
+             dn: olcDatabase={0}config,cn=config\nobjectClass: olcDatabaseConfig\nolcDatabase: {0}config\n\
+             olcAccess: {0}to * by * none\n\n",
+        );
+        // OpenLDAP allows a root password only for a root DN under the
+        // database's suffix, while Sun's directories use the bare
+        // "cn=Directory Manager": that DN is a real entry in a small
+        // database of its own, and the root DN of the others.
+        let mut suffixes: Vec<&str> = SUFFIXES.to_vec();
+        suffixes.push(ROOT_DN);
+        for (i, suffix) in suffixes.iter().enumerate() {
+            let db = dir.path().join(format!("db{i}"));
+            std::fs::create_dir_all(&db).unwrap();
+            ldif.push_str(&format!(
+                "dn: olcDatabase={{{n}}}mdb,cn=config\nobjectClass: olcDatabaseConfig\nobjectClass: olcMdbConfig\n\
+                 olcDatabase: {{{n}}}mdb\nolcDbDirectory: {db}\nolcSuffix: {suffix}\nolcRootDN: {ROOT_DN}\n\
+                 olcDbMaxSize: 104857600\n\
+                 olcDbIndex: objectClass eq\nolcDbIndex: uid,mail,mailAlternateAddress,mailEquivalentAddress eq\n\
+                 olcAccess: {{0}}to attrs=userPassword by self write by anonymous auth by * none\n\
+                 olcAccess: {{1}}to * by * read\n\n",
+                n = i + 1,
+                db = db.display(),
+            ));
+        }
+        let config = dir.path().join("config.ldif");
+        std::fs::write(&config, ldif).unwrap();
+        let slapadd = find(&["/usr/sbin/slapadd", "/usr/local/sbin/slapadd"]);
+        let out = Command::new(&slapadd)
+            .args(["-n0", "-F"])
+            .arg(&conf)
+            .arg("-l")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "slapadd of the test config failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let root = dir.path().join("root.ldif");
+        std::fs::write(
+            &root,
+            format!(
+                "dn: {ROOT_DN}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\n\
+                 cn: Directory Manager\nuserPassword: {ROOT_PW}\n"
+            ),
+        )
+        .unwrap();
+        let out = Command::new(&slapadd)
+            .args(["-F"])
+            .arg(&conf)
+            .args(["-b", ROOT_DN, "-l"])
+            .arg(&root)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "slapadd of the root entry failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = crate::free_port();
+        let slapd = find(&["/usr/sbin/slapd", "/usr/local/libexec/slapd"]);
+        let child = Command::new(slapd)
+            .args(["-d", "0", "-h", &format!("ldap://127.0.0.1:{port}/"), "-F"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let me = Slapd {
+            dir,
+            port,
+            child: Some(child),
+        };
+        assert!(
+            crate::wait_for(Duration::from_secs(20), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
+            "slapd did not start listening"
+        );
+        me
+    }
+
+    pub fn url(&self) -> String {
+        format!("ldap://127.0.0.1:{}", self.port)
+    }
+
+    /// Loads LDIF entries with ldapadd as the root DN.
+    pub fn ldapadd(&self, ldif: &Path) {
+        let out = Command::new("ldapadd")
+            .args(["-x", "-H", &self.url(), "-D", ROOT_DN, "-w", ROOT_PW, "-f"])
+            .arg(ldif)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ldapadd failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server (to test what an unreachable directory does).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Slapd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
