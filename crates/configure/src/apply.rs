@@ -203,6 +203,26 @@ pub fn apply(
         ));
     }
 
+    if a.ug_directory.eq_ignore_ascii_case(EMBEDDED) {
+        let path = base.resolve(
+            epistle_config::params::lookup("local.directory.file")
+                .map(|p| p.default)
+                .unwrap_or_default(),
+        );
+        if a.overwrite || !path.exists() {
+            log.step(&format!(
+                "Creating the embedded directory {}",
+                path.display()
+            ));
+            create_embedded_directory(&path, a)?;
+        } else {
+            log.step(&format!(
+                "Keeping the embedded directory {}",
+                path.display()
+            ));
+        }
+    }
+
     log.step("Instantiating the configuration templates");
     instantiate_templates(base, a)?;
 
@@ -258,6 +278,44 @@ pub fn apply(
     Ok(())
 }
 
+/// The administrators of Table 5-2 that live in the directory: the
+/// service administrator (`uid=admin`) and the end user administrator,
+/// both members of the Service Administrators group, with the one
+/// password configure asked for, hashed.
+fn create_embedded_directory(path: &Path, a: &Answers) -> anyhow::Result<()> {
+    use epistle_directory::provision::{Layout, NewUser};
+    let hash = epistle_directory::password::hash(&a.admin_password).map_err(anyhow::Error::msg)?;
+    let layout = Layout {
+        schema: epistle_directory::Schema::Two,
+        suffix: a.ug_suffix.clone(),
+        dcroot: a.ug_suffix.clone(),
+    };
+    let admin = NewUser {
+        uid: "admin".into(),
+        given_name: "Service".into(),
+        surname: "Administrator".into(),
+        password_hash: hash.clone(),
+        mail: None,
+        mail_host: Some(a.hostname.clone()),
+    };
+    let mut entries = layout.base_entries(&a.default_domain, &a.org_dn, &admin);
+    let end_user_admin = NewUser {
+        uid: format!("msg-admin-{}", a.hostname),
+        given_name: "End User".into(),
+        surname: "Administrator".into(),
+        password_hash: hash,
+        mail: None,
+        mail_host: Some(a.hostname.clone()),
+    }
+    .entry(&a.org_dn, &a.default_domain);
+    if let Some(group) = entries.iter_mut().find(|e| e.dn == layout.admins_group()) {
+        group.add("uniqueMember", end_user_admin.dn.clone());
+    }
+    entries.push(end_user_admin);
+    epistle_directory::embedded::EmbeddedDirectory::create(path, &entries)
+        .map_err(|e| anyhow::anyhow!("cannot create the embedded directory: {e}"))
+}
+
 /// The initial site values, from the answers.
 fn site_values(a: &Answers) -> Vec<(String, Option<String>)> {
     let yes = |b: bool| Some(if b { "yes" } else { "no" }.to_string());
@@ -295,7 +353,11 @@ fn site_values(a: &Answers) -> Vec<(String, Option<String>)> {
                 &a.ug_password
             }),
         ),
-        ("service.dcroot", s("o=internet")),
+        (
+            "service.dcroot",
+            s(if embedded { &a.ug_suffix } else { "o=internet" }),
+        ),
+        ("local.schemaversion", s(if embedded { "2" } else { "1" })),
         ("local.enduseradmindn", s(&admin_dn)),
         ("local.enduseradmincred", s(&a.admin_password)),
         ("local.service.pab.ldapbinddn", s(&admin_dn)),

@@ -21,6 +21,7 @@ pub mod ldif;
 pub mod lookup;
 pub mod model;
 pub mod password;
+pub mod provision;
 
 use std::sync::Arc;
 use std::time::Duration;
