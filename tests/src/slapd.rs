@@ -28,7 +28,14 @@ fn find(candidates: &[&str]) -> PathBuf {
 }
 
 impl Slapd {
+    /// A slapd with Epistle's messaging schema loaded.
     pub fn start() -> Slapd {
+        Slapd::start_with(true)
+    }
+
+    /// A slapd with only the standard schemas, as comm_dssetup finds a
+    /// fresh directory. Its cn=config belongs to the Directory Manager.
+    pub fn start_with(messaging_schema: bool) -> Slapd {
         let dir = tempfile::tempdir().unwrap();
         let schema_dir = find(&["/etc/ldap/schema", "/etc/openldap/schema"]);
         let module_dir = find(&["/usr/lib/ldap", "/usr/lib/openldap", "/usr/lib64/openldap"]);
@@ -49,12 +56,14 @@ impl Slapd {
                 schema_dir.display()
             ));
         }
-        ldif.push_str(&format!("include: file://{}\n\n", ours.display()));
+        if messaging_schema {
+            ldif.push_str(&format!("include: file://{}\n\n", ours.display()));
+        }
         ldif.push_str(
             "dn: olcDatabase={-1}frontend,cn=config\nobjectClass: olcDatabaseConfig\n\
              objectClass: olcFrontendConfig\nolcDatabase: {-1}frontend\nolcSizeLimit: unlimited\n\n\
              dn: olcDatabase={0}config,cn=config\nobjectClass: olcDatabaseConfig\nolcDatabase: {0}config\n\
-             olcAccess: {0}to * by * none\n\n",
+             olcRootDN: cn=Directory Manager\nolcAccess: {0}to * by * none\n\n",
         );
         // OpenLDAP allows a root password only for a root DN under the
         // database's suffix, while Sun's directories use the bare
@@ -69,11 +78,16 @@ impl Slapd {
                 "dn: olcDatabase={{{n}}}mdb,cn=config\nobjectClass: olcDatabaseConfig\nobjectClass: olcMdbConfig\n\
                  olcDatabase: {{{n}}}mdb\nolcDbDirectory: {db}\nolcSuffix: {suffix}\nolcRootDN: {ROOT_DN}\n\
                  olcDbMaxSize: 104857600\n\
-                 olcDbIndex: objectClass eq\nolcDbIndex: uid,mail,mailAlternateAddress,mailEquivalentAddress eq\n\
+                 {index}\
                  olcAccess: {{0}}to attrs=userPassword by self write by anonymous auth by * none\n\
                  olcAccess: {{1}}to * by * read\n\n",
                 n = i + 1,
                 db = db.display(),
+                index = if messaging_schema {
+                    "olcDbIndex: objectClass eq\nolcDbIndex: uid,mail,mailAlternateAddress,mailEquivalentAddress eq\n"
+                } else {
+                    "olcDbIndex: objectClass eq\n"
+                },
             ));
         }
         let config = dir.path().join("config.ldif");

@@ -336,6 +336,23 @@ impl LdapDirectory {
         Self::check("modify", &entry.dn, res.rc, &res.text)
     }
 
+    /// Adds values to one attribute of an existing entry.
+    pub async fn add_values(
+        &self,
+        dn: &str,
+        attr: &str,
+        values: &[String],
+    ) -> Result<(), DirError> {
+        let set: HashSet<String> = values.iter().cloned().collect();
+        let res = self
+            .run("LDAP modify", |mut l| {
+                let set = set.clone();
+                async move { l.modify(dn, vec![Mod::Add(attr.to_string(), set)]).await }
+            })
+            .await?;
+        Self::check("modify", dn, res.rc, &res.text)
+    }
+
     pub async fn delete(&self, dn: &str) -> Result<(), DirError> {
         let res = self
             .run("LDAP delete", |mut l| async move { l.delete(dn).await })
