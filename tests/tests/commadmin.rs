@@ -1,11 +1,8 @@
 //! commadmin round trips on both backends: the embedded directory that
 //! configure creates, and a slapd prepared with the same base entries.
 
-use std::path::Path;
-
 use epistle_config::MsgSvrBase;
-use epistle_directory::provision::{Layout, NewUser};
-use epistle_directory::{Auth, Denied, Limit, Recipient, Schema, Status, ldif, password};
+use epistle_directory::{Auth, Denied, Limit, Recipient, Status};
 use epistle_tests::slapd::{ROOT_DN, ROOT_PW, Slapd};
 use epistle_tests::{Install, assert_ok, stderr, stdout};
 
@@ -313,37 +310,76 @@ async fn commadmin_on_the_embedded_directory() {
     round_trip(&i).await;
 }
 
-fn load(slapd: &Slapd, entries: &[epistle_directory::Entry], dir: &Path) {
-    let path = dir.join("base.ldif");
-    std::fs::write(&path, ldif::write(entries)).unwrap();
-    slapd.ldapadd(&path);
-}
-
+/// The whole story on LDAP: comm_dssetup prepares a fresh slapd,
+/// configure adds the default domain and administrators, commadmin
+/// provisions.
 #[tokio::test]
 async fn commadmin_on_ldap() {
-    let slapd = Slapd::start();
-    let layout = Layout {
-        schema: Schema::Two,
-        suffix: "o=usergroup".into(),
-        dcroot: "o=usergroup".into(),
-    };
-    let admin = NewUser {
-        uid: "admin".into(),
-        password_hash: password::hash("test password").unwrap(),
-        ..Default::default()
-    };
-    load(
-        &slapd,
-        &layout.base_entries("example.com", "o=example.com,o=usergroup", &admin),
-        slapd.dir.path(),
-    );
+    let slapd = Slapd::start_with(false);
     let i = Install::new();
-    let state = i.state().replace("UG_DIRECTORY = embedded", &format!(
-        "UG_DIRECTORY = {}\nUG_DIRECTORY_BINDDN = {ROOT_DN}\nUG_DIRECTORY_PASSWORD = \"{ROOT_PW}\"\n\
-         param.local.schemaversion = 2\nparam.service.dcroot = o=usergroup\nparam.local.ugldap.cachettl = 0",
-        slapd.url()
-    ));
-    assert_ok(&i.configure_with(&state, &[]), "configure against slapd");
+    let url = slapd.url();
+    let setup = i.sbin(
+        "comm_dssetup",
+        &[
+            "-i",
+            "yes",
+            "-c",
+            &url,
+            "-d",
+            "slapd",
+            "-r",
+            "o=internet",
+            "-u",
+            "o=usergroup",
+            "-s",
+            "yes",
+            "-D",
+            ROOT_DN,
+            "-w",
+            ROOT_PW,
+            "-b",
+            "yes",
+            "-t",
+            "2",
+            "-m",
+            "yes",
+        ],
+    );
+    assert_ok(&setup, "comm_dssetup");
+    let state = i.state().replace(
+        "UG_DIRECTORY = embedded",
+        &format!("UG_DIRECTORY = {url}\nUG_DIRECTORY_BINDDN = {ROOT_DN}\nUG_DIRECTORY_PASSWORD = \"{ROOT_PW}\""),
+    );
+    let out = i.configure_with(&state, &[]);
+    assert_ok(&out, "configure against slapd");
+    assert!(
+        stdout(&out).contains("entries added to the directory"),
+        "{}",
+        stdout(&out)
+    );
     assert!(!i.data.join("directory/directory.ldif").exists());
+    assert_eq!(
+        stdout(&i.configutil(&["-o", "local.schemaversion"])).trim(),
+        "2"
+    );
     round_trip(&i).await;
+}
+
+#[test]
+fn configure_against_an_unreachable_directory_changes_nothing() {
+    let i = Install::new();
+    let dead = format!("ldap://127.0.0.1:{}", epistle_tests::free_port());
+    let state = i.state().replace(
+        "UG_DIRECTORY = embedded",
+        &format!(
+            "UG_DIRECTORY = {dead}\nUG_DIRECTORY_BINDDN = {ROOT_DN}\nUG_DIRECTORY_PASSWORD = x"
+        ),
+    );
+    let out = i.configure_with(&state, &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("UG_DIRECTORY"), "{}", stderr(&out));
+    assert!(
+        !i.base.join("config").exists(),
+        "configure changed the host"
+    );
 }

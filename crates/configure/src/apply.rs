@@ -12,6 +12,7 @@ use epistle_config::{MsgSvrBase, write_atomically};
 use nix::unistd::{Group, Uid, User, chown};
 
 use crate::state::{Answers, EMBEDDED};
+use epistle_directory::Schema;
 
 /// Free space below which configure refuses to go on, and below which it
 /// warns (the guide plans 1 GB for binaries, data and configuration).
@@ -161,6 +162,18 @@ pub fn apply(
     stamp: &str,
     log: &mut ConfigureLog,
 ) -> anyhow::Result<()> {
+    let embedded = a.ug_directory.eq_ignore_ascii_case(EMBEDDED);
+    // Reach the LDAP directory before changing anything here: a directory
+    // that cannot be reached leaves this host untouched.
+    let ldap_schema = if embedded {
+        None
+    } else {
+        log.step(&format!(
+            "Connecting to the user/group directory {}",
+            a.ug_directory
+        ));
+        Some(block_on(detect_schema(a))?)
+    };
     log.step(&format!(
         "Configuring {} with data in {}",
         base.root().display(),
@@ -186,7 +199,10 @@ pub fn apply(
     log.step("Writing msg.conf.defaults, msg.conf and local.conf");
     files.write_defaults()?;
     files
-        .update(&site_values(a))
+        .update(&site_values(
+            a,
+            ldap_schema.unwrap_or(epistle_directory::Schema::Two),
+        ))
         .context("cannot write the site configuration")?;
     if !a.params.is_empty() {
         let extra: Vec<_> = a
@@ -203,23 +219,34 @@ pub fn apply(
         ));
     }
 
-    if a.ug_directory.eq_ignore_ascii_case(EMBEDDED) {
-        let path = base.resolve(
-            epistle_config::params::lookup("local.directory.file")
+    match ldap_schema {
+        None => {
+            let default = epistle_config::params::lookup("local.directory.file")
                 .map(|p| p.default)
-                .unwrap_or_default(),
-        );
-        if a.overwrite || !path.exists() {
+                .unwrap_or_default();
+            let path = base.resolve(default);
+            if a.overwrite || !path.exists() {
+                log.step(&format!(
+                    "Creating the embedded directory {}",
+                    path.display()
+                ));
+                let entries = directory_entries(a, epistle_directory::Schema::Two)?;
+                epistle_directory::embedded::EmbeddedDirectory::create(&path, &entries)
+                    .map_err(|e| anyhow::anyhow!("cannot create the embedded directory: {e}"))?;
+            } else {
+                log.step(&format!(
+                    "Keeping the embedded directory {}",
+                    path.display()
+                ));
+            }
+        }
+        Some(schema) => {
             log.step(&format!(
-                "Creating the embedded directory {}",
-                path.display()
+                "Adding the default domain and administrators to {}",
+                a.ug_directory
             ));
-            create_embedded_directory(&path, a)?;
-        } else {
-            log.step(&format!(
-                "Keeping the embedded directory {}",
-                path.display()
-            ));
+            let added = block_on(provision_ldap(a, schema))?;
+            log.step(&format!("{added} entries added to the directory"));
         }
     }
 
@@ -278,17 +305,26 @@ pub fn apply(
     Ok(())
 }
 
-/// The administrators of Table 5-2 that live in the directory: the
-/// service administrator (`uid=admin`) and the end user administrator,
-/// both members of the Service Administrators group, with the one
-/// password configure asked for, hashed.
-fn create_embedded_directory(path: &Path, a: &Answers) -> anyhow::Result<()> {
+/// The base of the directory for the default domain, with the
+/// administrators of Table 5-2 that live there: the service administrator
+/// (`uid=admin`) and the end user administrator, both members of the
+/// Service Administrators group, with the one password configure asked
+/// for, hashed.
+fn directory_entries(
+    a: &Answers,
+    schema: epistle_directory::Schema,
+) -> anyhow::Result<Vec<epistle_directory::Entry>> {
     use epistle_directory::provision::{Layout, NewUser};
     let hash = epistle_directory::password::hash(&a.admin_password).map_err(anyhow::Error::msg)?;
+    let dcroot = if schema == epistle_directory::Schema::Two {
+        a.ug_suffix.clone()
+    } else {
+        "o=internet".to_string()
+    };
     let layout = Layout {
-        schema: epistle_directory::Schema::Two,
+        schema,
         suffix: a.ug_suffix.clone(),
-        dcroot: a.ug_suffix.clone(),
+        dcroot,
     };
     let admin = NewUser {
         uid: "admin".into(),
@@ -312,12 +348,76 @@ fn create_embedded_directory(path: &Path, a: &Answers) -> anyhow::Result<()> {
         group.add("uniqueMember", end_user_admin.dn.clone());
     }
     entries.push(end_user_admin);
-    epistle_directory::embedded::EmbeddedDirectory::create(path, &entries)
-        .map_err(|e| anyhow::anyhow!("cannot create the embedded directory: {e}"))
+    Ok(entries)
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+fn ldap_of(a: &Answers) -> anyhow::Result<epistle_directory::ldap::LdapDirectory> {
+    Ok(epistle_directory::ldap::LdapDirectory::new(
+        epistle_directory::ldap::LdapSettings {
+            urls: vec![a.ug_directory.trim_end_matches('/').to_string()],
+            bind_dn: a.ug_binddn.clone(),
+            bind_pw: a.ug_password.clone(),
+            timeout: std::time::Duration::from_secs(15),
+            pool_size: 1,
+            starttls: false,
+            check_cert: true,
+        },
+    )?)
+}
+
+/// Schema 1 when the directory has the DC tree comm_dssetup makes for it
+/// (o=internet), else schema 2.
+async fn detect_schema(a: &Answers) -> anyhow::Result<epistle_directory::Schema> {
+    use epistle_directory::{Filter, Schema, Scope};
+    let ldap = ldap_of(a)?;
+    let any = Filter::Present("objectClass".into());
+    let suffix = ldap.search(&a.ug_suffix, Scope::Base, &any).await.map_err(|e| {
+        anyhow::anyhow!(
+            "UG_DIRECTORY: {e}; check the URL, bind DN and password, and that comm_dssetup prepared the directory"
+        )
+    })?;
+    if suffix.is_empty() {
+        anyhow::bail!(
+            "UG_SUFFIX: {} does not exist in {}; run comm_dssetup -b yes first",
+            a.ug_suffix,
+            a.ug_directory
+        );
+    }
+    let dc = ldap.search("o=internet", Scope::Base, &any).await?;
+    Ok(if dc.is_empty() {
+        Schema::Two
+    } else {
+        Schema::One
+    })
+}
+
+/// Adds what the directory lacks of the default domain and administrators.
+async fn provision_ldap(a: &Answers, schema: epistle_directory::Schema) -> anyhow::Result<usize> {
+    use epistle_directory::{Filter, Scope};
+    let ldap = ldap_of(a)?;
+    let any = Filter::Present("objectClass".into());
+    let mut added = 0;
+    for e in directory_entries(a, schema)? {
+        if ldap.search(&e.dn, Scope::Base, &any).await?.is_empty() {
+            let dn = e.dn.clone();
+            ldap.add(e)
+                .await
+                .map_err(|err| anyhow::anyhow!("cannot add {dn}: {err}"))?;
+            added += 1;
+        }
+    }
+    Ok(added)
 }
 
 /// The initial site values, from the answers.
-fn site_values(a: &Answers) -> Vec<(String, Option<String>)> {
+fn site_values(a: &Answers, schema: epistle_directory::Schema) -> Vec<(String, Option<String>)> {
     let yes = |b: bool| Some(if b { "yes" } else { "no" }.to_string());
     let s = |v: &str| Some(v.to_string());
     let (ug_host, ug_port, ug_ssl) = split_ldap_url(&a.ug_directory);
@@ -355,9 +455,20 @@ fn site_values(a: &Answers) -> Vec<(String, Option<String>)> {
         ),
         (
             "service.dcroot",
-            s(if embedded { &a.ug_suffix } else { "o=internet" }),
+            s(if schema == Schema::Two {
+                &a.ug_suffix
+            } else {
+                "o=internet"
+            }),
         ),
-        ("local.schemaversion", s(if embedded { "2" } else { "1" })),
+        (
+            "local.schemaversion",
+            s(match schema {
+                Schema::One => "1",
+                Schema::OnePointFive => "1.5",
+                Schema::Two => "2",
+            }),
+        ),
         ("local.enduseradmindn", s(&admin_dn)),
         ("local.enduseradmincred", s(&a.admin_password)),
         ("local.service.pab.ldapbinddn", s(&admin_dn)),
