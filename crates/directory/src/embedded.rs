@@ -6,7 +6,7 @@
 //! or the new directory and never half of one. The same file loads into
 //! slapd with `ldapadd -f` to move to a real directory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
@@ -22,12 +22,75 @@ pub struct EmbeddedDirectory {
     state: RwLock<Snapshot>,
 }
 
+/// Attributes with an equality index: what the lookups search by.
+const INDEXED: &[&str] = &[
+    "uid",
+    "mail",
+    "mailalternateaddress",
+    "mailequivalentaddress",
+    "sunpreferreddomain",
+    "associateddomain",
+    "cn",
+];
+
 #[derive(Default)]
 struct Snapshot {
-    /// Normalized DN → entry.
-    entries: BTreeMap<String, Entry>,
+    /// Normalized DN → (parsed DN, entry).
+    entries: BTreeMap<String, (Dn, Entry)>,
+    /// (attribute, value), both lower-cased → normalized DNs.
+    index: HashMap<(String, String), BTreeSet<String>>,
     /// Modification time and length of the file the entries came from.
     stamp: Option<(SystemTime, u64)>,
+}
+
+impl Snapshot {
+    fn build(entries: BTreeMap<String, Entry>, stamp: Option<(SystemTime, u64)>) -> Snapshot {
+        let mut index: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
+        let mut parsed = BTreeMap::new();
+        for (key, e) in entries {
+            for attr in INDEXED {
+                for v in e.get_all(attr) {
+                    index
+                        .entry((attr.to_string(), v.to_lowercase()))
+                        .or_default()
+                        .insert(key.clone());
+                }
+            }
+            // load() parsed every DN already; one that fails here cannot occur.
+            if let Ok(dn) = Dn::parse(&e.dn) {
+                parsed.insert(key, (dn, e));
+            }
+        }
+        Snapshot {
+            entries: parsed,
+            index,
+            stamp,
+        }
+    }
+
+    /// The entries that can match `f`, when an index narrows them down.
+    fn candidates(&self, f: &Filter) -> Option<BTreeSet<String>> {
+        match f {
+            Filter::Equal(a, v) if INDEXED.contains(&a.to_ascii_lowercase().as_str()) => Some(
+                self.index
+                    .get(&(a.to_ascii_lowercase(), v.to_lowercase()))
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+            Filter::And(fs) => fs
+                .iter()
+                .filter_map(|x| self.candidates(x))
+                .reduce(|a, b| &a & &b),
+            Filter::Or(fs) => {
+                let mut all = BTreeSet::new();
+                for x in fs {
+                    all.extend(self.candidates(x)?);
+                }
+                Some(all)
+            }
+            _ => None,
+        }
+    }
 }
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
@@ -66,10 +129,7 @@ impl EmbeddedDirectory {
     pub fn open(path: impl Into<PathBuf>) -> Result<EmbeddedDirectory, DirError> {
         let path = path.into();
         let entries = load(&path)?;
-        let snap = Snapshot {
-            entries,
-            stamp: stamp(&path),
-        };
+        let snap = Snapshot::build(entries, stamp(&path));
         Ok(EmbeddedDirectory {
             path,
             state: RwLock::new(snap),
@@ -96,12 +156,8 @@ impl EmbeddedDirectory {
         if now == self.state.read().map_err(poisoned)?.stamp {
             return Ok(());
         }
-        let entries = load(&self.path)?;
-        let mut s = self.state.write().map_err(poisoned)?;
-        *s = Snapshot {
-            entries,
-            stamp: now,
-        };
+        let fresh = Snapshot::build(load(&self.path)?, now);
+        *self.state.write().map_err(poisoned)? = fresh;
         Ok(())
     }
 
@@ -116,18 +172,35 @@ impl EmbeddedDirectory {
         let _ = self.refresh();
         let base = Dn::parse(base).map_err(|e| DirError::Data(e.to_string()))?;
         let s = self.state.read().map_err(poisoned)?;
-        let mut out = Vec::new();
-        for e in s.entries.values() {
-            let Ok(dn) = e.parsed_dn() else { continue };
+        let keep = |dn: &Dn, e: &Entry| {
             let in_scope = match scope {
-                Scope::Base => dn == base,
+                Scope::Base => *dn == base,
                 Scope::One => dn.is_child_of(&base),
                 Scope::Sub => dn.is_under(&base),
             };
-            if in_scope && filter.matches(e) {
-                out.push(e.clone());
-            }
-        }
+            in_scope && filter.matches(e)
+        };
+        let out = match (scope, s.candidates(filter)) {
+            (Scope::Base, _) => s
+                .entries
+                .get(&base.normalized())
+                .filter(|(dn, e)| keep(dn, e))
+                .map(|(_, e)| e.clone())
+                .into_iter()
+                .collect(),
+            (_, Some(keys)) => keys
+                .iter()
+                .filter_map(|k| s.entries.get(k))
+                .filter(|(dn, e)| keep(dn, e))
+                .map(|(_, e)| e.clone())
+                .collect(),
+            (_, None) => s
+                .entries
+                .values()
+                .filter(|(dn, e)| keep(dn, e))
+                .map(|(_, e)| e.clone())
+                .collect(),
+        };
         Ok(out)
     }
 
@@ -149,11 +222,8 @@ impl EmbeddedDirectory {
         let mut entries = load(&self.path)?;
         f(&mut entries)?;
         write_file(&self.path, entries.values())?;
-        let mut s = self.state.write().map_err(poisoned)?;
-        *s = Snapshot {
-            entries,
-            stamp: stamp(&self.path),
-        };
+        let fresh = Snapshot::build(entries, stamp(&self.path));
+        *self.state.write().map_err(poisoned)? = fresh;
         drop(lock);
         Ok(())
     }
