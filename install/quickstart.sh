@@ -8,7 +8,8 @@
 # missing). As another user: installs into ~/epistle with
 # data in ~/epistle-data, runs as that user, and uses unprivileged ports
 # (IMAP 1143, POP 1110, HTTP 8080, IMAPS 1993, POP3S 1995, HTTPS 8443).
-# The directory is the embedded one: no LDAP server is needed. Run again,
+# The directory is the embedded one: no LDAP server is needed; a test
+# account test@DOMAIN is created and its password printed. Run again,
 # it upgrades the programs, keeps the configuration and restarts.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -74,7 +75,10 @@ param.service.http.sslport = 8443
 STATE
   fi
   "$prefix/sbin/configure" -nodisplay -noconsole -state "$state"
-  echo "Administrator password: $password (also in $prefix/install/configure_*/saveState)"
+  echo "Administrator: admin, password $password (also in $prefix/install/configure_*/saveState)"
+  test_password=$(head -c 12 /dev/urandom | base64 | tr -d '/+=')
+  "$prefix/sbin/commadmin" user create -D admin -w "$password" -l test -W "$test_password" -F Test -L User >/dev/null
+  echo "Test account: test@$domain, password $test_password"
 fi
 
 "$prefix/sbin/start-msg"

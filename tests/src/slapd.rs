@@ -14,6 +14,8 @@ pub const SUFFIXES: &[&str] = &["o=usergroup", "o=internet"];
 pub struct Slapd {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The ldaps:// port, when started with TLS.
+    pub tls_port: Option<u16>,
     child: Option<Child>,
 }
 
@@ -36,14 +38,56 @@ impl Slapd {
     /// A slapd with only the standard schemas, as comm_dssetup finds a
     /// fresh directory. Its cn=config belongs to the Directory Manager.
     pub fn start_with(messaging_schema: bool) -> Slapd {
+        Slapd::launch(messaging_schema, false)
+    }
+
+    /// With the messaging schema, a self-signed certificate, StartTLS on
+    /// the plain port and an ldaps:// port.
+    pub fn start_tls() -> Slapd {
+        Slapd::launch(true, true)
+    }
+
+    fn launch(messaging_schema: bool, tls: bool) -> Slapd {
         let dir = tempfile::tempdir().unwrap();
+        let mut tls_conf = String::new();
+        if tls {
+            let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            let out = Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-keyout",
+                ])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            tls_conf = format!(
+                "olcTLSCertificateFile: {}\nolcTLSCertificateKeyFile: {}\n",
+                cert.display(),
+                key.display()
+            );
+        }
         let schema_dir = find(&["/etc/ldap/schema", "/etc/openldap/schema"]);
         let module_dir = find(&["/usr/lib/ldap", "/usr/lib/openldap", "/usr/lib64/openldap"]);
         let ours = crate::repo_root().join("data/ldap/epistle-messaging.ldif");
         let conf = dir.path().join("slapd.d");
         std::fs::create_dir_all(&conf).unwrap();
         let mut ldif = format!(
-            "dn: cn=config\nobjectClass: olcGlobal\ncn: config\nolcPidFile: {pid}\n\n\
+            "dn: cn=config\nobjectClass: olcGlobal\ncn: config\nolcPidFile: {pid}\n{tls_conf}\n\
              dn: cn=module{{0}},cn=config\nobjectClass: olcModuleList\ncn: module{{0}}\n\
              olcModulePath: {modules}\nolcModuleLoad: back_mdb\n\n\
              dn: cn=schema,cn=config\nobjectClass: olcSchemaConfig\ncn: schema\n\n",
@@ -127,9 +171,14 @@ impl Slapd {
             String::from_utf8_lossy(&out.stderr)
         );
         let port = crate::free_port();
+        let tls_port = tls.then(crate::free_port);
+        let mut urls = format!("ldap://127.0.0.1:{port}/");
+        if let Some(p) = tls_port {
+            urls.push_str(&format!(" ldaps://127.0.0.1:{p}/"));
+        }
         let slapd = find(&["/usr/sbin/slapd", "/usr/local/libexec/slapd"]);
         let child = Command::new(slapd)
-            .args(["-d", "0", "-h", &format!("ldap://127.0.0.1:{port}/"), "-F"])
+            .args(["-d", "0", "-h", &urls, "-F"])
             .arg(&conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -138,6 +187,7 @@ impl Slapd {
         let me = Slapd {
             dir,
             port,
+            tls_port,
             child: Some(child),
         };
         assert!(

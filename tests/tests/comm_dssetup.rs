@@ -140,15 +140,7 @@ async fn schema_1_setup_then_the_directory_serves_epistle() {
     let path = tmp.path().join("entries.ldif");
     std::fs::write(&path, rest).unwrap();
     slapd.ldapadd(&path);
-    let settings = Settings {
-        schema: Schema::One,
-        dcroot: "o=internet".into(),
-        default_domain: "example.com".into(),
-        login_separators: "@".into(),
-        default_disk_quota: "-1".into(),
-        default_message_quota: "-1".into(),
-        bind_auth: false,
-    };
+    let settings = Settings::for_schema(Schema::One, "o=internet", "example.com");
     let d = Directory::new(Backend::Ldap(Arc::new(l)), settings, Cache::disabled());
     assert_eq!(
         d.user_by_login("joe@example.net")
@@ -233,4 +225,69 @@ async fn schema_2_setup_and_a_dry_run() {
     );
     let wrong_pw = dssetup(&i, tmp.path(), &["-c", &url, "-w", "wrong", "-t", "2"]);
     assert!(!wrong_pw.status.success(), "accepted a wrong password");
+}
+
+#[tokio::test]
+async fn interactive_questions_and_summary() {
+    use std::io::Write;
+    let slapd = Slapd::start_with(false);
+    let i = Install::new();
+    let tmp = tempfile::tempdir().unwrap();
+    // continue, server, instance, manager DN, password, users/groups,
+    // suffix, schema type, update schema, indexes, modify now.
+    let answers = [
+        "",
+        &slapd.url(),
+        "",
+        "",
+        ROOT_PW,
+        "",
+        "",
+        "2",
+        "",
+        "",
+        "yes",
+    ]
+    .join("\n")
+        + "\n";
+    let mut child = std::process::Command::new(i.base.join("sbin/comm_dssetup"))
+        .env("TMPDIR", tmp.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answers.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_ok(&out, "interactive comm_dssetup");
+    let text = stdout(&out);
+    for q in [
+        "Please enter the directory manager DN [cn=Directory Manager]",
+        "Please enter the Schema Type (1, 1.5, 2) [1]",
+        "Here is a summary",
+        "User/Group Root           : o=usergroup",
+    ] {
+        assert!(text.contains(q), "missing {q:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("DC Tree base suffix"),
+        "schema 2 asks no DC tree question"
+    );
+    let l = ldap(&slapd);
+    assert_eq!(
+        l.search(
+            "o=usergroup",
+            Scope::Base,
+            &Filter::Present("objectClass".into())
+        )
+        .await
+        .unwrap()
+        .len(),
+        1
+    );
 }

@@ -20,19 +20,12 @@ fn fixture() -> std::path::PathBuf {
 }
 
 fn settings(schema: Schema) -> Settings {
-    Settings {
-        schema,
-        dcroot: if schema == Schema::Two {
-            "o=usergroup".into()
-        } else {
-            "o=internet".into()
-        },
-        default_domain: "example.com".into(),
-        login_separators: "@".into(),
-        default_disk_quota: "-1".into(),
-        default_message_quota: "-1".into(),
-        bind_auth: false,
-    }
+    let root = if schema == Schema::Two {
+        "o=usergroup"
+    } else {
+        "o=internet"
+    };
+    Settings::for_schema(schema, root, "example.com")
 }
 
 fn embedded(schema: Schema) -> (tempfile::TempDir, Directory) {
@@ -479,4 +472,72 @@ async fn the_embedded_file_loads_into_slapd_unchanged() {
         "moved"
     );
     suite(&l).await;
+}
+
+#[tokio::test]
+async fn search_templates_come_from_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("directory.ldif");
+    std::fs::copy(fixture(), &path).unwrap();
+    let mut st = settings(Schema::Two);
+    // Users log in with their address instead of their uid.
+    st.user_template = "(&(objectClass=inetMailUser)(mail=%U@%V))".into();
+    let backend = Backend::Embedded(Arc::new(EmbeddedDirectory::open(&path).unwrap()));
+    let d = Directory::new(backend, st, Cache::disabled());
+    assert_eq!(
+        d.user_by_login("ann@example.com")
+            .await
+            .unwrap()
+            .unwrap()
+            .uid,
+        "ann"
+    );
+    assert!(
+        d.user_by_login("crypt5@example.com")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let mut bad = settings(Schema::Two);
+    bad.user_template = "(uid=%U".into();
+    let backend = Backend::Embedded(Arc::new(EmbeddedDirectory::open(&path).unwrap()));
+    let d = Directory::new(backend, bad, Cache::disabled());
+    assert!(matches!(
+        d.user_by_login("ann").await,
+        Err(DirError::Data(_))
+    ));
+}
+
+/// ldaps:// and StartTLS reach the directory; a certificate nobody vouches
+/// for is refused unless local.ldapcheckcert is off.
+#[tokio::test]
+async fn ldap_over_tls() {
+    let s = Slapd::start_tls();
+    s.ldapadd(&fixture());
+    let over = |url: String, starttls: bool, check_cert: bool| {
+        let mut st = ldap_settings(vec![url]);
+        st.starttls = starttls;
+        st.check_cert = check_cert;
+        Directory::new(
+            Backend::Ldap(Arc::new(LdapDirectory::new(st).unwrap())),
+            settings(Schema::Two),
+            Cache::disabled(),
+        )
+    };
+    let ldaps = format!("ldaps://127.0.0.1:{}", s.tls_port.unwrap());
+    for d in [
+        over(ldaps.clone(), false, false),
+        over(s.url(), true, false),
+    ] {
+        assert!(matches!(
+            d.authenticate("joe", "secret").await.unwrap(),
+            Auth::Ok(_)
+        ));
+    }
+    for d in [over(ldaps, false, true), over(s.url(), true, true)] {
+        assert!(
+            matches!(d.user_by_login("joe").await, Err(DirError::Unavailable(_))),
+            "a self-signed certificate was trusted"
+        );
+    }
 }

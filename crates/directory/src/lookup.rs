@@ -39,9 +39,45 @@ pub struct Settings {
     pub default_message_quota: String,
     /// Check passwords by binding as the user (LDAP only).
     pub bind_auth: bool,
+    /// Schema 2 domain search (`%V`).
+    pub domain_template: String,
+    /// User search for domains without inetDomainSearchFilter.
+    pub user_template: String,
+}
+
+/// A search template with `%U` (user id), `%V` (domain) and `%o` (the
+/// whole login) replaced by escaped values, parsed.
+pub fn fill_template(
+    template: &str,
+    uid: &str,
+    domain: &str,
+    login: &str,
+) -> Result<Filter, DirError> {
+    let text = template
+        .replace("%U", &escape(uid))
+        .replace("%V", &escape(domain))
+        .replace("%o", &escape(login));
+    Filter::parse(&text)
+        .map_err(|e| DirError::Data(format!("search template {template:?} is not a filter: {e}")))
 }
 
 impl Settings {
+    /// Settings for a schema and its root, the rest as shipped (tools and
+    /// tests that have no configuration files).
+    pub fn for_schema(schema: Schema, dcroot: &str, default_domain: &str) -> Settings {
+        let version = match schema {
+            Schema::One => "1",
+            Schema::OnePointFive => "1.5",
+            Schema::Two => "2",
+        };
+        Settings::from_config(
+            &Config::defaults()
+                .with("local.schemaversion", version)
+                .with("service.dcroot", dcroot)
+                .with("service.defaultdomain", default_domain),
+        )
+    }
+
     pub fn from_config(cfg: &Config) -> Settings {
         let schema = match cfg.get("local.schemaversion") {
             "1" => Schema::One,
@@ -64,6 +100,8 @@ impl Settings {
             default_disk_quota: cfg.get("store.defaultmailboxquota").to_string(),
             default_message_quota: cfg.get("store.defaultmessagequota").to_string(),
             bind_auth: cfg.get_bool("local.ugldap.bindauth"),
+            domain_template: cfg.get("local.ugldap.domainsearchtemplate").to_string(),
+            user_template: cfg.get("local.ugldap.usersearchtemplate").to_string(),
         }
     }
 }
@@ -189,17 +227,7 @@ impl Directory {
     }
 
     async fn domain_by_search(&self, name: &str) -> Result<Option<Domain>, DirError> {
-        let f = Filter::And(vec![
-            Filter::Or(vec![
-                Filter::eq("objectClass", "sunManagedOrganization"),
-                Filter::eq("objectClass", "inetDomain"),
-                Filter::eq("objectClass", "mailDomain"),
-            ]),
-            Filter::Or(vec![
-                Filter::eq("sunPreferredDomain", name),
-                Filter::eq("associatedDomain", name),
-            ]),
-        ]);
+        let f = fill_template(&self.settings.domain_template, "", name, "")?;
         let mut hits = self
             .backend
             .search(&self.settings.dcroot, Scope::Sub, &f)
@@ -247,18 +275,10 @@ impl Directory {
         };
         let template = domain
             .search_filter
-            .clone()
-            .unwrap_or_else(|| "(&(objectClass=inetOrgPerson)(uid=%U))".into());
-        let text = template
-            .replace("%U", &escape(uid))
-            .replace("%V", &escape(&domain.canonical))
-            .replace("%o", &escape(login));
-        let filter = Filter::parse(&text).map_err(|e| {
-            DirError::Data(format!(
-                "inetDomainSearchFilter of {} is not a filter ({e}): {template}",
-                domain.name
-            ))
-        })?;
+            .as_deref()
+            .unwrap_or(&self.settings.user_template);
+        let filter = fill_template(template, uid, &domain.canonical, login)
+            .map_err(|e| DirError::Data(format!("domain {}: {e}", domain.name)))?;
         let mut hits = self
             .backend
             .search(&domain.base_dn, Scope::Sub, &filter)

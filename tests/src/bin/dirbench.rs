@@ -17,15 +17,7 @@ use epistle_directory::{Auth, Backend, Directory, Schema, Settings, ldif};
 use epistle_tests::slapd::{ROOT_DN, ROOT_PW, Slapd};
 
 fn settings() -> Settings {
-    Settings {
-        schema: Schema::Two,
-        dcroot: "o=usergroup".into(),
-        default_domain: "example.com".into(),
-        login_separators: "@".into(),
-        default_disk_quota: "-1".into(),
-        default_message_quota: "-1".into(),
-        bind_auth: false,
-    }
+    Settings::for_schema(Schema::Two, "o=usergroup", "example.com")
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
