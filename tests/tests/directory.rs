@@ -205,7 +205,15 @@ async fn suite(d: &Directory) {
         .await
         .unwrap();
     dept.sort();
-    assert_eq!(dept, ["ann@example.com", "joe@example.com"]);
+    assert_eq!(
+        dept,
+        [
+            "ann@example.com",
+            "archive@example.org",
+            "crypt5@example.com",
+            "joe@example.com"
+        ]
+    );
     let closed = group(d.recipient("closed@example.com").await.unwrap());
     assert_eq!(closed.status.delivery(), Delivery::Reject);
 

@@ -376,8 +376,9 @@ impl Directory {
     }
 
     /// The addresses a group's mail goes to: `mgrpRFC822MailMember`, the
-    /// `mail` of each `uniqueMember` and of each entry a `memberURL`
-    /// finds, nested groups expanded, loops and repeats cut.
+    /// `mail` of each `uniqueMember` and of each entry a `memberURL` or
+    /// `mgrpDeliverTo` URL finds (`mailto:` ones as they are), nested
+    /// groups expanded, loops and repeats cut.
     pub async fn expand(&self, group: &Group) -> Result<Vec<String>, DirError> {
         let mut out = Vec::new();
         let mut seen_addr = HashSet::new();
@@ -404,7 +405,15 @@ impl Directory {
                         .await?,
                 );
             }
-            for url in g.get_all("memberURL") {
+            // mgrpDeliverTo: mailto: addresses, or LDAP URLs like memberURL.
+            let mut urls: Vec<&String> = g.get_all("memberURL").iter().collect();
+            for target in g.get_all("mgrpDeliverTo") {
+                match target.strip_prefix("mailto:") {
+                    Some(addr) => push_addr(&mut out, &mut seen_addr, addr),
+                    None => urls.push(target),
+                }
+            }
+            for url in urls {
                 let Some((base, scope, filter)) = parse_ldap_url(url) else {
                     return Err(DirError::Data(format!(
                         "memberURL of {} is not an LDAP URL: {url}",
