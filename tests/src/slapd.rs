@@ -29,6 +29,38 @@ fn find(candidates: &[&str]) -> PathBuf {
         })
 }
 
+/// comm_dssetup's silent options for this test directory.
+pub fn dssetup_args(url: &str, schema: &str, modify: bool) -> Vec<String> {
+    let modify = if modify { "yes" } else { "no" };
+    [
+        "-i",
+        "yes",
+        "-c",
+        url,
+        "-d",
+        "slapd-test",
+        "-r",
+        "o=internet",
+        "-u",
+        "o=usergroup",
+        "-s",
+        "yes",
+        "-D",
+        ROOT_DN,
+        "-w",
+        ROOT_PW,
+        "-b",
+        "yes",
+        "-t",
+        schema,
+        "-m",
+        modify,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 impl Slapd {
     /// A slapd with Epistle's messaging schema loaded.
     pub fn start() -> Slapd {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use epistle_directory::cache::Cache;
 use epistle_directory::ldap::{LdapDirectory, LdapSettings};
 use epistle_directory::{Backend, Directory, Filter, Schema, Scope, Settings};
-use epistle_tests::slapd::{ROOT_DN, ROOT_PW, Slapd};
+use epistle_tests::slapd::{ROOT_DN, ROOT_PW, Slapd, dssetup_args};
 use epistle_tests::{Install, assert_ok, stderr, stdout};
 
 fn dssetup(i: &Install, tmp: &std::path::Path, args: &[&str]) -> std::process::Output {
@@ -38,30 +38,8 @@ async fn schema_1_setup_then_the_directory_serves_epistle() {
     let i = Install::new();
     let tmp = tempfile::tempdir().unwrap();
     let url = slapd.url();
-    let args = [
-        "-i",
-        "yes",
-        "-c",
-        &url,
-        "-d",
-        "slapd-test",
-        "-r",
-        "o=internet",
-        "-u",
-        "o=usergroup",
-        "-s",
-        "yes",
-        "-D",
-        ROOT_DN,
-        "-w",
-        ROOT_PW,
-        "-b",
-        "yes",
-        "-t",
-        "1",
-        "-m",
-        "yes",
-    ];
+    let owned = dssetup_args(&url, "1", true);
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let out = dssetup(&i, tmp.path(), &args);
     assert_ok(&out, "comm_dssetup -t 1");
     let text = stdout(&out);
@@ -158,30 +136,8 @@ async fn schema_2_setup_and_a_dry_run() {
     let i = Install::new();
     let tmp = tempfile::tempdir().unwrap();
     let url = slapd.url();
-    let dry = [
-        "-i",
-        "yes",
-        "-c",
-        &url,
-        "-d",
-        "slapd-test",
-        "-r",
-        "o=internet",
-        "-u",
-        "o=usergroup",
-        "-s",
-        "yes",
-        "-D",
-        ROOT_DN,
-        "-w",
-        ROOT_PW,
-        "-b",
-        "yes",
-        "-t",
-        "2",
-        "-m",
-        "no",
-    ];
+    let owned = dssetup_args(&url, "2", false);
+    let dry: Vec<&str> = owned.iter().map(String::as_str).collect();
     let out = dssetup(&i, tmp.path(), &dry);
     assert_ok(&out, "comm_dssetup -m no");
     assert!(
@@ -199,8 +155,8 @@ async fn schema_2_setup_and_a_dry_run() {
         "-m no changed the directory"
     );
 
-    let mut apply = dry;
-    apply[apply.len() - 1] = "yes";
+    let owned = dssetup_args(&url, "2", true);
+    let apply: Vec<&str> = owned.iter().map(String::as_str).collect();
     assert_ok(&dssetup(&i, tmp.path(), &apply), "comm_dssetup -t 2");
     assert_eq!(
         l.search("o=usergroup", Scope::Base, &any)

@@ -3,7 +3,7 @@
 
 use epistle_config::MsgSvrBase;
 use epistle_directory::{Auth, Denied, Limit, Recipient, Status};
-use epistle_tests::slapd::{ROOT_DN, ROOT_PW, Slapd};
+use epistle_tests::slapd::{ROOT_DN, ROOT_PW, Slapd, dssetup_args};
 use epistle_tests::{Install, assert_ok, stderr, stdout};
 
 const ADMIN: [&str; 4] = ["-D", "admin", "-w", "test password"];
@@ -318,32 +318,10 @@ async fn commadmin_on_ldap() {
     let slapd = Slapd::start_with(false);
     let i = Install::new();
     let url = slapd.url();
+    let args = dssetup_args(&url, "2", true);
     let setup = i.sbin(
         "comm_dssetup",
-        &[
-            "-i",
-            "yes",
-            "-c",
-            &url,
-            "-d",
-            "slapd",
-            "-r",
-            "o=internet",
-            "-u",
-            "o=usergroup",
-            "-s",
-            "yes",
-            "-D",
-            ROOT_DN,
-            "-w",
-            ROOT_PW,
-            "-b",
-            "yes",
-            "-t",
-            "2",
-            "-m",
-            "yes",
-        ],
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     assert_ok(&setup, "comm_dssetup");
     let state = i.state().replace(
