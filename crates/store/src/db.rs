@@ -1,0 +1,1068 @@
+//! The store database (redb) and the message files it points at.
+//!
+//! Only `stored` opens this. Every operation is one write transaction;
+//! a message file is written, fsynced and renamed into place, and its
+//! directory fsynced, *before* the transaction that makes it visible
+//! commits, and files of expunged messages are removed only *after* the
+//! transaction that forgets them commits. So a crash at any point leaves
+//! either the old or the new state, plus at worst a file nobody points at
+//! (which `reconstruct` finds).
+//!
+//! Tables: `mailboxes` (name → record; folder.db), `mailbox_ids`,
+//! `messages` ((mailbox id, uid) → record; the index), `subscriptions`
+//! ((user, name); subscr.db), `quota` (user → bytes, messages; quota.db),
+//! `users` (user → partition), `meta` (counters).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::names::{MailboxName, user_dir};
+
+const MAILBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("mailboxes");
+const MAILBOX_IDS: TableDefinition<u64, &str> = TableDefinition::new("mailbox_ids");
+const MESSAGES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("messages");
+const SUBSCRIPTIONS: TableDefinition<(&str, &str), ()> = TableDefinition::new("subscriptions");
+const QUOTA: TableDefinition<&str, (u64, u64)> = TableDefinition::new("quota");
+const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum StoreError {
+    #[error("no such mailbox: {0}")]
+    NoMailbox(String),
+    #[error("mailbox already exists: {0}")]
+    Exists(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("not allowed: {0}")]
+    Refused(String),
+    #[error("store I/O error: {0}")]
+    Io(String),
+    #[error("store database error: {0}")]
+    Db(String),
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.to_string())
+            }
+        }
+    )*};
+}
+db_err!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    postcard::Error
+);
+
+impl From<crate::names::NameError> for StoreError {
+    fn from(e: crate::names::NameError) -> Self {
+        StoreError::Invalid(e.to_string())
+    }
+}
+
+fn io(what: &str, p: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Io(format!("{what} {}: {e}", p.display()))
+}
+
+/// What folder.db held for one mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxRecord {
+    pub id: u64,
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub highest_modseq: u64,
+    pub messages: u32,
+    pub unseen: u32,
+    pub size: u64,
+}
+
+/// A mailbox as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxInfo {
+    pub name: String,
+    #[serde(flatten)]
+    pub record: MailboxRecord,
+}
+
+/// One message of the index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// System flags (`\Seen`…) and keywords, sorted, no repeats.
+    pub flags: Vec<String>,
+    /// Seconds since the epoch (IMAP INTERNALDATE).
+    pub internal_date: i64,
+    pub size: u64,
+    pub modseq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageInfo {
+    pub uid: u32,
+    #[serde(flatten)]
+    pub record: MessageRecord,
+}
+
+/// How STORE changes flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FlagOp {
+    Add,
+    Remove,
+    Replace,
+}
+
+pub const SEEN: &str = "\\Seen";
+pub const DELETED: &str = "\\Deleted";
+
+/// Flags in canonical form: system flags with their usual capitals,
+/// keywords as given, sorted, without repeats; `\Recent` is per session
+/// and never stored.
+pub fn normalize_flags(flags: &[String]) -> Result<Vec<String>, StoreError> {
+    let mut out: Vec<String> = Vec::new();
+    for f in flags {
+        let f = match f.to_ascii_lowercase().as_str() {
+            "\\seen" => "\\Seen".to_string(),
+            "\\answered" => "\\Answered".to_string(),
+            "\\flagged" => "\\Flagged".to_string(),
+            "\\deleted" => "\\Deleted".to_string(),
+            "\\draft" => "\\Draft".to_string(),
+            "\\recent" => continue,
+            _ if f.starts_with('\\') => {
+                return Err(StoreError::Invalid(format!("unknown system flag {f}")));
+            }
+            _ if f.is_empty()
+                || f.len() > 128
+                || f.chars()
+                    .any(|c| c.is_control() || " (){%*\"\\]".contains(c)) =>
+            {
+                return Err(StoreError::Invalid(format!("{f:?} is not a keyword")));
+            }
+            _ => f.clone(),
+        };
+        if !out.iter().any(|x| x.eq_ignore_ascii_case(&f)) {
+            out.push(f);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn has(flags: &[String], f: &str) -> bool {
+    flags.iter().any(|x| x == f)
+}
+
+/// The store.
+pub struct Store {
+    db: Database,
+    /// Partition name → root directory.
+    partitions: BTreeMap<String, PathBuf>,
+    default_partition: String,
+}
+
+/// Changes a write made, for change events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changed {
+    pub mailbox: String,
+    pub info: MailboxRecord,
+}
+
+impl Store {
+    /// Opens (creating) the database at `db_path`; `partitions` maps names
+    /// to directories, and new users go to `default_partition`.
+    pub fn open(
+        db_path: &Path,
+        partitions: BTreeMap<String, PathBuf>,
+        default_partition: &str,
+    ) -> Result<Store, StoreError> {
+        if !partitions.contains_key(default_partition) {
+            return Err(StoreError::Invalid(format!(
+                "no partition named {default_partition}"
+            )));
+        }
+        if let Some(dir) = db_path.parent() {
+            fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
+        }
+        for root in partitions.values() {
+            fs::create_dir_all(root.join("stage")).map_err(|e| io("cannot create", root, e))?;
+        }
+        let db = Database::create(db_path)?;
+        let tx = db.begin_write()?;
+        {
+            // Create every table, so readers never meet a missing one.
+            tx.open_table(MAILBOXES)?;
+            tx.open_table(MAILBOX_IDS)?;
+            tx.open_table(MESSAGES)?;
+            tx.open_table(SUBSCRIPTIONS)?;
+            tx.open_table(QUOTA)?;
+            tx.open_table(USERS)?;
+            tx.open_table(META)?;
+        }
+        tx.commit()?;
+        Ok(Store {
+            db,
+            partitions,
+            default_partition: default_partition.to_string(),
+        })
+    }
+
+    /// Where clients write message files before an append: same file
+    /// system as the mailboxes, so the append is a rename.
+    pub fn stage_dir(&self, partition: &str) -> Option<PathBuf> {
+        self.partitions.get(partition).map(|p| p.join("stage"))
+    }
+
+    pub fn partitions(&self) -> &BTreeMap<String, PathBuf> {
+        &self.partitions
+    }
+
+    /// The partition of a user (assigned at their first mailbox).
+    pub fn user_partition(&self, user: &str) -> Result<String, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(USERS)?;
+        Ok(t.get(user)?
+            .map(|v| v.value().to_string())
+            .unwrap_or_else(|| self.default_partition.clone()))
+    }
+
+    fn user_root(&self, partition: &str, user: &str) -> Result<PathBuf, StoreError> {
+        let root = self
+            .partitions
+            .get(partition)
+            .ok_or_else(|| StoreError::Invalid(format!("unknown partition {partition}")))?;
+        Ok(root.join(user_dir(user)))
+    }
+
+    fn mailbox_dir(&self, partition: &str, user: &str, id: u64) -> Result<PathBuf, StoreError> {
+        Ok(self.user_root(partition, user)?.join(id.to_string()))
+    }
+
+    /// The file of one message.
+    pub fn message_path(&self, name: &str, uid: u32) -> Result<PathBuf, StoreError> {
+        let n = MailboxName::parse(name)?;
+        let rec = self
+            .mailbox(name)?
+            .ok_or_else(|| StoreError::NoMailbox(name.to_string()))?;
+        let part = self.user_partition(n.owner())?;
+        Ok(self
+            .mailbox_dir(&part, n.owner(), rec.record.id)?
+            .join(format!("{uid}.msg")))
+    }
+
+    pub fn mailbox(&self, name: &str) -> Result<Option<MailboxInfo>, StoreError> {
+        let n = MailboxName::parse(name)?.to_string();
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(MAILBOXES)?;
+        match t.get(n.as_str())? {
+            Some(v) => Ok(Some(MailboxInfo {
+                name: n.clone(),
+                record: postcard::from_bytes(v.value())?,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    /// Every mailbox whose name starts with `prefix` (`user/joe/` lists
+    /// one account; `` every mailbox), in name order.
+    pub fn list(&self, prefix: &str) -> Result<Vec<MailboxInfo>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(MAILBOXES)?;
+        let mut out = Vec::new();
+        for item in t.range(prefix..)? {
+            let (k, v) = item?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push(MailboxInfo {
+                name: k.value().to_string(),
+                record: postcard::from_bytes(v.value())?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Creates a mailbox (and the user's partition assignment on the
+    /// first one). UIDVALIDITY is the creation time, made unique.
+    pub fn create_mailbox(
+        &self,
+        name: &str,
+        partition: Option<&str>,
+    ) -> Result<MailboxInfo, StoreError> {
+        let n = MailboxName::parse(name)?;
+        let key = n.to_string();
+        let tx = self.db.begin_write()?;
+        let info = {
+            let mut boxes = tx.open_table(MAILBOXES)?;
+            if boxes.get(key.as_str())?.is_some() {
+                return Err(StoreError::Exists(key));
+            }
+            let mut users = tx.open_table(USERS)?;
+            let existing = users.get(n.owner())?.map(|v| v.value().to_string());
+            let part = match existing {
+                Some(p) => p,
+                None => {
+                    let p = partition.unwrap_or(&self.default_partition).to_string();
+                    if !self.partitions.contains_key(&p) {
+                        return Err(StoreError::Invalid(format!("unknown partition {p}")));
+                    }
+                    users.insert(n.owner(), p.as_str())?;
+                    p
+                }
+            };
+            let mut meta = tx.open_table(META)?;
+            let id = meta.get("next_mailbox_id")?.map(|v| v.value()).unwrap_or(1);
+            meta.insert("next_mailbox_id", id + 1)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            let last = meta
+                .get("last_uidvalidity")?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            let uidvalidity = (now as u32).max(last as u32 + 1);
+            meta.insert("last_uidvalidity", u64::from(uidvalidity))?;
+            let record = MailboxRecord {
+                id,
+                uidvalidity,
+                uidnext: 1,
+                highest_modseq: 1,
+                messages: 0,
+                unseen: 0,
+                size: 0,
+            };
+            boxes.insert(key.as_str(), postcard::to_allocvec(&record)?.as_slice())?;
+            tx.open_table(MAILBOX_IDS)?.insert(id, key.as_str())?;
+            let dir = self.mailbox_dir(&part, n.owner(), id)?;
+            fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
+            sync_dir(dir.parent().unwrap_or(&dir))?;
+            MailboxInfo {
+                name: key.clone(),
+                record,
+            }
+        };
+        tx.commit()?;
+        Ok(info)
+    }
+
+    /// Deletes one mailbox and its messages (not its children). INBOX can
+    /// only go with the whole account ([`Store::delete_user`]).
+    pub fn delete_mailbox(&self, name: &str) -> Result<(), StoreError> {
+        let n = MailboxName::parse(name)?;
+        if n.is_inbox() {
+            return Err(StoreError::Refused(
+                "INBOX cannot be deleted; delete the account instead".into(),
+            ));
+        }
+        self.remove_mailboxes(&[n])
+    }
+
+    /// Deletes every mailbox of a user, their files and quota record.
+    pub fn delete_user(&self, user: &str) -> Result<usize, StoreError> {
+        let names: Vec<MailboxName> = self
+            .list(&format!("user/{user}/"))?
+            .into_iter()
+            .filter_map(|m| MailboxName::parse(&m.name).ok())
+            .collect();
+        let count = names.len();
+        self.remove_mailboxes(&names)?;
+        let part = self.user_partition(user)?;
+        let tx = self.db.begin_write()?;
+        tx.open_table(QUOTA)?.remove(user)?;
+        tx.open_table(USERS)?.remove(user)?;
+        {
+            let mut subs = tx.open_table(SUBSCRIPTIONS)?;
+            subs.retain(|(u, _), _| u != user)?;
+        }
+        tx.commit()?;
+        let root = self.user_root(&part, user)?;
+        let _ = fs::remove_dir_all(&root);
+        Ok(count)
+    }
+
+    fn remove_mailboxes(&self, names: &[MailboxName]) -> Result<(), StoreError> {
+        let mut dirs = Vec::new();
+        let tx = self.db.begin_write()?;
+        {
+            let mut boxes = tx.open_table(MAILBOXES)?;
+            let mut ids = tx.open_table(MAILBOX_IDS)?;
+            let mut msgs = tx.open_table(MESSAGES)?;
+            let mut quota = tx.open_table(QUOTA)?;
+            let users = tx.open_table(USERS)?;
+            for n in names {
+                let key = n.to_string();
+                let rec: MailboxRecord = match boxes.remove(key.as_str())? {
+                    Some(v) => postcard::from_bytes(v.value())?,
+                    None => return Err(StoreError::NoMailbox(key)),
+                };
+                ids.remove(rec.id)?;
+                msgs.retain_in((rec.id, 0)..=(rec.id, u32::MAX), |_, _| false)?;
+                let (bytes, count) = quota.get(n.owner())?.map(|v| v.value()).unwrap_or((0, 0));
+                quota.insert(
+                    n.owner(),
+                    (
+                        bytes.saturating_sub(rec.size),
+                        count.saturating_sub(u64::from(rec.messages)),
+                    ),
+                )?;
+                let part = users
+                    .get(n.owner())?
+                    .map(|v| v.value().to_string())
+                    .unwrap_or_else(|| self.default_partition.clone());
+                dirs.push(self.mailbox_dir(&part, n.owner(), rec.id)?);
+            }
+        }
+        tx.commit()?;
+        for d in dirs {
+            let _ = fs::remove_dir_all(&d);
+        }
+        Ok(())
+    }
+
+    /// Renames a mailbox and the mailboxes below it. Renaming INBOX moves
+    /// its messages into the new mailbox and leaves INBOX empty (RFC 3501).
+    pub fn rename_mailbox(&self, old: &str, new: &str) -> Result<(), StoreError> {
+        let (o, n) = (MailboxName::parse(old)?, MailboxName::parse(new)?);
+        if o.owner() != n.owner() {
+            return Err(StoreError::Refused(
+                "a mailbox moves to another account with mboxutil, not rename".into(),
+            ));
+        }
+        if n.is_below(&o) || n == o {
+            return Err(StoreError::Invalid(format!(
+                "cannot rename {o} to itself or below itself"
+            )));
+        }
+        if o.is_inbox() {
+            self.create_mailbox(&n.to_string(), None)?;
+            let uids: Vec<u32> = self
+                .messages(&o.to_string())?
+                .iter()
+                .map(|m| m.uid)
+                .collect();
+            self.copy(&o.to_string(), &uids, &n.to_string())?;
+            self.expunge_uids(&o.to_string(), &uids, false)?;
+            return Ok(());
+        }
+        let tx = self.db.begin_write()?;
+        {
+            let mut boxes = tx.open_table(MAILBOXES)?;
+            let mut ids = tx.open_table(MAILBOX_IDS)?;
+            if boxes.get(n.to_string().as_str())?.is_some() {
+                return Err(StoreError::Exists(n.to_string()));
+            }
+            let prefix = format!("{o}/");
+            let mut moves: Vec<(String, String, Vec<u8>)> = Vec::new();
+            for item in boxes.range(o.to_string().as_str()..)? {
+                let (k, v) = item?;
+                let k = k.value().to_string();
+                if k == o.to_string() {
+                    moves.push((k, n.to_string(), v.value().to_vec()));
+                } else if let Some(rest) = k.strip_prefix(&prefix) {
+                    moves.push((k.clone(), format!("{n}/{rest}"), v.value().to_vec()));
+                } else if !k.starts_with(&o.to_string()) {
+                    break;
+                }
+            }
+            if moves.is_empty() {
+                return Err(StoreError::NoMailbox(o.to_string()));
+            }
+            for (from, to, v) in &moves {
+                MailboxName::parse(to)?;
+                if boxes.get(to.as_str())?.is_some() {
+                    return Err(StoreError::Exists(to.clone()));
+                }
+                boxes.remove(from.as_str())?;
+                boxes.insert(to.as_str(), v.as_slice())?;
+                let rec: MailboxRecord = postcard::from_bytes(v)?;
+                ids.insert(rec.id, to.as_str())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn subscribe(&self, user: &str, name: &str, on: bool) -> Result<(), StoreError> {
+        let n = MailboxName::parse(name)?.to_string();
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(SUBSCRIPTIONS)?;
+            if on {
+                t.insert((user, n.as_str()), ())?;
+            } else {
+                t.remove((user, n.as_str()))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn subscriptions(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(SUBSCRIPTIONS)?;
+        let mut out = Vec::new();
+        for item in t.range((user, "")..)? {
+            let (k, _) = item?;
+            let (u, name) = k.value();
+            if u != user {
+                break;
+            }
+            out.push(name.to_string());
+        }
+        Ok(out)
+    }
+
+    /// Adds a message whose file the client staged under
+    /// [`Store::stage_dir`]. Returns the new UID and the mailbox after.
+    pub fn append(
+        &self,
+        name: &str,
+        staged: &str,
+        flags: &[String],
+        internal_date: i64,
+    ) -> Result<(MessageInfo, MailboxInfo), StoreError> {
+        let n = MailboxName::parse(name)?;
+        if staged.is_empty() || staged.contains('/') || staged.starts_with('.') {
+            return Err(StoreError::Invalid(format!(
+                "{staged:?} is not a staged file name"
+            )));
+        }
+        let flags = normalize_flags(flags)?;
+        let key = n.to_string();
+        let part = self.user_partition(n.owner())?;
+        let src = self
+            .stage_dir(&part)
+            .ok_or_else(|| StoreError::Invalid(format!("unknown partition {part}")))?
+            .join(staged);
+        let size = fs::metadata(&src)
+            .map_err(|e| io("cannot read the staged message", &src, e))?
+            .len();
+        let tx = self.db.begin_write()?;
+        let (msg, info, dest) = {
+            let mut boxes = tx.open_table(MAILBOXES)?;
+            let mut rec: MailboxRecord = match boxes.get(key.as_str())? {
+                Some(v) => postcard::from_bytes(v.value())?,
+                None => return Err(StoreError::NoMailbox(key)),
+            };
+            let uid = rec.uidnext;
+            let dir = self.mailbox_dir(&part, n.owner(), rec.id)?;
+            let dest = dir.join(format!("{uid}.msg"));
+            // The staged file was fsynced by the client; the rename and the
+            // directory fsync make it durable in its place before commit.
+            File::open(&src)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io("cannot sync", &src, e))?;
+            fs::rename(&src, &dest).map_err(|e| io("cannot move the message into", &dir, e))?;
+            sync_dir(&dir)?;
+            rec.uidnext += 1;
+            rec.highest_modseq += 1;
+            rec.messages += 1;
+            rec.size += size;
+            if !has(&flags, SEEN) {
+                rec.unseen += 1;
+            }
+            let m = MessageRecord {
+                flags,
+                internal_date,
+                size,
+                modseq: rec.highest_modseq,
+            };
+            tx.open_table(MESSAGES)?
+                .insert((rec.id, uid), postcard::to_allocvec(&m)?.as_slice())?;
+            boxes.insert(key.as_str(), postcard::to_allocvec(&rec)?.as_slice())?;
+            let mut quota = tx.open_table(QUOTA)?;
+            let (b, c) = quota.get(n.owner())?.map(|v| v.value()).unwrap_or((0, 0));
+            quota.insert(n.owner(), (b + size, c + 1))?;
+            (
+                MessageInfo { uid, record: m },
+                MailboxInfo {
+                    name: key,
+                    record: rec,
+                },
+                dest,
+            )
+        };
+        if let Err(e) = tx.commit() {
+            let _ = fs::remove_file(&dest);
+            return Err(e.into());
+        }
+        Ok((msg, info))
+    }
+
+    /// The message index of a mailbox, in UID order.
+    pub fn messages(&self, name: &str) -> Result<Vec<MessageInfo>, StoreError> {
+        let info = self
+            .mailbox(name)?
+            .ok_or_else(|| StoreError::NoMailbox(name.to_string()))?;
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(MESSAGES)?;
+        let id = info.record.id;
+        let mut out = Vec::new();
+        for item in t.range((id, 0)..=(id, u32::MAX))? {
+            let (k, v) = item?;
+            out.push(MessageInfo {
+                uid: k.value().1,
+                record: postcard::from_bytes(v.value())?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Changes flags of the given UIDs (absent ones are skipped). With
+    /// `unchanged_since` (CONDSTORE), messages modified after it are left
+    /// alone and reported. Returns the messages changed, the UIDs refused,
+    /// and the mailbox after.
+    pub fn store_flags(
+        &self,
+        name: &str,
+        uids: &[u32],
+        op: FlagOp,
+        flags: &[String],
+        unchanged_since: Option<u64>,
+    ) -> Result<(Vec<MessageInfo>, Vec<u32>, MailboxInfo), StoreError> {
+        let key = MailboxName::parse(name)?.to_string();
+        let flags = normalize_flags(flags)?;
+        let tx = self.db.begin_write()?;
+        let result = {
+            let mut boxes = tx.open_table(MAILBOXES)?;
+            let mut rec: MailboxRecord = match boxes.get(key.as_str())? {
+                Some(v) => postcard::from_bytes(v.value())?,
+                None => return Err(StoreError::NoMailbox(key)),
+            };
+            let mut msgs = tx.open_table(MESSAGES)?;
+            let (mut changed, mut refused) = (Vec::new(), Vec::new());
+            for &uid in uids {
+                let Some(v) = msgs.get((rec.id, uid))? else {
+                    continue;
+                };
+                let mut m: MessageRecord = postcard::from_bytes(v.value())?;
+                drop(v);
+                if unchanged_since.is_some_and(|u| m.modseq > u) {
+                    refused.push(uid);
+                    continue;
+                }
+                let was_seen = has(&m.flags, SEEN);
+                let new: Vec<String> = match op {
+                    FlagOp::Replace => flags.clone(),
+                    FlagOp::Add => normalize_flags(&[m.flags.clone(), flags.clone()].concat())?,
+                    FlagOp::Remove => m
+                        .flags
+                        .iter()
+                        .filter(|f| !flags.contains(f))
+                        .cloned()
+                        .collect(),
+                };
+                if new == m.flags {
+                    continue;
+                }
+                rec.highest_modseq += 1;
+                m.flags = new;
+                m.modseq = rec.highest_modseq;
+                match (was_seen, has(&m.flags, SEEN)) {
+                    (true, false) => rec.unseen += 1,
+                    (false, true) => rec.unseen = rec.unseen.saturating_sub(1),
+                    _ => {}
+                }
+                msgs.insert((rec.id, uid), postcard::to_allocvec(&m)?.as_slice())?;
+                changed.push(MessageInfo { uid, record: m });
+            }
+            boxes.insert(key.as_str(), postcard::to_allocvec(&rec)?.as_slice())?;
+            (
+                changed,
+                refused,
+                MailboxInfo {
+                    name: key,
+                    record: rec,
+                },
+            )
+        };
+        tx.commit()?;
+        Ok(result)
+    }
+
+    /// Copies messages (flags and internal dates kept) into `to`; returns
+    /// (source UID, new UID) pairs. Files are hard-linked when both
+    /// mailboxes share a partition: message files never change.
+    pub fn copy(&self, from: &str, uids: &[u32], to: &str) -> Result<Vec<(u32, u32)>, StoreError> {
+        let (f, t) = (MailboxName::parse(from)?, MailboxName::parse(to)?);
+        let src_info = self
+            .mailbox(from)?
+            .ok_or_else(|| StoreError::NoMailbox(from.to_string()))?;
+        let (src_part, dst_part) = (
+            self.user_partition(f.owner())?,
+            self.user_partition(t.owner())?,
+        );
+        let src_dir = self.mailbox_dir(&src_part, f.owner(), src_info.record.id)?;
+        let tkey = t.to_string();
+        let tx = self.db.begin_write()?;
+        let mut made = Vec::new();
+        let pairs = {
+            let mut boxes = tx.open_table(MAILBOXES)?;
+            let mut rec: MailboxRecord = match boxes.get(tkey.as_str())? {
+                Some(v) => postcard::from_bytes(v.value())?,
+                None => return Err(StoreError::NoMailbox(tkey)),
+            };
+            let dst_dir = self.mailbox_dir(&dst_part, t.owner(), rec.id)?;
+            let mut msgs = tx.open_table(MESSAGES)?;
+            let mut pairs = Vec::new();
+            let mut added = (0u64, 0u64);
+            for &uid in uids {
+                let Some(v) = msgs.get((src_info.record.id, uid))? else {
+                    continue;
+                };
+                let m: MessageRecord = postcard::from_bytes(v.value())?;
+                drop(v);
+                let new_uid = rec.uidnext;
+                let (a, b) = (
+                    src_dir.join(format!("{uid}.msg")),
+                    dst_dir.join(format!("{new_uid}.msg")),
+                );
+                let _ = fs::remove_file(&b); // an orphan of a crashed append
+                if fs::hard_link(&a, &b).is_err() {
+                    fs::copy(&a, &b).map_err(|e| io("cannot copy", &a, e))?;
+                    File::open(&b)
+                        .and_then(|f| f.sync_all())
+                        .map_err(|e| io("cannot sync", &b, e))?;
+                }
+                made.push(b);
+                rec.uidnext += 1;
+                rec.highest_modseq += 1;
+                rec.messages += 1;
+                rec.size += m.size;
+                if !has(&m.flags, SEEN) {
+                    rec.unseen += 1;
+                }
+                added = (added.0 + m.size, added.1 + 1);
+                let copy = MessageRecord {
+                    modseq: rec.highest_modseq,
+                    ..m
+                };
+                msgs.insert((rec.id, new_uid), postcard::to_allocvec(&copy)?.as_slice())?;
+                pairs.push((uid, new_uid));
+            }
+            sync_dir(&dst_dir)?;
+            boxes.insert(tkey.as_str(), postcard::to_allocvec(&rec)?.as_slice())?;
+            let mut quota = tx.open_table(QUOTA)?;
+            let (b, c) = quota.get(t.owner())?.map(|v| v.value()).unwrap_or((0, 0));
+            quota.insert(t.owner(), (b + added.0, c + added.1))?;
+            pairs
+        };
+        if let Err(e) = tx.commit() {
+            for p in made {
+                let _ = fs::remove_file(p);
+            }
+            return Err(e.into());
+        }
+        Ok(pairs)
+    }
+
+    /// EXPUNGE: removes every `\Deleted` message (only those among `uids`
+    /// when given: UID EXPUNGE). Returns the UIDs removed.
+    pub fn expunge(&self, name: &str, uids: Option<&[u32]>) -> Result<Vec<u32>, StoreError> {
+        let all: Vec<u32> = match uids {
+            Some(u) => u.to_vec(),
+            None => self.messages(name)?.iter().map(|m| m.uid).collect(),
+        };
+        self.expunge_uids(name, &all, true)
+    }
+
+    /// Removes the given messages (`require_deleted`: only those flagged
+    /// `\Deleted`); files go after the commit.
+    pub fn expunge_uids(
+        &self,
+        name: &str,
+        uids: &[u32],
+        require_deleted: bool,
+    ) -> Result<Vec<u32>, StoreError> {
+        let n = MailboxName::parse(name)?;
+        let key = n.to_string();
+        let part = self.user_partition(n.owner())?;
+        let tx = self.db.begin_write()?;
+        let (gone, dir) = {
+            let mut boxes = tx.open_table(MAILBOXES)?;
+            let mut rec: MailboxRecord = match boxes.get(key.as_str())? {
+                Some(v) => postcard::from_bytes(v.value())?,
+                None => return Err(StoreError::NoMailbox(key)),
+            };
+            let mut msgs = tx.open_table(MESSAGES)?;
+            let mut gone = Vec::new();
+            let mut freed = (0u64, 0u64);
+            for &uid in uids {
+                let Some(v) = msgs.get((rec.id, uid))? else {
+                    continue;
+                };
+                let m: MessageRecord = postcard::from_bytes(v.value())?;
+                drop(v);
+                if require_deleted && !has(&m.flags, DELETED) {
+                    continue;
+                }
+                msgs.remove((rec.id, uid))?;
+                rec.messages = rec.messages.saturating_sub(1);
+                rec.size = rec.size.saturating_sub(m.size);
+                if !has(&m.flags, SEEN) {
+                    rec.unseen = rec.unseen.saturating_sub(1);
+                }
+                freed = (freed.0 + m.size, freed.1 + 1);
+                gone.push(uid);
+            }
+            if !gone.is_empty() {
+                rec.highest_modseq += 1;
+                boxes.insert(key.as_str(), postcard::to_allocvec(&rec)?.as_slice())?;
+                let mut quota = tx.open_table(QUOTA)?;
+                let (b, c) = quota.get(n.owner())?.map(|v| v.value()).unwrap_or((0, 0));
+                quota.insert(
+                    n.owner(),
+                    (b.saturating_sub(freed.0), c.saturating_sub(freed.1)),
+                )?;
+            }
+            (gone, self.mailbox_dir(&part, n.owner(), rec.id)?)
+        };
+        tx.commit()?;
+        for uid in &gone {
+            let _ = fs::remove_file(dir.join(format!("{uid}.msg")));
+        }
+        Ok(gone)
+    }
+
+    /// Bytes and messages a user holds (quota.db).
+    pub fn quota_usage(&self, user: &str) -> Result<(u64, u64), StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(QUOTA)?;
+        Ok(t.get(user)?.map(|v| v.value()).unwrap_or((0, 0)))
+    }
+}
+
+/// fsync of a directory, so a rename or create in it is durable.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("cannot sync", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut parts = BTreeMap::new();
+        parts.insert("primary".to_string(), dir.path().join("partition/primary"));
+        parts.insert("second".to_string(), dir.path().join("partition/second"));
+        let s = Store::open(&dir.path().join("mboxlist/store.redb"), parts, "primary").unwrap();
+        (dir, s)
+    }
+
+    fn stage(s: &Store, user: &str, body: &str) -> String {
+        let part = s.user_partition(user).unwrap();
+        let name = format!(
+            "t{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        std::fs::write(s.stage_dir(&part).unwrap().join(&name), body).unwrap();
+        name
+    }
+
+    fn flags(f: &[&str]) -> Vec<String> {
+        f.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn append_index_flags_expunge() {
+        let (_d, s) = store();
+        s.create_mailbox("user/joe/INBOX", None).unwrap();
+        assert!(matches!(
+            s.create_mailbox("user/joe/inbox", None),
+            Err(StoreError::Exists(_))
+        ));
+        let (m1, info) = s
+            .append(
+                "user/joe/INBOX",
+                &stage(&s, "joe", "Subject: one\r\n\r\nbody\r\n"),
+                &[],
+                1_700_000_000,
+            )
+            .unwrap();
+        assert_eq!(m1.uid, 1);
+        assert_eq!(
+            (
+                info.record.messages,
+                info.record.unseen,
+                info.record.uidnext
+            ),
+            (1, 1, 2)
+        );
+        let (m2, _) = s
+            .append(
+                "user/joe/INBOX",
+                &stage(&s, "joe", "two"),
+                &flags(&["\\seen", "$Label1", "$label1"]),
+                0,
+            )
+            .unwrap();
+        assert_eq!(m2.record.flags, ["$Label1", "\\Seen"]);
+        assert_eq!(
+            std::fs::read_to_string(s.message_path("user/joe/INBOX", 1).unwrap()).unwrap(),
+            "Subject: one\r\n\r\nbody\r\n"
+        );
+        assert_eq!(s.quota_usage("joe").unwrap(), (25, 2));
+
+        // CONDSTORE: a message changed since the given modseq is refused.
+        let before = s
+            .mailbox("user/joe/INBOX")
+            .unwrap()
+            .unwrap()
+            .record
+            .highest_modseq;
+        let (changed, refused, after) = s
+            .store_flags(
+                "user/joe/INBOX",
+                &[1],
+                FlagOp::Add,
+                &flags(&["\\Deleted", "\\Seen"]),
+                None,
+            )
+            .unwrap();
+        assert_eq!(changed.len(), 1);
+        assert!(refused.is_empty());
+        assert_eq!(after.record.unseen, 0);
+        assert!(after.record.highest_modseq > before);
+        let (_, refused, _) = s
+            .store_flags(
+                "user/joe/INBOX",
+                &[1, 2],
+                FlagOp::Remove,
+                &flags(&["\\Seen"]),
+                Some(before),
+            )
+            .unwrap();
+        assert_eq!(refused, [1]);
+
+        assert_eq!(s.expunge("user/joe/INBOX", None).unwrap(), [1]);
+        assert!(
+            !s.message_path("user/joe/INBOX", 1).unwrap().exists(),
+            "file of an expunged message left"
+        );
+        let idx = s.messages("user/joe/INBOX").unwrap();
+        assert_eq!(idx.iter().map(|m| m.uid).collect::<Vec<_>>(), [2]);
+        assert_eq!(s.quota_usage("joe").unwrap(), (3, 1));
+        // UIDs are never reused.
+        let (m3, _) = s
+            .append("user/joe/INBOX", &stage(&s, "joe", "three"), &[], 0)
+            .unwrap();
+        assert_eq!(m3.uid, 3);
+        assert!(matches!(
+            normalize_flags(&flags(&["\\Bogus"])),
+            Err(StoreError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn copy_move_rename_delete() {
+        let (_d, s) = store();
+        s.create_mailbox("user/joe/INBOX", None).unwrap();
+        s.create_mailbox("user/joe/Lists", None).unwrap();
+        s.create_mailbox("user/joe/Lists/rust", None).unwrap();
+        for body in ["a", "bb", "ccc"] {
+            s.append("user/joe/INBOX", &stage(&s, "joe", body), &[], 0)
+                .unwrap();
+        }
+        let pairs = s
+            .copy("user/joe/INBOX", &[1, 3, 99], "user/joe/Lists/rust")
+            .unwrap();
+        assert_eq!(pairs, [(1, 1), (3, 2)]);
+        assert_eq!(
+            std::fs::read_to_string(s.message_path("user/joe/Lists/rust", 2).unwrap()).unwrap(),
+            "ccc"
+        );
+        assert_eq!(s.quota_usage("joe").unwrap(), (10, 5));
+        // MOVE = copy + expunge of those messages.
+        s.copy("user/joe/INBOX", &[2], "user/joe/Lists").unwrap();
+        s.expunge_uids("user/joe/INBOX", &[2], false).unwrap();
+        assert_eq!(s.messages("user/joe/INBOX").unwrap().len(), 2);
+
+        s.rename_mailbox("user/joe/Lists", "user/joe/Archive")
+            .unwrap();
+        let names: Vec<String> = s
+            .list("user/joe/")
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "user/joe/Archive",
+                "user/joe/Archive/rust",
+                "user/joe/INBOX"
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(s.message_path("user/joe/Archive/rust", 2).unwrap()).unwrap(),
+            "ccc"
+        );
+        assert!(
+            s.rename_mailbox("user/joe/Archive", "user/joe/Archive/x")
+                .is_err()
+        );
+        assert!(
+            s.rename_mailbox("user/joe/Archive", "user/ann/Archive")
+                .is_err()
+        );
+
+        // Renaming INBOX moves its messages and leaves it empty.
+        s.rename_mailbox("user/joe/INBOX", "user/joe/Old").unwrap();
+        assert_eq!(s.messages("user/joe/INBOX").unwrap().len(), 0);
+        assert_eq!(s.messages("user/joe/Old").unwrap().len(), 2);
+
+        assert!(matches!(
+            s.delete_mailbox("user/joe/INBOX"),
+            Err(StoreError::Refused(_))
+        ));
+        s.delete_mailbox("user/joe/Archive/rust").unwrap();
+        assert_eq!(s.quota_usage("joe").unwrap().1, 3);
+        s.subscribe("joe", "user/joe/Old", true).unwrap();
+        assert_eq!(s.subscriptions("joe").unwrap(), ["user/joe/Old"]);
+        assert_eq!(s.delete_user("joe").unwrap(), 3);
+        assert!(s.list("user/joe/").unwrap().is_empty());
+        assert_eq!(s.quota_usage("joe").unwrap(), (0, 0));
+        assert!(s.subscriptions("joe").unwrap().is_empty());
+    }
+
+    #[test]
+    fn users_stay_on_their_partition() {
+        let (d, s) = store();
+        s.create_mailbox("user/ann/INBOX", Some("second")).unwrap();
+        s.create_mailbox("user/ann/Sent", Some("primary")).unwrap();
+        assert_eq!(s.user_partition("ann").unwrap(), "second");
+        s.append("user/ann/Sent", &stage(&s, "ann", "x"), &[], 0)
+            .unwrap();
+        assert!(
+            s.message_path("user/ann/Sent", 1)
+                .unwrap()
+                .starts_with(d.path().join("partition/second"))
+        );
+        // Copies across users on different partitions copy the file.
+        s.create_mailbox("user/joe/INBOX", None).unwrap();
+        s.copy("user/ann/Sent", &[1], "user/joe/INBOX").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(s.message_path("user/joe/INBOX", 1).unwrap()).unwrap(),
+            "x"
+        );
+        assert!(matches!(
+            s.append("user/ann/Sent", "../../etc/passwd", &[], 0),
+            Err(StoreError::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,12 @@
+//! The message store: mailboxes, the message index, flags, subscriptions
+//! and quota usage in a redb database owned by `stored`, and one immutable
+//! file per message on a partition.
+//!
+//! - [`names`]: mailbox names, user directories, `hashdir` (pure).
+//! - [`db`]: the database and the file discipline behind every operation.
+
+pub mod db;
+pub mod names;
+
+pub use db::{FlagOp, MailboxInfo, MessageInfo, Store, StoreError};
+pub use names::MailboxName;
