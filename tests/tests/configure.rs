@@ -382,3 +382,41 @@ fn reinstalling_upgrades_programs_and_keeps_the_configuration() {
         i.data.join("config")
     );
 }
+
+/// As root, configure refuses a data directory the system user could not
+/// reach, and says which directory to open.
+#[test]
+fn the_system_user_must_reach_the_data_directory() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("not root: nothing to check");
+        return;
+    }
+    let i = Install::new();
+    std::fs::set_permissions(
+        i.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let me = nix::unistd::User::from_uid(nix::unistd::Uid::effective())
+        .unwrap()
+        .unwrap();
+    let group = nix::unistd::Group::from_gid(me.gid).unwrap().unwrap();
+    let state = i
+        .state()
+        .replace(
+            &format!("SYSTEM_USER = {}", me.name),
+            "SYSTEM_USER = nobody",
+        )
+        .replace(
+            &format!("SYSTEM_GROUP = {}", group.name),
+            "SYSTEM_GROUP = nogroup",
+        );
+    let out = i.configure_with(&state, &[]);
+    assert!(!out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot reach") && stderr(&out).contains("chmod o+x"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!i.base.join("config").exists());
+}

@@ -38,7 +38,11 @@ fn start_status_stop() {
     assert!(text.contains("Launching watcher"), "{text}");
     assert!(text.contains("Starting imap server"), "{text}");
     assert!(text.contains("Starting pop server"), "{text}");
-    assert!(text.contains("store server is not installed"), "{text}");
+    assert!(text.contains("Starting store server"), "{text}");
+    assert!(
+        text.contains("dispatcher server is not installed"),
+        "{text}"
+    );
     // Both answer at once: start-msg returned only when they accepted.
     assert!(greeting(i.ports.imap).unwrap().starts_with("* OK"));
     assert!(greeting(i.ports.pop).unwrap().starts_with("+OK"));

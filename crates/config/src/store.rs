@@ -301,6 +301,15 @@ impl Config {
         }
     }
 
+    /// The site's names that a patterned declaration covers
+    /// (`store.partition.*.path` → every configured partition).
+    pub fn names_matching(&self, pattern: &str) -> Vec<String> {
+        let Some(p) = params::PARAMS.iter().find(|p| p.name == pattern) else {
+            return Vec::new();
+        };
+        self.site.keys().filter(|n| p.matches(n)).cloned().collect()
+    }
+
     pub fn is_set(&self, name: &str) -> bool {
         self.site.contains_key(&name.to_ascii_lowercase())
     }

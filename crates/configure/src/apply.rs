@@ -91,6 +91,12 @@ pub fn preflight(base: &MsgSvrBase, a: &Answers) -> anyhow::Result<Vec<String>> 
         }
     }
 
+    if Uid::effective().is_root() {
+        if let Some(u) = &user {
+            reachable_by(&a.data_dir, u)?;
+        }
+    }
+
     let existing = a.data_dir.join("config");
     let has_config = ["msg.conf", "local.conf"]
         .iter()
@@ -133,6 +139,40 @@ pub fn preflight(base: &MsgSvrBase, a: &Answers) -> anyhow::Result<Vec<String>> 
         ));
     }
     Ok(warnings)
+}
+
+/// The daemons run as the system user: every existing directory above
+/// the data directory must let that user through.
+fn reachable_by(dir: &Path, user: &User) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let groups = nix::unistd::getgrouplist(
+        &std::ffi::CString::new(user.name.as_str()).unwrap_or_default(),
+        user.gid,
+    )
+    .unwrap_or_else(|_| vec![user.gid]);
+    for p in dir.ancestors().skip(1) {
+        let Ok(m) = fs::metadata(p) else { continue };
+        let mode = m.mode();
+        let ok = if m.uid() == user.uid.as_raw() {
+            mode & 0o100 != 0
+        } else if groups.iter().any(|g| g.as_raw() == m.gid()) {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !ok {
+            bail!(
+                "CONFIG_DATA_DIR: the system user {} cannot reach {} because {} is mode {:o}; \
+                 allow it through (for example chmod o+x {}) or choose another directory",
+                user.name,
+                dir.display(),
+                p.display(),
+                mode & 0o7777,
+                p.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn dir_is_empty(p: &Path) -> bool {

@@ -17,8 +17,10 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
+pub use epistle_ipc::store::{
+    FlagOp, MailboxInfo, MailboxRecord, MessageInfo, MessageRecord, StoreError,
+};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
 
 use crate::names::{MailboxName, user_dir};
 
@@ -30,27 +32,17 @@ const QUOTA: TableDefinition<&str, (u64, u64)> = TableDefinition::new("quota");
 const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-pub enum StoreError {
-    #[error("no such mailbox: {0}")]
-    NoMailbox(String),
-    #[error("mailbox already exists: {0}")]
-    Exists(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("not allowed: {0}")]
-    Refused(String),
-    #[error("store I/O error: {0}")]
-    Io(String),
-    #[error("store database error: {0}")]
-    Db(String),
+/// Errors of the database layer, turned into the protocol's StoreError.
+/// (A trait of our own: StoreError belongs to the IPC crate.)
+trait IntoStore {
+    fn into_store(self) -> StoreError;
 }
 
 macro_rules! db_err {
     ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                StoreError::Db(e.to_string())
+        impl IntoStore for $t {
+            fn into_store(self) -> StoreError {
+                StoreError::Db(self.to_string())
             }
         }
     )*};
@@ -65,60 +57,37 @@ db_err!(
     postcard::Error
 );
 
+impl IntoStore for StoreError {
+    fn into_store(self) -> StoreError {
+        self
+    }
+}
+
+impl IntoStore for crate::names::NameError {
+    fn into_store(self) -> StoreError {
+        StoreError::Invalid(self.to_string())
+    }
+}
+
+// A local type may convert into a foreign one.
 impl From<crate::names::NameError> for StoreError {
     fn from(e: crate::names::NameError) -> Self {
-        StoreError::Invalid(e.to_string())
+        e.into_store()
+    }
+}
+
+trait Db<T> {
+    fn db(self) -> Result<T, StoreError>;
+}
+
+impl<T, E: IntoStore> Db<T> for Result<T, E> {
+    fn db(self) -> Result<T, StoreError> {
+        self.map_err(IntoStore::into_store)
     }
 }
 
 fn io(what: &str, p: &Path, e: std::io::Error) -> StoreError {
     StoreError::Io(format!("{what} {}: {e}", p.display()))
-}
-
-/// What folder.db held for one mailbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MailboxRecord {
-    pub id: u64,
-    pub uidvalidity: u32,
-    pub uidnext: u32,
-    pub highest_modseq: u64,
-    pub messages: u32,
-    pub unseen: u32,
-    pub size: u64,
-}
-
-/// A mailbox as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MailboxInfo {
-    pub name: String,
-    #[serde(flatten)]
-    pub record: MailboxRecord,
-}
-
-/// One message of the index.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MessageRecord {
-    /// System flags (`\Seen`…) and keywords, sorted, no repeats.
-    pub flags: Vec<String>,
-    /// Seconds since the epoch (IMAP INTERNALDATE).
-    pub internal_date: i64,
-    pub size: u64,
-    pub modseq: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MessageInfo {
-    pub uid: u32,
-    #[serde(flatten)]
-    pub record: MessageRecord,
-}
-
-/// How STORE changes flags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum FlagOp {
-    Add,
-    Remove,
-    Replace,
 }
 
 pub const SEEN: &str = "\\Seen";
@@ -169,13 +138,6 @@ pub struct Store {
     default_partition: String,
 }
 
-/// Changes a write made, for change events.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Changed {
-    pub mailbox: String,
-    pub info: MailboxRecord,
-}
-
 impl Store {
     /// Opens (creating) the database at `db_path`; `partitions` maps names
     /// to directories, and new users go to `default_partition`.
@@ -195,19 +157,19 @@ impl Store {
         for root in partitions.values() {
             fs::create_dir_all(root.join("stage")).map_err(|e| io("cannot create", root, e))?;
         }
-        let db = Database::create(db_path)?;
-        let tx = db.begin_write()?;
+        let db = Database::create(db_path).db()?;
+        let tx = db.begin_write().db()?;
         {
             // Create every table, so readers never meet a missing one.
-            tx.open_table(MAILBOXES)?;
-            tx.open_table(MAILBOX_IDS)?;
-            tx.open_table(MESSAGES)?;
-            tx.open_table(SUBSCRIPTIONS)?;
-            tx.open_table(QUOTA)?;
-            tx.open_table(USERS)?;
-            tx.open_table(META)?;
+            tx.open_table(MAILBOXES).db()?;
+            tx.open_table(MAILBOX_IDS).db()?;
+            tx.open_table(MESSAGES).db()?;
+            tx.open_table(SUBSCRIPTIONS).db()?;
+            tx.open_table(QUOTA).db()?;
+            tx.open_table(USERS).db()?;
+            tx.open_table(META).db()?;
         }
-        tx.commit()?;
+        tx.commit().db()?;
         Ok(Store {
             db,
             partitions,
@@ -227,9 +189,10 @@ impl Store {
 
     /// The partition of a user (assigned at their first mailbox).
     pub fn user_partition(&self, user: &str) -> Result<String, StoreError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(USERS)?;
-        Ok(t.get(user)?
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(USERS).db()?;
+        Ok(t.get(user)
+            .db()?
             .map(|v| v.value().to_string())
             .unwrap_or_else(|| self.default_partition.clone()))
     }
@@ -250,22 +213,24 @@ impl Store {
     pub fn message_path(&self, name: &str, uid: u32) -> Result<PathBuf, StoreError> {
         let n = MailboxName::parse(name)?;
         let rec = self
-            .mailbox(name)?
+            .mailbox(name)
+            .db()?
             .ok_or_else(|| StoreError::NoMailbox(name.to_string()))?;
         let part = self.user_partition(n.owner())?;
         Ok(self
-            .mailbox_dir(&part, n.owner(), rec.record.id)?
+            .mailbox_dir(&part, n.owner(), rec.record.id)
+            .db()?
             .join(format!("{uid}.msg")))
     }
 
     pub fn mailbox(&self, name: &str) -> Result<Option<MailboxInfo>, StoreError> {
         let n = MailboxName::parse(name)?.to_string();
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(MAILBOXES)?;
-        match t.get(n.as_str())? {
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(MAILBOXES).db()?;
+        match t.get(n.as_str()).db()? {
             Some(v) => Ok(Some(MailboxInfo {
                 name: n.clone(),
-                record: postcard::from_bytes(v.value())?,
+                record: postcard::from_bytes(v.value()).db()?,
             })),
             None => Ok(None),
         }
@@ -274,17 +239,17 @@ impl Store {
     /// Every mailbox whose name starts with `prefix` (`user/joe/` lists
     /// one account; `` every mailbox), in name order.
     pub fn list(&self, prefix: &str) -> Result<Vec<MailboxInfo>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(MAILBOXES)?;
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(MAILBOXES).db()?;
         let mut out = Vec::new();
-        for item in t.range(prefix..)? {
-            let (k, v) = item?;
+        for item in t.range(prefix..).db()? {
+            let (k, v) = item.db()?;
             if !k.value().starts_with(prefix) {
                 break;
             }
             out.push(MailboxInfo {
                 name: k.value().to_string(),
-                record: postcard::from_bytes(v.value())?,
+                record: postcard::from_bytes(v.value()).db()?,
             });
         }
         Ok(out)
@@ -299,14 +264,14 @@ impl Store {
     ) -> Result<MailboxInfo, StoreError> {
         let n = MailboxName::parse(name)?;
         let key = n.to_string();
-        let tx = self.db.begin_write()?;
+        let tx = self.db.begin_write().db()?;
         let info = {
-            let mut boxes = tx.open_table(MAILBOXES)?;
-            if boxes.get(key.as_str())?.is_some() {
+            let mut boxes = tx.open_table(MAILBOXES).db()?;
+            if boxes.get(key.as_str()).db()?.is_some() {
                 return Err(StoreError::Exists(key));
             }
-            let mut users = tx.open_table(USERS)?;
-            let existing = users.get(n.owner())?.map(|v| v.value().to_string());
+            let mut users = tx.open_table(USERS).db()?;
+            let existing = users.get(n.owner()).db()?.map(|v| v.value().to_string());
             let part = match existing {
                 Some(p) => p,
                 None => {
@@ -314,23 +279,29 @@ impl Store {
                     if !self.partitions.contains_key(&p) {
                         return Err(StoreError::Invalid(format!("unknown partition {p}")));
                     }
-                    users.insert(n.owner(), p.as_str())?;
+                    users.insert(n.owner(), p.as_str()).db()?;
                     p
                 }
             };
-            let mut meta = tx.open_table(META)?;
-            let id = meta.get("next_mailbox_id")?.map(|v| v.value()).unwrap_or(1);
-            meta.insert("next_mailbox_id", id + 1)?;
+            let mut meta = tx.open_table(META).db()?;
+            let id = meta
+                .get("next_mailbox_id")
+                .db()?
+                .map(|v| v.value())
+                .unwrap_or(1);
+            meta.insert("next_mailbox_id", id + 1).db()?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs();
             let last = meta
-                .get("last_uidvalidity")?
+                .get("last_uidvalidity")
+                .db()?
                 .map(|v| v.value())
                 .unwrap_or(0);
             let uidvalidity = (now as u32).max(last as u32 + 1);
-            meta.insert("last_uidvalidity", u64::from(uidvalidity))?;
+            meta.insert("last_uidvalidity", u64::from(uidvalidity))
+                .db()?;
             let record = MailboxRecord {
                 id,
                 uidvalidity,
@@ -340,8 +311,16 @@ impl Store {
                 unseen: 0,
                 size: 0,
             };
-            boxes.insert(key.as_str(), postcard::to_allocvec(&record)?.as_slice())?;
-            tx.open_table(MAILBOX_IDS)?.insert(id, key.as_str())?;
+            boxes
+                .insert(
+                    key.as_str(),
+                    postcard::to_allocvec(&record).db()?.as_slice(),
+                )
+                .db()?;
+            tx.open_table(MAILBOX_IDS)
+                .db()?
+                .insert(id, key.as_str())
+                .db()?;
             let dir = self.mailbox_dir(&part, n.owner(), id)?;
             fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
             sync_dir(dir.parent().unwrap_or(&dir))?;
@@ -350,7 +329,7 @@ impl Store {
                 record,
             }
         };
-        tx.commit()?;
+        tx.commit().db()?;
         Ok(info)
     }
 
@@ -369,21 +348,22 @@ impl Store {
     /// Deletes every mailbox of a user, their files and quota record.
     pub fn delete_user(&self, user: &str) -> Result<usize, StoreError> {
         let names: Vec<MailboxName> = self
-            .list(&format!("user/{user}/"))?
+            .list(&format!("user/{user}/"))
+            .db()?
             .into_iter()
             .filter_map(|m| MailboxName::parse(&m.name).ok())
             .collect();
         let count = names.len();
         self.remove_mailboxes(&names)?;
         let part = self.user_partition(user)?;
-        let tx = self.db.begin_write()?;
-        tx.open_table(QUOTA)?.remove(user)?;
-        tx.open_table(USERS)?.remove(user)?;
+        let tx = self.db.begin_write().db()?;
+        tx.open_table(QUOTA).db()?.remove(user).db()?;
+        tx.open_table(USERS).db()?.remove(user).db()?;
         {
-            let mut subs = tx.open_table(SUBSCRIPTIONS)?;
-            subs.retain(|(u, _), _| u != user)?;
+            let mut subs = tx.open_table(SUBSCRIPTIONS).db()?;
+            subs.retain(|(u, _), _| u != user).db()?;
         }
-        tx.commit()?;
+        tx.commit().db()?;
         let root = self.user_root(&part, user)?;
         let _ = fs::remove_dir_all(&root);
         Ok(count)
@@ -391,37 +371,45 @@ impl Store {
 
     fn remove_mailboxes(&self, names: &[MailboxName]) -> Result<(), StoreError> {
         let mut dirs = Vec::new();
-        let tx = self.db.begin_write()?;
+        let tx = self.db.begin_write().db()?;
         {
-            let mut boxes = tx.open_table(MAILBOXES)?;
-            let mut ids = tx.open_table(MAILBOX_IDS)?;
-            let mut msgs = tx.open_table(MESSAGES)?;
-            let mut quota = tx.open_table(QUOTA)?;
-            let users = tx.open_table(USERS)?;
+            let mut boxes = tx.open_table(MAILBOXES).db()?;
+            let mut ids = tx.open_table(MAILBOX_IDS).db()?;
+            let mut msgs = tx.open_table(MESSAGES).db()?;
+            let mut quota = tx.open_table(QUOTA).db()?;
+            let users = tx.open_table(USERS).db()?;
             for n in names {
                 let key = n.to_string();
-                let rec: MailboxRecord = match boxes.remove(key.as_str())? {
-                    Some(v) => postcard::from_bytes(v.value())?,
+                let rec: MailboxRecord = match boxes.remove(key.as_str()).db()? {
+                    Some(v) => postcard::from_bytes(v.value()).db()?,
                     None => return Err(StoreError::NoMailbox(key)),
                 };
-                ids.remove(rec.id)?;
-                msgs.retain_in((rec.id, 0)..=(rec.id, u32::MAX), |_, _| false)?;
-                let (bytes, count) = quota.get(n.owner())?.map(|v| v.value()).unwrap_or((0, 0));
-                quota.insert(
-                    n.owner(),
-                    (
-                        bytes.saturating_sub(rec.size),
-                        count.saturating_sub(u64::from(rec.messages)),
-                    ),
-                )?;
+                ids.remove(rec.id).db()?;
+                msgs.retain_in((rec.id, 0)..=(rec.id, u32::MAX), |_, _| false)
+                    .db()?;
+                let (bytes, count) = quota
+                    .get(n.owner())
+                    .db()?
+                    .map(|v| v.value())
+                    .unwrap_or((0, 0));
+                quota
+                    .insert(
+                        n.owner(),
+                        (
+                            bytes.saturating_sub(rec.size),
+                            count.saturating_sub(u64::from(rec.messages)),
+                        ),
+                    )
+                    .db()?;
                 let part = users
-                    .get(n.owner())?
+                    .get(n.owner())
+                    .db()?
                     .map(|v| v.value().to_string())
                     .unwrap_or_else(|| self.default_partition.clone());
                 dirs.push(self.mailbox_dir(&part, n.owner(), rec.id)?);
             }
         }
-        tx.commit()?;
+        tx.commit().db()?;
         for d in dirs {
             let _ = fs::remove_dir_all(&d);
         }
@@ -445,7 +433,8 @@ impl Store {
         if o.is_inbox() {
             self.create_mailbox(&n.to_string(), None)?;
             let uids: Vec<u32> = self
-                .messages(&o.to_string())?
+                .messages(&o.to_string())
+                .db()?
                 .iter()
                 .map(|m| m.uid)
                 .collect();
@@ -453,17 +442,17 @@ impl Store {
             self.expunge_uids(&o.to_string(), &uids, false)?;
             return Ok(());
         }
-        let tx = self.db.begin_write()?;
+        let tx = self.db.begin_write().db()?;
         {
-            let mut boxes = tx.open_table(MAILBOXES)?;
-            let mut ids = tx.open_table(MAILBOX_IDS)?;
-            if boxes.get(n.to_string().as_str())?.is_some() {
+            let mut boxes = tx.open_table(MAILBOXES).db()?;
+            let mut ids = tx.open_table(MAILBOX_IDS).db()?;
+            if boxes.get(n.to_string().as_str()).db()?.is_some() {
                 return Err(StoreError::Exists(n.to_string()));
             }
             let prefix = format!("{o}/");
             let mut moves: Vec<(String, String, Vec<u8>)> = Vec::new();
-            for item in boxes.range(o.to_string().as_str()..)? {
-                let (k, v) = item?;
+            for item in boxes.range(o.to_string().as_str()..).db()? {
+                let (k, v) = item.db()?;
                 let k = k.value().to_string();
                 if k == o.to_string() {
                     moves.push((k, n.to_string(), v.value().to_vec()));
@@ -478,40 +467,40 @@ impl Store {
             }
             for (from, to, v) in &moves {
                 MailboxName::parse(to)?;
-                if boxes.get(to.as_str())?.is_some() {
+                if boxes.get(to.as_str()).db()?.is_some() {
                     return Err(StoreError::Exists(to.clone()));
                 }
-                boxes.remove(from.as_str())?;
-                boxes.insert(to.as_str(), v.as_slice())?;
-                let rec: MailboxRecord = postcard::from_bytes(v)?;
-                ids.insert(rec.id, to.as_str())?;
+                boxes.remove(from.as_str()).db()?;
+                boxes.insert(to.as_str(), v.as_slice()).db()?;
+                let rec: MailboxRecord = postcard::from_bytes(v).db()?;
+                ids.insert(rec.id, to.as_str()).db()?;
             }
         }
-        tx.commit()?;
+        tx.commit().db()?;
         Ok(())
     }
 
     pub fn subscribe(&self, user: &str, name: &str, on: bool) -> Result<(), StoreError> {
         let n = MailboxName::parse(name)?.to_string();
-        let tx = self.db.begin_write()?;
+        let tx = self.db.begin_write().db()?;
         {
-            let mut t = tx.open_table(SUBSCRIPTIONS)?;
+            let mut t = tx.open_table(SUBSCRIPTIONS).db()?;
             if on {
-                t.insert((user, n.as_str()), ())?;
+                t.insert((user, n.as_str()), ()).db()?;
             } else {
-                t.remove((user, n.as_str()))?;
+                t.remove((user, n.as_str())).db()?;
             }
         }
-        tx.commit()?;
+        tx.commit().db()?;
         Ok(())
     }
 
     pub fn subscriptions(&self, user: &str) -> Result<Vec<String>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(SUBSCRIPTIONS)?;
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(SUBSCRIPTIONS).db()?;
         let mut out = Vec::new();
-        for item in t.range((user, "")..)? {
-            let (k, _) = item?;
+        for item in t.range((user, "")..).db()? {
+            let (k, _) = item.db()?;
             let (u, name) = k.value();
             if u != user {
                 break;
@@ -546,11 +535,11 @@ impl Store {
         let size = fs::metadata(&src)
             .map_err(|e| io("cannot read the staged message", &src, e))?
             .len();
-        let tx = self.db.begin_write()?;
+        let tx = self.db.begin_write().db()?;
         let (msg, info, dest) = {
-            let mut boxes = tx.open_table(MAILBOXES)?;
-            let mut rec: MailboxRecord = match boxes.get(key.as_str())? {
-                Some(v) => postcard::from_bytes(v.value())?,
+            let mut boxes = tx.open_table(MAILBOXES).db()?;
+            let mut rec: MailboxRecord = match boxes.get(key.as_str()).db()? {
+                Some(v) => postcard::from_bytes(v.value()).db()?,
                 None => return Err(StoreError::NoMailbox(key)),
             };
             let uid = rec.uidnext;
@@ -576,12 +565,20 @@ impl Store {
                 size,
                 modseq: rec.highest_modseq,
             };
-            tx.open_table(MESSAGES)?
-                .insert((rec.id, uid), postcard::to_allocvec(&m)?.as_slice())?;
-            boxes.insert(key.as_str(), postcard::to_allocvec(&rec)?.as_slice())?;
-            let mut quota = tx.open_table(QUOTA)?;
-            let (b, c) = quota.get(n.owner())?.map(|v| v.value()).unwrap_or((0, 0));
-            quota.insert(n.owner(), (b + size, c + 1))?;
+            tx.open_table(MESSAGES)
+                .db()?
+                .insert((rec.id, uid), postcard::to_allocvec(&m).db()?.as_slice())
+                .db()?;
+            boxes
+                .insert(key.as_str(), postcard::to_allocvec(&rec).db()?.as_slice())
+                .db()?;
+            let mut quota = tx.open_table(QUOTA).db()?;
+            let (b, c) = quota
+                .get(n.owner())
+                .db()?
+                .map(|v| v.value())
+                .unwrap_or((0, 0));
+            quota.insert(n.owner(), (b + size, c + 1)).db()?;
             (
                 MessageInfo { uid, record: m },
                 MailboxInfo {
@@ -593,7 +590,7 @@ impl Store {
         };
         if let Err(e) = tx.commit() {
             let _ = fs::remove_file(&dest);
-            return Err(e.into());
+            return Err(e.into_store());
         }
         Ok((msg, info))
     }
@@ -601,17 +598,18 @@ impl Store {
     /// The message index of a mailbox, in UID order.
     pub fn messages(&self, name: &str) -> Result<Vec<MessageInfo>, StoreError> {
         let info = self
-            .mailbox(name)?
+            .mailbox(name)
+            .db()?
             .ok_or_else(|| StoreError::NoMailbox(name.to_string()))?;
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(MESSAGES)?;
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(MESSAGES).db()?;
         let id = info.record.id;
         let mut out = Vec::new();
-        for item in t.range((id, 0)..=(id, u32::MAX))? {
-            let (k, v) = item?;
+        for item in t.range((id, 0)..=(id, u32::MAX)).db()? {
+            let (k, v) = item.db()?;
             out.push(MessageInfo {
                 uid: k.value().1,
-                record: postcard::from_bytes(v.value())?,
+                record: postcard::from_bytes(v.value()).db()?,
             });
         }
         Ok(out)
@@ -631,20 +629,20 @@ impl Store {
     ) -> Result<(Vec<MessageInfo>, Vec<u32>, MailboxInfo), StoreError> {
         let key = MailboxName::parse(name)?.to_string();
         let flags = normalize_flags(flags)?;
-        let tx = self.db.begin_write()?;
+        let tx = self.db.begin_write().db()?;
         let result = {
-            let mut boxes = tx.open_table(MAILBOXES)?;
-            let mut rec: MailboxRecord = match boxes.get(key.as_str())? {
-                Some(v) => postcard::from_bytes(v.value())?,
+            let mut boxes = tx.open_table(MAILBOXES).db()?;
+            let mut rec: MailboxRecord = match boxes.get(key.as_str()).db()? {
+                Some(v) => postcard::from_bytes(v.value()).db()?,
                 None => return Err(StoreError::NoMailbox(key)),
             };
-            let mut msgs = tx.open_table(MESSAGES)?;
+            let mut msgs = tx.open_table(MESSAGES).db()?;
             let (mut changed, mut refused) = (Vec::new(), Vec::new());
             for &uid in uids {
-                let Some(v) = msgs.get((rec.id, uid))? else {
+                let Some(v) = msgs.get((rec.id, uid)).db()? else {
                     continue;
                 };
-                let mut m: MessageRecord = postcard::from_bytes(v.value())?;
+                let mut m: MessageRecord = postcard::from_bytes(v.value()).db()?;
                 drop(v);
                 if unchanged_since.is_some_and(|u| m.modseq > u) {
                     refused.push(uid);
@@ -672,10 +670,13 @@ impl Store {
                     (false, true) => rec.unseen = rec.unseen.saturating_sub(1),
                     _ => {}
                 }
-                msgs.insert((rec.id, uid), postcard::to_allocvec(&m)?.as_slice())?;
+                msgs.insert((rec.id, uid), postcard::to_allocvec(&m).db()?.as_slice())
+                    .db()?;
                 changed.push(MessageInfo { uid, record: m });
             }
-            boxes.insert(key.as_str(), postcard::to_allocvec(&rec)?.as_slice())?;
+            boxes
+                .insert(key.as_str(), postcard::to_allocvec(&rec).db()?.as_slice())
+                .db()?;
             (
                 changed,
                 refused,
@@ -685,7 +686,7 @@ impl Store {
                 },
             )
         };
-        tx.commit()?;
+        tx.commit().db()?;
         Ok(result)
     }
 
@@ -695,7 +696,8 @@ impl Store {
     pub fn copy(&self, from: &str, uids: &[u32], to: &str) -> Result<Vec<(u32, u32)>, StoreError> {
         let (f, t) = (MailboxName::parse(from)?, MailboxName::parse(to)?);
         let src_info = self
-            .mailbox(from)?
+            .mailbox(from)
+            .db()?
             .ok_or_else(|| StoreError::NoMailbox(from.to_string()))?;
         let (src_part, dst_part) = (
             self.user_partition(f.owner())?,
@@ -703,23 +705,23 @@ impl Store {
         );
         let src_dir = self.mailbox_dir(&src_part, f.owner(), src_info.record.id)?;
         let tkey = t.to_string();
-        let tx = self.db.begin_write()?;
+        let tx = self.db.begin_write().db()?;
         let mut made = Vec::new();
         let pairs = {
-            let mut boxes = tx.open_table(MAILBOXES)?;
-            let mut rec: MailboxRecord = match boxes.get(tkey.as_str())? {
-                Some(v) => postcard::from_bytes(v.value())?,
+            let mut boxes = tx.open_table(MAILBOXES).db()?;
+            let mut rec: MailboxRecord = match boxes.get(tkey.as_str()).db()? {
+                Some(v) => postcard::from_bytes(v.value()).db()?,
                 None => return Err(StoreError::NoMailbox(tkey)),
             };
             let dst_dir = self.mailbox_dir(&dst_part, t.owner(), rec.id)?;
-            let mut msgs = tx.open_table(MESSAGES)?;
+            let mut msgs = tx.open_table(MESSAGES).db()?;
             let mut pairs = Vec::new();
             let mut added = (0u64, 0u64);
             for &uid in uids {
-                let Some(v) = msgs.get((src_info.record.id, uid))? else {
+                let Some(v) = msgs.get((src_info.record.id, uid)).db()? else {
                     continue;
                 };
-                let m: MessageRecord = postcard::from_bytes(v.value())?;
+                let m: MessageRecord = postcard::from_bytes(v.value()).db()?;
                 drop(v);
                 let new_uid = rec.uidnext;
                 let (a, b) = (
@@ -746,21 +748,31 @@ impl Store {
                     modseq: rec.highest_modseq,
                     ..m
                 };
-                msgs.insert((rec.id, new_uid), postcard::to_allocvec(&copy)?.as_slice())?;
+                msgs.insert(
+                    (rec.id, new_uid),
+                    postcard::to_allocvec(&copy).db()?.as_slice(),
+                )
+                .db()?;
                 pairs.push((uid, new_uid));
             }
             sync_dir(&dst_dir)?;
-            boxes.insert(tkey.as_str(), postcard::to_allocvec(&rec)?.as_slice())?;
-            let mut quota = tx.open_table(QUOTA)?;
-            let (b, c) = quota.get(t.owner())?.map(|v| v.value()).unwrap_or((0, 0));
-            quota.insert(t.owner(), (b + added.0, c + added.1))?;
+            boxes
+                .insert(tkey.as_str(), postcard::to_allocvec(&rec).db()?.as_slice())
+                .db()?;
+            let mut quota = tx.open_table(QUOTA).db()?;
+            let (b, c) = quota
+                .get(t.owner())
+                .db()?
+                .map(|v| v.value())
+                .unwrap_or((0, 0));
+            quota.insert(t.owner(), (b + added.0, c + added.1)).db()?;
             pairs
         };
         if let Err(e) = tx.commit() {
             for p in made {
                 let _ = fs::remove_file(p);
             }
-            return Err(e.into());
+            return Err(e.into_store());
         }
         Ok(pairs)
     }
@@ -786,26 +798,26 @@ impl Store {
         let n = MailboxName::parse(name)?;
         let key = n.to_string();
         let part = self.user_partition(n.owner())?;
-        let tx = self.db.begin_write()?;
+        let tx = self.db.begin_write().db()?;
         let (gone, dir) = {
-            let mut boxes = tx.open_table(MAILBOXES)?;
-            let mut rec: MailboxRecord = match boxes.get(key.as_str())? {
-                Some(v) => postcard::from_bytes(v.value())?,
+            let mut boxes = tx.open_table(MAILBOXES).db()?;
+            let mut rec: MailboxRecord = match boxes.get(key.as_str()).db()? {
+                Some(v) => postcard::from_bytes(v.value()).db()?,
                 None => return Err(StoreError::NoMailbox(key)),
             };
-            let mut msgs = tx.open_table(MESSAGES)?;
+            let mut msgs = tx.open_table(MESSAGES).db()?;
             let mut gone = Vec::new();
             let mut freed = (0u64, 0u64);
             for &uid in uids {
-                let Some(v) = msgs.get((rec.id, uid))? else {
+                let Some(v) = msgs.get((rec.id, uid)).db()? else {
                     continue;
                 };
-                let m: MessageRecord = postcard::from_bytes(v.value())?;
+                let m: MessageRecord = postcard::from_bytes(v.value()).db()?;
                 drop(v);
                 if require_deleted && !has(&m.flags, DELETED) {
                     continue;
                 }
-                msgs.remove((rec.id, uid))?;
+                msgs.remove((rec.id, uid)).db()?;
                 rec.messages = rec.messages.saturating_sub(1);
                 rec.size = rec.size.saturating_sub(m.size);
                 if !has(&m.flags, SEEN) {
@@ -816,17 +828,25 @@ impl Store {
             }
             if !gone.is_empty() {
                 rec.highest_modseq += 1;
-                boxes.insert(key.as_str(), postcard::to_allocvec(&rec)?.as_slice())?;
-                let mut quota = tx.open_table(QUOTA)?;
-                let (b, c) = quota.get(n.owner())?.map(|v| v.value()).unwrap_or((0, 0));
-                quota.insert(
-                    n.owner(),
-                    (b.saturating_sub(freed.0), c.saturating_sub(freed.1)),
-                )?;
+                boxes
+                    .insert(key.as_str(), postcard::to_allocvec(&rec).db()?.as_slice())
+                    .db()?;
+                let mut quota = tx.open_table(QUOTA).db()?;
+                let (b, c) = quota
+                    .get(n.owner())
+                    .db()?
+                    .map(|v| v.value())
+                    .unwrap_or((0, 0));
+                quota
+                    .insert(
+                        n.owner(),
+                        (b.saturating_sub(freed.0), c.saturating_sub(freed.1)),
+                    )
+                    .db()?;
             }
             (gone, self.mailbox_dir(&part, n.owner(), rec.id)?)
         };
-        tx.commit()?;
+        tx.commit().db()?;
         for uid in &gone {
             let _ = fs::remove_file(dir.join(format!("{uid}.msg")));
         }
@@ -835,9 +855,9 @@ impl Store {
 
     /// Bytes and messages a user holds (quota.db).
     pub fn quota_usage(&self, user: &str) -> Result<(u64, u64), StoreError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(QUOTA)?;
-        Ok(t.get(user)?.map(|v| v.value()).unwrap_or((0, 0)))
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(QUOTA).db()?;
+        Ok(t.get(user).db()?.map(|v| v.value()).unwrap_or((0, 0)))
     }
 }
 

@@ -50,8 +50,8 @@ impl MailboxName {
             name: full.chars().take(100).collect(),
             reason,
         };
-        validate_userid(owner).map_err(|r| bad(r))?;
-        validate_folder(folder).map_err(|r| bad(r))?;
+        validate_userid(owner).map_err(&bad)?;
+        validate_folder(folder).map_err(bad)?;
         // INBOX is case-insensitive (RFC 3501); keep one spelling.
         let folder = match folder.split_once('/') {
             Some((first, rest)) if first.eq_ignore_ascii_case("INBOX") => format!("INBOX/{rest}"),

@@ -152,7 +152,7 @@ async fn serve_control(mut stream: UnixStream, sup: Arc<Supervisor>) {
                 sup.reload_config();
                 let mut store_failed = false;
                 for name in services {
-                    let reply = if store_failed {
+                    let reply = if store_failed && sup.is_installed(&name) {
                         Reply::StartFailed {
                             service: name.clone(),
                             reason: "not started because the store failed to start".into(),

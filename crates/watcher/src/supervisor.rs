@@ -159,6 +159,11 @@ impl Supervisor {
             .to_string()
     }
 
+    /// Is the service's program in lib/?
+    pub fn is_installed(&self, name: &str) -> bool {
+        services::find(name).is_some_and(|s| self.base.lib().join(s.program).is_file())
+    }
+
     /// Starts one service and waits until it serves or fails.
     pub async fn start(self: &Arc<Self>, name: &str) -> Reply {
         let Some(svc) = services::find(name) else {

@@ -1,0 +1,243 @@
+//! The store's protocol, spoken on `data/run/stored.sock` between `stored`
+//! and every process that reads or changes mailboxes (imapd, popd,
+//! mshttpd, ims_master, the store tools), and the client they use.
+//!
+//! Message bodies do not cross the socket: a writer stages the message in
+//! a file next to the mailboxes (`StageDir`), then asks for `Append`; a
+//! reader asks for `MessagePath` and reads the immutable file itself.
+//! A connection may `Watch` mailboxes: change events then arrive on it
+//! between replies.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum StoreError {
+    #[error("no such mailbox: {0}")]
+    NoMailbox(String),
+    #[error("mailbox already exists: {0}")]
+    Exists(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("not allowed: {0}")]
+    Refused(String),
+    #[error("store I/O error: {0}")]
+    Io(String),
+    #[error("store database error: {0}")]
+    Db(String),
+}
+
+/// What folder.db held for one mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxRecord {
+    pub id: u64,
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub highest_modseq: u64,
+    pub messages: u32,
+    pub unseen: u32,
+    pub size: u64,
+}
+
+/// A mailbox as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxInfo {
+    pub name: String,
+    #[serde(flatten)]
+    pub record: MailboxRecord,
+}
+
+/// One message of the index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// System flags (`\Seen`…) and keywords, sorted, no repeats.
+    pub flags: Vec<String>,
+    /// Seconds since the epoch (IMAP INTERNALDATE).
+    pub internal_date: i64,
+    pub size: u64,
+    pub modseq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageInfo {
+    pub uid: u32,
+    #[serde(flatten)]
+    pub record: MessageRecord,
+}
+
+/// How STORE changes flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FlagOp {
+    Add,
+    Remove,
+    Replace,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum StoreRequest {
+    /// Mailboxes whose names start with `prefix`.
+    List {
+        prefix: String,
+    },
+    Create {
+        name: String,
+        partition: Option<String>,
+    },
+    Delete {
+        name: String,
+    },
+    /// Every mailbox of an account.
+    DeleteUser {
+        user: String,
+    },
+    Rename {
+        old: String,
+        new: String,
+    },
+    Subscribe {
+        user: String,
+        name: String,
+        on: bool,
+    },
+    Subscriptions {
+        user: String,
+    },
+    Status {
+        name: String,
+    },
+    /// Where to stage a message for `name` (a directory).
+    StageDir {
+        name: String,
+    },
+    Append {
+        name: String,
+        staged: String,
+        flags: Vec<String>,
+        internal_date: i64,
+    },
+    Messages {
+        name: String,
+    },
+    MessagePath {
+        name: String,
+        uid: u32,
+    },
+    StoreFlags {
+        name: String,
+        uids: Vec<u32>,
+        op: FlagOp,
+        flags: Vec<String>,
+        unchanged_since: Option<u64>,
+    },
+    Copy {
+        from: String,
+        uids: Vec<u32>,
+        to: String,
+    },
+    Move {
+        from: String,
+        uids: Vec<u32>,
+        to: String,
+    },
+    /// Removes `\Deleted` messages (only among `uids` when given).
+    Expunge {
+        name: String,
+        uids: Option<Vec<u32>>,
+    },
+    QuotaUsage {
+        user: String,
+    },
+    /// Start or stop receiving change events for a mailbox on this
+    /// connection.
+    Watch {
+        name: String,
+        on: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum StoreReply {
+    Done,
+    Mailbox {
+        mailbox: MailboxInfo,
+    },
+    Mailboxes {
+        mailboxes: Vec<MailboxInfo>,
+    },
+    Names {
+        names: Vec<String>,
+    },
+    Path {
+        path: String,
+    },
+    Appended {
+        uid: u32,
+        mailbox: MailboxInfo,
+    },
+    Messages {
+        messages: Vec<MessageInfo>,
+    },
+    Flags {
+        changed: Vec<MessageInfo>,
+        refused: Vec<u32>,
+        mailbox: MailboxInfo,
+    },
+    Copied {
+        pairs: Vec<(u32, u32)>,
+    },
+    Expunged {
+        uids: Vec<u32>,
+    },
+    Quota {
+        bytes: u64,
+        messages: u64,
+    },
+    Error {
+        error: StoreError,
+    },
+}
+
+/// What changed in a watched mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum StoreEvent {
+    /// New messages (append, copy, move, delivery).
+    Exists {
+        mailbox: String,
+        uids: Vec<u32>,
+        status: MailboxRecord,
+    },
+    Flags {
+        mailbox: String,
+        messages: Vec<MessageInfo>,
+        status: MailboxRecord,
+    },
+    Expunged {
+        mailbox: String,
+        uids: Vec<u32>,
+    },
+    /// The mailbox was deleted or renamed away.
+    Gone {
+        mailbox: String,
+    },
+}
+
+impl StoreEvent {
+    pub fn mailbox(&self) -> &str {
+        match self {
+            StoreEvent::Exists { mailbox, .. }
+            | StoreEvent::Flags { mailbox, .. }
+            | StoreEvent::Expunged { mailbox, .. }
+            | StoreEvent::Gone { mailbox } => mailbox,
+        }
+    }
+}
+
+/// What stored sends: a reply to the last request, or an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Reply { reply: StoreReply },
+    Event { event: StoreEvent },
+}

@@ -1,0 +1,271 @@
+//! The store client: one connection to `stored`, requests answered in
+//! order, change events delivered on a channel of their own.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::frame;
+use crate::store::{
+    FlagOp, MailboxInfo, MessageInfo, ServerFrame, StoreError, StoreEvent, StoreReply, StoreRequest,
+};
+
+type Pending = oneshot::Sender<Result<StoreReply, StoreError>>;
+
+/// A connection to stored. Cheap to clone; requests from clones share it.
+#[derive(Clone)]
+pub struct StoreClient {
+    requests: mpsc::Sender<(StoreRequest, Pending)>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(format!("the store server is unavailable: {e}"))
+}
+
+impl StoreClient {
+    /// Connects to stored's socket; the receiver carries change events for
+    /// the mailboxes this connection watches.
+    pub async fn connect(
+        socket: &Path,
+    ) -> Result<(StoreClient, mpsc::Receiver<StoreEvent>), StoreError> {
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(|e| unavailable(format!("{}: {e}", socket.display())))?;
+        let (req_tx, mut req_rx) = mpsc::channel::<(StoreRequest, Pending)>(64);
+        let (ev_tx, ev_rx) = mpsc::channel::<StoreEvent>(1024);
+        let (mut rd, mut wr) = stream.into_split();
+        tokio::spawn(async move {
+            let mut waiting: VecDeque<Pending> = VecDeque::new();
+            loop {
+                tokio::select! {
+                    req = req_rx.recv() => match req {
+                        Some((req, reply)) => {
+                            if let Err(e) = frame::write(&mut wr, &req).await {
+                                let _ = reply.send(Err(unavailable(e)));
+                                break;
+                            }
+                            waiting.push_back(reply);
+                        }
+                        None => break, // every handle dropped
+                    },
+                    msg = frame::read::<ServerFrame>(&mut rd) => match msg {
+                        Ok(ServerFrame::Reply { reply }) => {
+                            if let Some(w) = waiting.pop_front() {
+                                let _ = w.send(Ok(reply));
+                            }
+                        }
+                        Ok(ServerFrame::Event { event }) => {
+                            // A reader that fell behind loses events, not the
+                            // connection; it resynchronises with Status.
+                            let _ = ev_tx.try_send(event);
+                        }
+                        Err(e) => {
+                            for w in waiting.drain(..) {
+                                let _ = w.send(Err(unavailable(&e)));
+                            }
+                            break;
+                        }
+                    },
+                }
+            }
+        });
+        Ok((StoreClient { requests: req_tx }, ev_rx))
+    }
+
+    /// Sends one request; a store-side error comes back as `Err`.
+    pub async fn request(&self, req: StoreRequest) -> Result<StoreReply, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send((req, tx))
+            .await
+            .map_err(|_| unavailable("connection closed"))?;
+        match rx.await.map_err(|_| unavailable("connection closed"))?? {
+            StoreReply::Error { error } => Err(error),
+            other => Ok(other),
+        }
+    }
+
+    pub async fn create(&self, name: &str) -> Result<MailboxInfo, StoreError> {
+        match self
+            .request(StoreRequest::Create {
+                name: name.into(),
+                partition: None,
+            })
+            .await?
+        {
+            StoreReply::Mailbox { mailbox } => Ok(mailbox),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn status(&self, name: &str) -> Result<MailboxInfo, StoreError> {
+        match self
+            .request(StoreRequest::Status { name: name.into() })
+            .await?
+        {
+            StoreReply::Mailbox { mailbox } => Ok(mailbox),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn list(&self, prefix: &str) -> Result<Vec<MailboxInfo>, StoreError> {
+        match self
+            .request(StoreRequest::List {
+                prefix: prefix.into(),
+            })
+            .await?
+        {
+            StoreReply::Mailboxes { mailboxes } => Ok(mailboxes),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn messages(&self, name: &str) -> Result<Vec<MessageInfo>, StoreError> {
+        match self
+            .request(StoreRequest::Messages { name: name.into() })
+            .await?
+        {
+            StoreReply::Messages { messages } => Ok(messages),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn message_path(&self, name: &str, uid: u32) -> Result<PathBuf, StoreError> {
+        match self
+            .request(StoreRequest::MessagePath {
+                name: name.into(),
+                uid,
+            })
+            .await?
+        {
+            StoreReply::Path { path } => Ok(path.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn store_flags(
+        &self,
+        name: &str,
+        uids: &[u32],
+        op: FlagOp,
+        flags: &[String],
+        unchanged_since: Option<u64>,
+    ) -> Result<(Vec<MessageInfo>, Vec<u32>, MailboxInfo), StoreError> {
+        let req = StoreRequest::StoreFlags {
+            name: name.into(),
+            uids: uids.to_vec(),
+            op,
+            flags: flags.to_vec(),
+            unchanged_since,
+        };
+        match self.request(req).await? {
+            StoreReply::Flags {
+                changed,
+                refused,
+                mailbox,
+            } => Ok((changed, refused, mailbox)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn expunge(
+        &self,
+        name: &str,
+        uids: Option<Vec<u32>>,
+    ) -> Result<Vec<u32>, StoreError> {
+        match self
+            .request(StoreRequest::Expunge {
+                name: name.into(),
+                uids,
+            })
+            .await?
+        {
+            StoreReply::Expunged { uids } => Ok(uids),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn watch(&self, name: &str, on: bool) -> Result<(), StoreError> {
+        self.request(StoreRequest::Watch {
+            name: name.into(),
+            on,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Appends a message: writes it to a staged file (fsynced), then asks
+    /// stored to put it in place. Returns the new UID.
+    pub async fn append(
+        &self,
+        name: &str,
+        message: &[u8],
+        flags: &[String],
+        internal_date: i64,
+    ) -> Result<(u32, MailboxInfo), StoreError> {
+        let dir = match self
+            .request(StoreRequest::StageDir { name: name.into() })
+            .await?
+        {
+            StoreReply::Path { path } => PathBuf::from(path),
+            other => return Err(unexpected(other)),
+        };
+        let staged = stage_name();
+        let path = dir.join(&staged);
+        let body = message.to_vec();
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&p)?;
+            f.write_all(&body)?;
+            f.sync_all()
+        })
+        .await
+        .map_err(|e| StoreError::Io(e.to_string()))?
+        .map_err(|e| {
+            StoreError::Io(format!(
+                "cannot stage the message in {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let req = StoreRequest::Append {
+            name: name.into(),
+            staged,
+            flags: flags.to_vec(),
+            internal_date,
+        };
+        match self.request(req).await {
+            Ok(StoreReply::Appended { uid, mailbox }) => Ok((uid, mailbox)),
+            Ok(other) => Err(unexpected(other)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+}
+
+fn unexpected(r: StoreReply) -> StoreError {
+    StoreError::Io(format!("unexpected answer from the store server: {r:?}"))
+}
+
+/// A staged file name no other writer uses.
+fn stage_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!(
+        "{}-{}-{}.tmp",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}

@@ -1,0 +1,168 @@
+//! NAME
+//!   mboxutil - list, create, delete and rename mailboxes
+//!
+//! SYNOPSIS
+//!   mboxutil -l [-p pattern] [-s | -x]
+//!   mboxutil -c mailbox ...
+//!   mboxutil -d mailbox ...        (user/UID/INBOX deletes the account)
+//!   mboxutil -r old new
+//!   mboxutil -q user ...           (quota usage)
+//!
+//! DESCRIPTION
+//!   Works through the running store server (start-msg store). Mailbox
+//!   names are user/UID/FOLDER; -p takes an IMAP pattern where * matches
+//!   anything and % anything but a /. -l prints each mailbox with its
+//!   message count, size, UIDVALIDITY and UIDNEXT; -s names only; -x adds
+//!   the partition path of its files.
+
+use std::process::ExitCode;
+
+use epistle_config::MsgSvrBase;
+use epistle_ipc::store::{StoreReply, StoreRequest};
+use epistle_ipc::store_client::StoreClient;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mboxutil: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// IMAP LIST wildcards: `*` anything, `%` anything but the separator.
+fn matches(pattern: &[u8], name: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some((b'*', rest)) => (0..=name.len()).any(|i| matches(rest, &name[i..])),
+        Some((b'%', rest)) => {
+            let stop = name.iter().position(|c| *c == b'/').unwrap_or(name.len());
+            (0..=stop).any(|i| matches(rest, &name[i..]))
+        }
+        Some((c, rest)) => name.first() == Some(c) && matches(rest, &name[1..]),
+    }
+}
+
+async fn run(args: Vec<String>) -> anyhow::Result<()> {
+    let base = MsgSvrBase::locate();
+    let socket = base.run().join("stored.sock");
+    let (client, _) = StoreClient::connect(&socket)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}; is the store running? (start-msg store)"))?;
+    let flag = args.first().map(String::as_str).unwrap_or("");
+    let rest = &args[args.len().min(1)..];
+    match flag {
+        "-l" => {
+            let pattern = rest
+                .iter()
+                .position(|a| a == "-p")
+                .and_then(|i| rest.get(i + 1))
+                .cloned()
+                .unwrap_or_else(|| "*".into());
+            if pattern.len() > 1024
+                || pattern.bytes().filter(|b| *b == b'*' || *b == b'%').count() > 16
+            {
+                anyhow::bail!("-p: pattern too long or too many wildcards");
+            }
+            let names_only = rest.iter().any(|a| a == "-s");
+            let with_path = rest.iter().any(|a| a == "-x");
+            for m in client.list("").await? {
+                if !matches(pattern.as_bytes(), m.name.as_bytes()) {
+                    continue;
+                }
+                if names_only {
+                    println!("{}", m.name);
+                    continue;
+                }
+                let r = &m.record;
+                print!(
+                    "{}  messages={} size={} uidvalidity={} uidnext={}",
+                    m.name, r.messages, r.size, r.uidvalidity, r.uidnext
+                );
+                if with_path {
+                    let dir = match client
+                        .request(StoreRequest::MessagePath {
+                            name: m.name.clone(),
+                            uid: 0,
+                        })
+                        .await?
+                    {
+                        StoreReply::Path { path } => path.trim_end_matches("/0.msg").to_string(),
+                        _ => String::new(),
+                    };
+                    print!("  path={dir}");
+                }
+                println!();
+            }
+        }
+        "-c" => {
+            for name in rest {
+                client.create(name).await?;
+                println!("created {name}");
+            }
+        }
+        "-d" => {
+            for name in rest {
+                let n = epistle_store::MailboxName::parse(name)?;
+                if n.is_inbox() {
+                    client
+                        .request(StoreRequest::DeleteUser {
+                            user: n.owner().to_string(),
+                        })
+                        .await?;
+                    println!("deleted the account {}", n.owner());
+                } else {
+                    client
+                        .request(StoreRequest::Delete { name: name.clone() })
+                        .await?;
+                    println!("deleted {name}");
+                }
+            }
+        }
+        "-r" => {
+            let [old, new] = rest else {
+                anyhow::bail!("usage: mboxutil -r old new")
+            };
+            client
+                .request(StoreRequest::Rename {
+                    old: old.clone(),
+                    new: new.clone(),
+                })
+                .await?;
+            println!("renamed {old} to {new}");
+        }
+        "-q" => {
+            for user in rest {
+                if let StoreReply::Quota { bytes, messages } = client
+                    .request(StoreRequest::QuotaUsage { user: user.clone() })
+                    .await?
+                {
+                    println!("{user}  bytes={bytes} messages={messages}");
+                }
+            }
+        }
+        _ => anyhow::bail!(
+            "usage: mboxutil -l [-p pattern] [-s|-x] | -c mbox | -d mbox | -r old new | -q user"
+        ),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches;
+
+    #[test]
+    fn wildcards() {
+        assert!(matches(b"user/joe/*", b"user/joe/Lists/rust"));
+        assert!(!matches(b"user/joe/%", b"user/joe/Lists/rust"));
+        assert!(matches(b"user/%/INBOX", b"user/ann/INBOX"));
+        assert!(matches(b"*", b""));
+    }
+}

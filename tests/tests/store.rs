@@ -1,0 +1,283 @@
+//! stored on a real installation, started by start-msg under the watcher,
+//! driven through the store client as imapd and ims_master will drive it.
+
+use std::time::Duration;
+
+use epistle_ipc::store::{FlagOp, StoreError, StoreEvent, StoreReply, StoreRequest};
+use epistle_ipc::store_client::StoreClient;
+use epistle_tests::{Install, assert_ok, stdout, wait_for};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+fn running_store() -> Install {
+    let i = Install::new();
+    i.configure();
+    assert_ok(&i.sbin("start-msg", &["store"]), "start-msg store");
+    i
+}
+
+async fn client(i: &Install) -> (StoreClient, tokio::sync::mpsc::Receiver<StoreEvent>) {
+    StoreClient::connect(&i.data.join("run/stored.sock"))
+        .await
+        .expect("connect to stored")
+}
+
+async fn next_event(rx: &mut tokio::sync::mpsc::Receiver<StoreEvent>) -> StoreEvent {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("no event within 5 s")
+        .expect("event channel closed")
+}
+
+#[tokio::test]
+async fn a_change_in_one_connection_is_pushed_to_another() {
+    let i = running_store();
+    let (writer, _) = client(&i).await;
+    let (reader, mut events) = client(&i).await;
+    writer.create("user/joe/INBOX").await.unwrap();
+    reader.watch("user/joe/INBOX", true).await.unwrap();
+
+    let (uid, mbox) = writer
+        .append(
+            "user/joe/INBOX",
+            b"Subject: hi\r\n\r\nhello\r\n",
+            &[],
+            1_700_000_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!((uid, mbox.record.messages), (1, 1));
+    match next_event(&mut events).await {
+        StoreEvent::Exists {
+            mailbox,
+            uids,
+            status,
+        } => {
+            assert_eq!(
+                (mailbox.as_str(), uids, status.messages),
+                ("user/joe/INBOX", vec![1], 1)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let path = reader.message_path("user/joe/INBOX", 1).await.unwrap();
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        b"Subject: hi\r\n\r\nhello\r\n"
+    );
+    assert!(
+        path.to_string_lossy().contains("/=user/"),
+        "{}",
+        path.display()
+    );
+
+    writer
+        .store_flags(
+            "user/joe/INBOX",
+            &[1],
+            FlagOp::Add,
+            &["\\Deleted".into()],
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_event(&mut events).await,
+        StoreEvent::Flags { .. }
+    ));
+    assert_eq!(writer.expunge("user/joe/INBOX", None).await.unwrap(), [1]);
+    match next_event(&mut events).await {
+        StoreEvent::Expunged { uids, .. } => assert_eq!(uids, [1]),
+        other => panic!("{other:?}"),
+    }
+    let st = reader.status("user/joe/INBOX").await.unwrap();
+    assert_eq!((st.record.messages, st.record.uidnext), (0, 2));
+}
+
+#[tokio::test]
+async fn many_clients_append_at_once() {
+    let i = running_store();
+    let (c, _) = client(&i).await;
+    c.create("user/ann/INBOX").await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..10 {
+        let sock = i.data.join("run/stored.sock");
+        tasks.push(tokio::spawn(async move {
+            let (c, _) = StoreClient::connect(&sock).await.unwrap();
+            let mut uids = Vec::new();
+            for k in 0..20 {
+                let body = format!("Subject: {n}-{k}\r\n\r\nbody {n} {k}\r\n");
+                uids.push(
+                    c.append("user/ann/INBOX", body.as_bytes(), &[], 0)
+                        .await
+                        .unwrap()
+                        .0,
+                );
+            }
+            uids
+        }));
+    }
+    let mut all: Vec<u32> = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    assert_eq!(all, (1..=200).collect::<Vec<u32>>());
+    assert_eq!(c.messages("user/ann/INBOX").await.unwrap().len(), 200);
+    match c
+        .request(StoreRequest::QuotaUsage { user: "ann".into() })
+        .await
+        .unwrap()
+    {
+        StoreReply::Quota { messages, .. } => assert_eq!(messages, 200),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// kill -9 of stored during a stream of appends: every append answered OK
+/// is there exactly once with its content, and stored comes back (the
+/// watcher restarts it) without repair.
+#[tokio::test]
+async fn acknowledged_appends_survive_kill_9() {
+    let i = running_store();
+    let sock = i.data.join("run/stored.sock");
+    let (c, _) = client(&i).await;
+    c.create("user/joe/INBOX").await.unwrap();
+    let appender = tokio::spawn({
+        let sock = sock.clone();
+        async move {
+            let (c, _) = StoreClient::connect(&sock).await.unwrap();
+            let mut acked = Vec::new();
+            for k in 0..100_000u32 {
+                let body = format!("Subject: {k}\r\n\r\n{}\r\n", "x".repeat(500));
+                match c.append("user/joe/INBOX", body.as_bytes(), &[], 0).await {
+                    Ok((uid, _)) => acked.push((uid, body)),
+                    Err(_) => break, // stored went away mid-request
+                }
+            }
+            acked
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let pid = i.pid("store").unwrap();
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let acked = appender.await.unwrap();
+    assert!(
+        acked.len() > 5,
+        "only {} appends before the kill",
+        acked.len()
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || i
+            .pid("store")
+            .is_some_and(|p| p != pid)
+            && std::os::unix::net::UnixStream::connect(&sock).is_ok()),
+        "stored was not restarted"
+    );
+    let (c, _) = client(&i).await;
+    let index = c.messages("user/joe/INBOX").await.unwrap();
+    for (uid, body) in &acked {
+        assert_eq!(
+            index.iter().filter(|m| m.uid == *uid).count(),
+            1,
+            "uid {uid} not there exactly once"
+        );
+        let path = c.message_path("user/joe/INBOX", *uid).await.unwrap();
+        assert_eq!(
+            &std::fs::read_to_string(path).unwrap(),
+            body,
+            "uid {uid} damaged"
+        );
+    }
+    // Nothing half-written is visible: every indexed message is whole.
+    for m in &index {
+        let path = c.message_path("user/joe/INBOX", m.uid).await.unwrap();
+        assert_eq!(std::fs::metadata(path).unwrap().len(), m.record.size);
+    }
+    // And the store goes on taking mail.
+    let (uid, _) = c.append("user/joe/INBOX", b"after", &[], 0).await.unwrap();
+    assert!(uid > acked.last().unwrap().0);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_isolated() {
+    let i = running_store();
+    let (c, _) = client(&i).await;
+    for bad in [
+        "user/joe/../ann/INBOX",
+        "user/joe/a\u{0}b",
+        "INBOX",
+        "user/joe/",
+        "user/jo e/INBOX",
+    ] {
+        assert!(
+            matches!(c.create(bad).await, Err(StoreError::Invalid(_))),
+            "{bad:?} accepted"
+        );
+    }
+    c.create("user/joe/INBOX").await.unwrap();
+    let staged = StoreRequest::Append {
+        name: "user/joe/INBOX".into(),
+        staged: "../../../etc/passwd".into(),
+        flags: vec![],
+        internal_date: 0,
+    };
+    assert!(matches!(
+        c.request(staged).await,
+        Err(StoreError::Invalid(_))
+    ));
+    // Garbage on one connection closes that connection only.
+    let mut raw = std::os::unix::net::UnixStream::connect(i.data.join("run/stored.sock")).unwrap();
+    std::io::Write::write_all(&mut raw, b"\x00\x00\x00\x05hello").unwrap();
+    let mut buf = [0u8; 16];
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(
+        std::io::Read::read(&mut raw, &mut buf).unwrap_or(0),
+        0,
+        "the bad connection stayed open"
+    );
+    assert_eq!(c.status("user/joe/INBOX").await.unwrap().record.messages, 0);
+}
+
+#[test]
+fn hashdir_and_mboxutil() {
+    let i = running_store();
+    let h = stdout(&i.sbin("hashdir", &["joe"]));
+    assert_eq!(h.trim().len(), 5, "{h}");
+    let full = stdout(&i.sbin("hashdir", &["-a", "Joe.B"]));
+    assert!(full.trim().ends_with("/=+joe%d+b"), "{full}");
+    assert_ok(
+        &i.sbin(
+            "mboxutil",
+            &[
+                "-c",
+                "user/joe/INBOX",
+                "user/joe/Lists",
+                "user/joe/Lists/rust",
+            ],
+        ),
+        "mboxutil -c",
+    );
+    let list = stdout(&i.sbin("mboxutil", &["-l", "-p", "user/joe/%", "-s"]));
+    assert_eq!(
+        list.lines().collect::<Vec<_>>(),
+        ["user/joe/INBOX", "user/joe/Lists"]
+    );
+    assert_ok(
+        &i.sbin("mboxutil", &["-r", "user/joe/Lists", "user/joe/Archive"]),
+        "mboxutil -r",
+    );
+    let list = stdout(&i.sbin("mboxutil", &["-l", "-x"]));
+    assert!(
+        list.contains("user/joe/Archive/rust") && list.contains("path="),
+        "{list}"
+    );
+    assert!(list.contains(&format!("=user/{}/=joe", h.trim())), "{list}");
+    assert_ok(
+        &i.sbin("mboxutil", &["-d", "user/joe/INBOX"]),
+        "mboxutil -d INBOX",
+    );
+    assert_eq!(stdout(&i.sbin("mboxutil", &["-l", "-s"])).trim(), "");
+    let q = stdout(&i.sbin("mboxutil", &["-q", "joe"]));
+    assert!(q.contains("bytes=0 messages=0"), "{q}");
+}
