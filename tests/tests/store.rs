@@ -281,3 +281,72 @@ fn hashdir_and_mboxutil() {
     let q = stdout(&i.sbin("mboxutil", &["-q", "joe"]));
     assert!(q.contains("bytes=0 messages=0"), "{q}");
 }
+
+/// Quotas from the directory: the warning message arrives once, then an
+/// append that would exceed mailQuota is refused as over quota.
+#[tokio::test]
+async fn directory_quotas_are_enforced_with_one_warning() {
+    let i = Install::new();
+    i.configure();
+    let made = i.sbin(
+        "commadmin",
+        &[
+            "user",
+            "create",
+            "-D",
+            "admin",
+            "-w",
+            "test password",
+            "-l",
+            "joe",
+            "-W",
+            "joe secret",
+            "-A",
+            "mailQuota:4K",
+        ],
+    );
+    assert_ok(&made, "commadmin user create");
+    assert_ok(&i.sbin("start-msg", &["store"]), "start-msg store");
+    let (c, mut events) = client(&i).await;
+    c.create("user/joe/INBOX").await.unwrap();
+    c.watch("user/joe/INBOX", true).await.unwrap();
+    let kb = "x".repeat(1024);
+    for _ in 0..3 {
+        c.append("user/joe/INBOX", kb.as_bytes(), &[], 0)
+            .await
+            .unwrap();
+    }
+    // 3 KB of 4 KB: below 90%. The fourth crosses it: a warning follows.
+    let (uid, _) = c.append("user/joe/INBOX", b"small", &[], 0).await.unwrap();
+    assert_eq!(uid, 4);
+    let mut exists = 0;
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(500), events.recv()).await {
+        if matches!(ev, StoreEvent::Exists { .. }) {
+            exists += 1;
+        }
+    }
+    assert_eq!(exists, 4, "no warning message before 90%");
+    let (uid, _) = c
+        .append("user/joe/INBOX", "y".repeat(700).as_bytes(), &[], 0)
+        .await
+        .unwrap();
+    let messages = c.messages("user/joe/INBOX").await.unwrap();
+    assert_eq!(messages.len(), 6, "the message and one warning");
+    let warning = messages
+        .iter()
+        .find(|m| m.uid == uid + 1)
+        .expect("warning message");
+    let text =
+        std::fs::read_to_string(c.message_path("user/joe/INBOX", warning.uid).await.unwrap())
+            .unwrap();
+    assert!(
+        text.contains("Subject: Your mailbox is nearly full"),
+        "{text}"
+    );
+    // Over the limit now: refused, and the refusal is "over quota".
+    assert!(matches!(
+        c.append("user/joe/INBOX", kb.as_bytes(), &[], 0).await,
+        Err(StoreError::OverQuota(_))
+    ));
+    assert_eq!(c.messages("user/joe/INBOX").await.unwrap().len(), 6);
+}

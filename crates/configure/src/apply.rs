@@ -91,10 +91,10 @@ pub fn preflight(base: &MsgSvrBase, a: &Answers) -> anyhow::Result<Vec<String>> 
         }
     }
 
-    if Uid::effective().is_root() {
-        if let Some(u) = &user {
-            reachable_by(&a.data_dir, u)?;
-        }
+    if Uid::effective().is_root()
+        && let Some(u) = &user
+    {
+        reachable_by(&a.data_dir, u)?;
     }
 
     let existing = a.data_dir.join("config");

@@ -20,6 +20,10 @@ pub enum StoreError {
     Invalid(String),
     #[error("not allowed: {0}")]
     Refused(String),
+    /// The mailbox's owner is over quota (IMAP NO [OVERQUOTA]; the MTA
+    /// keeps the message queued).
+    #[error("over quota: {0}")]
+    OverQuota(String),
     #[error("store I/O error: {0}")]
     Io(String),
     #[error("store database error: {0}")]

@@ -31,6 +31,7 @@ const SUBSCRIPTIONS: TableDefinition<(&str, &str), ()> = TableDefinition::new("s
 const QUOTA: TableDefinition<&str, (u64, u64)> = TableDefinition::new("quota");
 const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const QUOTA_WARNED: TableDefinition<&str, ()> = TableDefinition::new("quota_warned");
 
 /// Errors of the database layer, turned into the protocol's StoreError.
 /// (A trait of our own: StoreError belongs to the IPC crate.)
@@ -88,6 +89,61 @@ impl<T, E: IntoStore> Db<T> for Result<T, E> {
 
 fn io(what: &str, p: &Path, e: std::io::Error) -> StoreError {
     StoreError::Io(format!("{what} {}: {e}", p.display()))
+}
+
+/// A user's limits (None: unlimited) and the percentage of either at
+/// which one warning message is sent (0 or 100 and more: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Quota {
+    pub bytes: Option<u64>,
+    pub messages: Option<u64>,
+    pub warn_percent: u8,
+}
+
+impl Quota {
+    pub const UNLIMITED: Quota = Quota {
+        bytes: None,
+        messages: None,
+        warn_percent: 0,
+    };
+
+    /// Would `add` bytes in `add_count` messages on top of `used` exceed it?
+    fn check(&self, user: &str, used: (u64, u64), add: (u64, u64)) -> Result<(), StoreError> {
+        if let Some(l) = self.bytes {
+            if used.0 + add.0 > l {
+                return Err(StoreError::OverQuota(format!(
+                    "{user} holds {} of {l} bytes",
+                    used.0
+                )));
+            }
+        }
+        if let Some(l) = self.messages {
+            if used.1 + add.1 > l {
+                return Err(StoreError::OverQuota(format!(
+                    "{user} holds {} of {l} messages",
+                    used.1
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The highest share of a limit `used` reaches, in percent.
+    fn percent(&self, used: (u64, u64)) -> u64 {
+        let share = |u: u64, l: Option<u64>| match l {
+            Some(0) | None => 0,
+            Some(l) => u.saturating_mul(100) / l,
+        };
+        share(used.0, self.bytes).max(share(used.1, self.messages))
+    }
+}
+
+/// Sent once each time a user's usage crosses the warning threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaWarning {
+    pub used: (u64, u64),
+    pub quota: Quota,
+    pub percent: u64,
 }
 
 pub const SEEN: &str = "\\Seen";
@@ -168,6 +224,7 @@ impl Store {
             tx.open_table(QUOTA).db()?;
             tx.open_table(USERS).db()?;
             tx.open_table(META).db()?;
+            tx.open_table(QUOTA_WARNED).db()?;
         }
         tx.commit().db()?;
         Ok(Store {
@@ -438,7 +495,7 @@ impl Store {
                 .iter()
                 .map(|m| m.uid)
                 .collect();
-            self.copy(&o.to_string(), &uids, &n.to_string())?;
+            self.copy(&o.to_string(), &uids, &n.to_string(), &Quota::UNLIMITED)?;
             self.expunge_uids(&o.to_string(), &uids, false)?;
             return Ok(());
         }
@@ -518,7 +575,8 @@ impl Store {
         staged: &str,
         flags: &[String],
         internal_date: i64,
-    ) -> Result<(MessageInfo, MailboxInfo), StoreError> {
+        quota: &Quota,
+    ) -> Result<(MessageInfo, MailboxInfo, Option<QuotaWarning>), StoreError> {
         let n = MailboxName::parse(name)?;
         if staged.is_empty() || staged.contains('/') || staged.starts_with('.') {
             return Err(StoreError::Invalid(format!(
@@ -536,12 +594,14 @@ impl Store {
             .map_err(|e| io("cannot read the staged message", &src, e))?
             .len();
         let tx = self.db.begin_write().db()?;
-        let (msg, info, dest) = {
+        let (msg, info, dest, warning) = {
             let mut boxes = tx.open_table(MAILBOXES).db()?;
             let mut rec: MailboxRecord = match boxes.get(key.as_str()).db()? {
                 Some(v) => postcard::from_bytes(v.value()).db()?,
                 None => return Err(StoreError::NoMailbox(key)),
             };
+            // Checked before the file moves: a refused message stays staged.
+            let warning = charge(&tx, n.owner(), quota, (size, 1))?;
             let uid = rec.uidnext;
             let dir = self.mailbox_dir(&part, n.owner(), rec.id)?;
             let dest = dir.join(format!("{uid}.msg"));
@@ -572,13 +632,6 @@ impl Store {
             boxes
                 .insert(key.as_str(), postcard::to_allocvec(&rec).db()?.as_slice())
                 .db()?;
-            let mut quota = tx.open_table(QUOTA).db()?;
-            let (b, c) = quota
-                .get(n.owner())
-                .db()?
-                .map(|v| v.value())
-                .unwrap_or((0, 0));
-            quota.insert(n.owner(), (b + size, c + 1)).db()?;
             (
                 MessageInfo { uid, record: m },
                 MailboxInfo {
@@ -586,13 +639,14 @@ impl Store {
                     record: rec,
                 },
                 dest,
+                warning,
             )
         };
         if let Err(e) = tx.commit() {
             let _ = fs::remove_file(&dest);
             return Err(e.into_store());
         }
-        Ok((msg, info))
+        Ok((msg, info, warning))
     }
 
     /// The message index of a mailbox, in UID order.
@@ -693,7 +747,13 @@ impl Store {
     /// Copies messages (flags and internal dates kept) into `to`; returns
     /// (source UID, new UID) pairs. Files are hard-linked when both
     /// mailboxes share a partition: message files never change.
-    pub fn copy(&self, from: &str, uids: &[u32], to: &str) -> Result<Vec<(u32, u32)>, StoreError> {
+    pub fn copy(
+        &self,
+        from: &str,
+        uids: &[u32],
+        to: &str,
+        quota: &Quota,
+    ) -> Result<Vec<(u32, u32)>, StoreError> {
         let (f, t) = (MailboxName::parse(from)?, MailboxName::parse(to)?);
         let src_info = self
             .mailbox(from)
@@ -716,7 +776,16 @@ impl Store {
             let dst_dir = self.mailbox_dir(&dst_part, t.owner(), rec.id)?;
             let mut msgs = tx.open_table(MESSAGES).db()?;
             let mut pairs = Vec::new();
-            let mut added = (0u64, 0u64);
+            // Charge the whole copy to the target's owner before any file
+            // is linked: a refused copy leaves nothing behind.
+            let mut total = (0u64, 0u64);
+            for &uid in uids {
+                if let Some(v) = msgs.get((src_info.record.id, uid)).db()? {
+                    let m: MessageRecord = postcard::from_bytes(v.value()).db()?;
+                    total = (total.0 + m.size, total.1 + 1);
+                }
+            }
+            charge(&tx, t.owner(), quota, total)?;
             for &uid in uids {
                 let Some(v) = msgs.get((src_info.record.id, uid)).db()? else {
                     continue;
@@ -743,7 +812,6 @@ impl Store {
                 if !has(&m.flags, SEEN) {
                     rec.unseen += 1;
                 }
-                added = (added.0 + m.size, added.1 + 1);
                 let copy = MessageRecord {
                     modseq: rec.highest_modseq,
                     ..m
@@ -759,13 +827,6 @@ impl Store {
             boxes
                 .insert(tkey.as_str(), postcard::to_allocvec(&rec).db()?.as_slice())
                 .db()?;
-            let mut quota = tx.open_table(QUOTA).db()?;
-            let (b, c) = quota
-                .get(t.owner())
-                .db()?
-                .map(|v| v.value())
-                .unwrap_or((0, 0));
-            quota.insert(t.owner(), (b + added.0, c + added.1)).db()?;
             pairs
         };
         if let Err(e) = tx.commit() {
@@ -861,6 +922,38 @@ impl Store {
     }
 }
 
+/// Adds `add` (bytes, messages) to a user's usage within `tx`, refusing
+/// what the quota does not allow; returns a warning when the usage has
+/// just crossed the warning threshold (once per crossing).
+fn charge(
+    tx: &redb::WriteTransaction,
+    user: &str,
+    quota: &Quota,
+    add: (u64, u64),
+) -> Result<Option<QuotaWarning>, StoreError> {
+    let mut table = tx.open_table(QUOTA).db()?;
+    let used = table.get(user).db()?.map(|v| v.value()).unwrap_or((0, 0));
+    quota.check(user, used, add)?;
+    let after = (used.0 + add.0, used.1 + add.1);
+    table.insert(user, after).db()?;
+    let mut warned = tx.open_table(QUOTA_WARNED).db()?;
+    let threshold = u64::from(quota.warn_percent);
+    let percent = quota.percent(after);
+    if threshold == 0 || threshold >= 100 || percent < threshold {
+        warned.remove(user).db()?;
+        return Ok(None);
+    }
+    if warned.get(user).db()?.is_some() {
+        return Ok(None);
+    }
+    warned.insert(user, ()).db()?;
+    Ok(Some(QuotaWarning {
+        used: after,
+        quota: *quota,
+        percent,
+    }))
+}
+
 /// fsync of a directory, so a rename or create in it is durable.
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
@@ -906,12 +999,13 @@ mod tests {
             s.create_mailbox("user/joe/inbox", None),
             Err(StoreError::Exists(_))
         ));
-        let (m1, info) = s
+        let (m1, info, _) = s
             .append(
                 "user/joe/INBOX",
                 &stage(&s, "joe", "Subject: one\r\n\r\nbody\r\n"),
                 &[],
                 1_700_000_000,
+                &Quota::UNLIMITED,
             )
             .unwrap();
         assert_eq!(m1.uid, 1);
@@ -923,12 +1017,13 @@ mod tests {
             ),
             (1, 1, 2)
         );
-        let (m2, _) = s
+        let (m2, _, _) = s
             .append(
                 "user/joe/INBOX",
                 &stage(&s, "joe", "two"),
                 &flags(&["\\seen", "$Label1", "$label1"]),
                 0,
+                &Quota::UNLIMITED,
             )
             .unwrap();
         assert_eq!(m2.record.flags, ["$Label1", "\\Seen"]);
@@ -978,8 +1073,14 @@ mod tests {
         assert_eq!(idx.iter().map(|m| m.uid).collect::<Vec<_>>(), [2]);
         assert_eq!(s.quota_usage("joe").unwrap(), (3, 1));
         // UIDs are never reused.
-        let (m3, _) = s
-            .append("user/joe/INBOX", &stage(&s, "joe", "three"), &[], 0)
+        let (m3, _, _) = s
+            .append(
+                "user/joe/INBOX",
+                &stage(&s, "joe", "three"),
+                &[],
+                0,
+                &Quota::UNLIMITED,
+            )
             .unwrap();
         assert_eq!(m3.uid, 3);
         assert!(matches!(
@@ -995,11 +1096,22 @@ mod tests {
         s.create_mailbox("user/joe/Lists", None).unwrap();
         s.create_mailbox("user/joe/Lists/rust", None).unwrap();
         for body in ["a", "bb", "ccc"] {
-            s.append("user/joe/INBOX", &stage(&s, "joe", body), &[], 0)
-                .unwrap();
+            s.append(
+                "user/joe/INBOX",
+                &stage(&s, "joe", body),
+                &[],
+                0,
+                &Quota::UNLIMITED,
+            )
+            .unwrap();
         }
         let pairs = s
-            .copy("user/joe/INBOX", &[1, 3, 99], "user/joe/Lists/rust")
+            .copy(
+                "user/joe/INBOX",
+                &[1, 3, 99],
+                "user/joe/Lists/rust",
+                &Quota::UNLIMITED,
+            )
             .unwrap();
         assert_eq!(pairs, [(1, 1), (3, 2)]);
         assert_eq!(
@@ -1008,7 +1120,8 @@ mod tests {
         );
         assert_eq!(s.quota_usage("joe").unwrap(), (10, 5));
         // MOVE = copy + expunge of those messages.
-        s.copy("user/joe/INBOX", &[2], "user/joe/Lists").unwrap();
+        s.copy("user/joe/INBOX", &[2], "user/joe/Lists", &Quota::UNLIMITED)
+            .unwrap();
         s.expunge_uids("user/joe/INBOX", &[2], false).unwrap();
         assert_eq!(s.messages("user/joe/INBOX").unwrap().len(), 2);
 
@@ -1066,8 +1179,14 @@ mod tests {
         s.create_mailbox("user/ann/INBOX", Some("second")).unwrap();
         s.create_mailbox("user/ann/Sent", Some("primary")).unwrap();
         assert_eq!(s.user_partition("ann").unwrap(), "second");
-        s.append("user/ann/Sent", &stage(&s, "ann", "x"), &[], 0)
-            .unwrap();
+        s.append(
+            "user/ann/Sent",
+            &stage(&s, "ann", "x"),
+            &[],
+            0,
+            &Quota::UNLIMITED,
+        )
+        .unwrap();
         assert!(
             s.message_path("user/ann/Sent", 1)
                 .unwrap()
@@ -1075,14 +1194,114 @@ mod tests {
         );
         // Copies across users on different partitions copy the file.
         s.create_mailbox("user/joe/INBOX", None).unwrap();
-        s.copy("user/ann/Sent", &[1], "user/joe/INBOX").unwrap();
+        s.copy("user/ann/Sent", &[1], "user/joe/INBOX", &Quota::UNLIMITED)
+            .unwrap();
         assert_eq!(
             std::fs::read_to_string(s.message_path("user/joe/INBOX", 1).unwrap()).unwrap(),
             "x"
         );
         assert!(matches!(
-            s.append("user/ann/Sent", "../../etc/passwd", &[], 0),
+            s.append(
+                "user/ann/Sent",
+                "../../etc/passwd",
+                &[],
+                0,
+                &Quota::UNLIMITED
+            ),
             Err(StoreError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn quotas_refuse_and_warn_once_per_crossing() {
+        let (_d, s) = store();
+        s.create_mailbox("user/joe/INBOX", None).unwrap();
+        let q = Quota {
+            bytes: Some(100),
+            messages: Some(5),
+            warn_percent: 80,
+        };
+        let (_, _, w) = s
+            .append(
+                "user/joe/INBOX",
+                &stage(&s, "joe", &"a".repeat(50)),
+                &[],
+                0,
+                &q,
+            )
+            .unwrap();
+        assert!(w.is_none());
+        let (_, _, w) = s
+            .append(
+                "user/joe/INBOX",
+                &stage(&s, "joe", &"b".repeat(35)),
+                &[],
+                0,
+                &q,
+            )
+            .unwrap();
+        assert_eq!(w.map(|w| w.percent), Some(85), "crossing 80% warns");
+        let (_, _, w) = s
+            .append("user/joe/INBOX", &stage(&s, "joe", "c"), &[], 0, &q)
+            .unwrap();
+        assert!(w.is_none(), "one warning per crossing");
+        let staged = stage(&s, "joe", &"d".repeat(20));
+        assert!(matches!(
+            s.append("user/joe/INBOX", &staged, &[], 0, &q),
+            Err(StoreError::OverQuota(_))
+        ));
+        assert!(
+            s.stage_dir("primary").unwrap().join(&staged).exists(),
+            "a refused message must stay staged"
+        );
+        assert_eq!(s.quota_usage("joe").unwrap(), (86, 3));
+        // Below the threshold again, then over it: a new warning.
+        s.store_flags(
+            "user/joe/INBOX",
+            &[1],
+            FlagOp::Add,
+            &flags(&["\\Deleted"]),
+            None,
+        )
+        .unwrap();
+        s.expunge("user/joe/INBOX", None).unwrap();
+        let (_, _, w) = s
+            .append("user/joe/INBOX", &stage(&s, "joe", "e"), &[], 0, &q)
+            .unwrap();
+        assert!(w.is_none());
+        let (_, _, w) = s
+            .append(
+                "user/joe/INBOX",
+                &stage(&s, "joe", &"f".repeat(50)),
+                &[],
+                0,
+                &q,
+            )
+            .unwrap();
+        assert!(w.is_some());
+        // A copy is charged whole, before anything is linked.
+        s.create_mailbox("user/joe/Copy", None).unwrap();
+        let all: Vec<u32> = s
+            .messages("user/joe/INBOX")
+            .unwrap()
+            .iter()
+            .map(|m| m.uid)
+            .collect();
+        assert!(matches!(
+            s.copy("user/joe/INBOX", &all, "user/joe/Copy", &q),
+            Err(StoreError::OverQuota(_))
+        ));
+        assert!(s.messages("user/joe/Copy").unwrap().is_empty());
+        let zero = Quota {
+            bytes: Some(0),
+            ..Quota::UNLIMITED
+        };
+        assert!(
+            matches!(
+                s.append("user/joe/INBOX", &stage(&s, "joe", "x"), &[], 0, &zero),
+                Err(StoreError::OverQuota(_))
+            ),
+            "mailQuota 0 allows nothing"
+        );
     }
 }

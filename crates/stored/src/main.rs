@@ -18,6 +18,8 @@
 //!   only. Mailbox names and staged file names from clients are checked
 //!   before they touch a path.
 
+mod quota;
+
 use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -27,7 +29,9 @@ use anyhow::Context as _;
 use epistle_daemon::{Daemon, SignalEvent, Signals};
 use epistle_ipc::frame;
 use epistle_ipc::store::{ServerFrame, StoreEvent, StoreReply, StoreRequest};
+use epistle_store::db::{Quota, QuotaWarning};
 use epistle_store::{MailboxName, Store, StoreError};
+use quota::Quotas;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::broadcast;
 
@@ -60,11 +64,20 @@ async fn main() {
         d.fail(&e);
     }
     tracing::info!(target: "Store", "store serving on {}", socket.display());
-    let (events, _) = broadcast::channel::<StoreEvent>(4096);
+    let shared = Arc::new(Shared {
+        store,
+        quotas: Quotas::from_config(&d.base, &d.config).await,
+        events: broadcast::channel::<StoreEvent>(4096).0,
+        postmaster: match d.config.get("local.postmaster") {
+            "" => format!("postmaster@{}", d.config.get("local.defdomain")),
+            p => p.to_string(),
+        },
+        host: d.config.get("local.hostname").to_string(),
+    });
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((conn, _)) => { tokio::spawn(serve(conn, store.clone(), events.clone())); }
+                Ok((conn, _)) => { tokio::spawn(serve(conn, shared.clone())); }
                 Err(e) => tracing::warn!("accept on {}: {e}", socket.display()),
             },
             ev = signals.next() => match ev {
@@ -106,11 +119,81 @@ fn bind(path: &PathBuf) -> anyhow::Result<UnixListener> {
     Ok(l)
 }
 
+/// What every connection shares.
+struct Shared {
+    store: Arc<Store>,
+    quotas: Quotas,
+    events: broadcast::Sender<StoreEvent>,
+    /// Sender of quota warnings.
+    postmaster: String,
+    host: String,
+}
+
+/// The quota that applies to a request: the target owner's, for what adds
+/// messages to another account.
+async fn quota_for(sh: &Shared, req: &StoreRequest) -> Quota {
+    let owner = |n: &str| MailboxName::parse(n).map(|m| m.owner().to_string()).ok();
+    let target = match req {
+        StoreRequest::Append { name, .. } => owner(name),
+        StoreRequest::Copy { to, .. } => owner(to),
+        StoreRequest::Move { from, to, .. } if owner(from) != owner(to) => owner(to),
+        _ => None,
+    };
+    match target {
+        Some(user) => sh.quotas.of(&user).await,
+        None => Quota::UNLIMITED,
+    }
+}
+
+/// Appends the warning message to the user's INBOX (no quota applies).
+fn deliver_warning(sh: &Shared, user: &str, w: &QuotaWarning) -> Option<StoreEvent> {
+    let inbox = format!("user/{user}/INBOX");
+    let part = sh.store.user_partition(user).ok()?;
+    let dir = sh.store.stage_dir(&part)?;
+    let staged = format!(
+        "quota-warning-{}-{}.tmp",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    );
+    let text = quota::warning_message(user, w, &sh.postmaster, &sh.host);
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(dir.join(&staged))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()
+    };
+    if let Err(e) = write() {
+        tracing::error!(target: "Store", "cannot write the quota warning for {user}: {e}");
+        return None;
+    }
+    match sh.store.append(
+        &inbox,
+        &staged,
+        &[],
+        chrono::Utc::now().timestamp(),
+        &Quota::UNLIMITED,
+    ) {
+        Ok((msg, mailbox, _)) => {
+            tracing::info!(target: "Store", "{user} is at {}% of quota; warning sent", w.percent);
+            Some(StoreEvent::Exists {
+                mailbox: mailbox.name,
+                uids: vec![msg.uid],
+                status: mailbox.record,
+            })
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(dir.join(&staged));
+            tracing::error!(target: "Store", "cannot deliver the quota warning to {inbox}: {e}");
+            None
+        }
+    }
+}
+
 /// One client: requests in order, events for the mailboxes it watches.
-async fn serve(conn: UnixStream, store: Arc<Store>, events: broadcast::Sender<StoreEvent>) {
+async fn serve(conn: UnixStream, sh: Arc<Shared>) {
     let (mut rd, mut wr) = conn.into_split();
     let mut watched: HashSet<String> = HashSet::new();
-    let mut feed = events.subscribe();
+    let mut feed = sh.events.subscribe();
     loop {
         tokio::select! {
             req = frame::read::<StoreRequest>(&mut rd) => {
@@ -132,11 +215,19 @@ async fn serve(conn: UnixStream, store: Arc<Store>, events: broadcast::Sender<St
                         Err(e) => StoreReply::Error { error: StoreError::Invalid(e.to_string()) },
                     },
                     other => {
-                        let s = store.clone();
-                        match tokio::task::spawn_blocking(move || handle(&s, other)).await {
+                        let quota = quota_for(&sh, &other).await;
+                        let shc = sh.clone();
+                        let work = move || {
+                            let (reply, mut evs, warning) = handle(&shc.store, other, &quota);
+                            if let Some((user, w)) = warning {
+                                evs.extend(deliver_warning(&shc, &user, &w));
+                            }
+                            (reply, evs)
+                        };
+                        match tokio::task::spawn_blocking(work).await {
                             Ok((reply, evs)) => {
                                 for e in evs {
-                                    let _ = events.send(e);
+                                    let _ = sh.events.send(e);
                                 }
                                 reply
                             }
@@ -164,17 +255,16 @@ async fn serve(conn: UnixStream, store: Arc<Store>, events: broadcast::Sender<St
     }
 }
 
-fn err(e: StoreError) -> (StoreReply, Vec<StoreEvent>) {
-    (StoreReply::Error { error: e }, Vec::new())
-}
+type Handled = (StoreReply, Vec<StoreEvent>, Option<(String, QuotaWarning)>);
 
 /// One request, one transaction; the reply and the events it causes.
-fn handle(s: &Store, req: StoreRequest) -> (StoreReply, Vec<StoreEvent>) {
+fn handle(s: &Store, req: StoreRequest, quota: &Quota) -> Handled {
     let canonical = |n: &str| {
         MailboxName::parse(n)
             .map(|m| m.to_string())
             .unwrap_or_else(|_| n.to_string())
     };
+    let mut warning = None;
     let result: Result<(StoreReply, Vec<StoreEvent>), StoreError> = (|| {
         Ok(match req {
             StoreRequest::List { prefix } => (
@@ -249,7 +339,10 @@ fn handle(s: &Store, req: StoreRequest) -> (StoreReply, Vec<StoreEvent>) {
                 flags,
                 internal_date,
             } => {
-                let (msg, mailbox) = s.append(&name, &staged, &flags, internal_date)?;
+                let (msg, mailbox, w) = s.append(&name, &staged, &flags, internal_date, quota)?;
+                if let (Some(w), Ok(n)) = (w, MailboxName::parse(&name)) {
+                    warning = Some((n.owner().to_string(), w));
+                }
                 let ev = StoreEvent::Exists {
                     mailbox: mailbox.name.clone(),
                     uids: vec![msg.uid],
@@ -303,7 +396,7 @@ fn handle(s: &Store, req: StoreRequest) -> (StoreReply, Vec<StoreEvent>) {
                 )
             }
             StoreRequest::Copy { from, uids, to } => {
-                let pairs = s.copy(&from, &uids, &to)?;
+                let pairs = s.copy(&from, &uids, &to, quota)?;
                 (
                     StoreReply::Copied {
                         pairs: pairs.clone(),
@@ -312,7 +405,7 @@ fn handle(s: &Store, req: StoreRequest) -> (StoreReply, Vec<StoreEvent>) {
                 )
             }
             StoreRequest::Move { from, uids, to } => {
-                let pairs = s.copy(&from, &uids, &to)?;
+                let pairs = s.copy(&from, &uids, &to, quota)?;
                 let moved: Vec<u32> = pairs.iter().map(|p| p.0).collect();
                 let gone = s.expunge_uids(&from, &moved, false)?;
                 let mut evs = exists_event(s, &to, &pairs)?;
@@ -343,7 +436,10 @@ fn handle(s: &Store, req: StoreRequest) -> (StoreReply, Vec<StoreEvent>) {
             StoreRequest::Watch { .. } => (StoreReply::Done, vec![]),
         })
     })();
-    result.unwrap_or_else(err)
+    match result {
+        Ok((reply, events)) => (reply, events, warning),
+        Err(e) => (StoreReply::Error { error: e }, Vec::new(), None),
+    }
 }
 
 fn exists_event(s: &Store, to: &str, pairs: &[(u32, u32)]) -> Result<Vec<StoreEvent>, StoreError> {
