@@ -350,3 +350,52 @@ async fn directory_quotas_are_enforced_with_one_warning() {
     ));
     assert_eq!(c.messages("user/joe/INBOX").await.unwrap().len(), 6);
 }
+
+/// Deleting the store database and running reconstruct brings every
+/// message back.
+#[tokio::test]
+async fn reconstruct_after_the_database_is_lost() {
+    let i = running_store();
+    let (c, _) = client(&i).await;
+    c.create("user/joe/INBOX").await.unwrap();
+    c.create("user/joe/Sent").await.unwrap();
+    for n in 0..5 {
+        c.append(
+            "user/joe/INBOX",
+            format!("message {n}").as_bytes(),
+            &[],
+            1_650_000_000 + n,
+        )
+        .await
+        .unwrap();
+    }
+    c.append("user/joe/Sent", b"sent", &[], 0).await.unwrap();
+    drop(c);
+    assert_ok(&i.sbin("stop-msg", &["store"]), "stop-msg store");
+    std::fs::remove_file(i.data.join("store/mboxlist/store.redb")).unwrap();
+    assert_ok(&i.sbin("start-msg", &["store"]), "start-msg store");
+    let dry = i.sbin("reconstruct", &["-n", "-m"]);
+    assert_ok(&dry, "reconstruct -n -m");
+    assert!(
+        stdout(&dry).contains("user/joe/INBOX: added back"),
+        "{}",
+        stdout(&dry)
+    );
+    assert_ok(&i.sbin("reconstruct", &["-m"]), "reconstruct -m");
+    let (c, _) = client(&i).await;
+    let inbox = c.messages("user/joe/INBOX").await.unwrap();
+    assert_eq!(inbox.len(), 5);
+    assert_eq!(inbox[4].record.internal_date, 1_650_000_004);
+    assert_eq!(
+        std::fs::read_to_string(c.message_path("user/joe/INBOX", 3).await.unwrap()).unwrap(),
+        "message 2"
+    );
+    assert_eq!(c.messages("user/joe/Sent").await.unwrap().len(), 1);
+    assert_eq!(
+        stdout(&i.sbin("reconstruct", &["-m"])).trim(),
+        "",
+        "a second run found something to fix"
+    );
+    let q = stdout(&i.sbin("mboxutil", &["-q", "joe"]));
+    assert!(q.contains("messages=6"), "{q}");
+}

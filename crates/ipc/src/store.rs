@@ -151,6 +151,12 @@ pub enum StoreRequest {
     QuotaUsage {
         user: String,
     },
+    /// Rebuild the mailbox list, index and quota usage from the message
+    /// files (`quotas_only`: just the quota usage); `dry_run` reports only.
+    Reconstruct {
+        dry_run: bool,
+        quotas_only: bool,
+    },
     /// Start or stop receiving change events for a mailbox on this
     /// connection.
     Watch {

@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 pub use epistle_ipc::store::{
     FlagOp, MailboxInfo, MailboxRecord, MessageInfo, MessageRecord, StoreError,
 };
@@ -109,21 +111,21 @@ impl Quota {
 
     /// Would `add` bytes in `add_count` messages on top of `used` exceed it?
     fn check(&self, user: &str, used: (u64, u64), add: (u64, u64)) -> Result<(), StoreError> {
-        if let Some(l) = self.bytes {
-            if used.0 + add.0 > l {
-                return Err(StoreError::OverQuota(format!(
-                    "{user} holds {} of {l} bytes",
-                    used.0
-                )));
-            }
+        if let Some(l) = self.bytes
+            && used.0 + add.0 > l
+        {
+            return Err(StoreError::OverQuota(format!(
+                "{user} holds {} of {l} bytes",
+                used.0
+            )));
         }
-        if let Some(l) = self.messages {
-            if used.1 + add.1 > l {
-                return Err(StoreError::OverQuota(format!(
-                    "{user} holds {} of {l} messages",
-                    used.1
-                )));
-            }
+        if let Some(l) = self.messages
+            && used.1 + add.1 > l
+        {
+            return Err(StoreError::OverQuota(format!(
+                "{user} holds {} of {l} messages",
+                used.1
+            )));
         }
         Ok(())
     }
@@ -380,6 +382,7 @@ impl Store {
                 .db()?;
             let dir = self.mailbox_dir(&part, n.owner(), id)?;
             fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
+            write_meta(&dir, &key, uidvalidity)?;
             sync_dir(dir.parent().unwrap_or(&dir))?;
             MailboxInfo {
                 name: key.clone(),
@@ -531,6 +534,12 @@ impl Store {
                 boxes.insert(to.as_str(), v.as_slice()).db()?;
                 let rec: MailboxRecord = postcard::from_bytes(v).db()?;
                 ids.insert(rec.id, to.as_str()).db()?;
+                let part = self.user_partition(o.owner())?;
+                write_meta(
+                    &self.mailbox_dir(&part, o.owner(), rec.id)?,
+                    to,
+                    rec.uidvalidity,
+                )?;
             }
         }
         tx.commit().db()?;
@@ -607,8 +616,17 @@ impl Store {
             let dest = dir.join(format!("{uid}.msg"));
             // The staged file was fsynced by the client; the rename and the
             // directory fsync make it durable in its place before commit.
-            File::open(&src)
-                .and_then(|f| f.sync_all())
+            // The file's modification time keeps the internal date, so
+            // reconstruct can restore it from the file alone.
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&src)
+                .and_then(|f| {
+                    let when = std::time::UNIX_EPOCH
+                        + std::time::Duration::from_secs(internal_date.max(0) as u64);
+                    f.set_modified(when)?;
+                    f.sync_all()
+                })
                 .map_err(|e| io("cannot sync", &src, e))?;
             fs::rename(&src, &dest).map_err(|e| io("cannot move the message into", &dir, e))?;
             sync_dir(&dir)?;
@@ -914,6 +932,203 @@ impl Store {
         Ok(gone)
     }
 
+    /// Rebuilds the mailbox list and the message index from the message
+    /// files on the partitions (`reconstruct -m`): a mailbox directory the
+    /// list lacks is added back from its `mailbox.meta`, a message file the
+    /// index lacks is added (internal date from the file, no flags), an
+    /// index entry whose file is gone is dropped, and counts and quota
+    /// usage are recomputed. With `dry_run` nothing is written. Returns one
+    /// line per change.
+    pub fn reconstruct(&self, dry_run: bool) -> Result<Vec<String>, StoreError> {
+        let mut report = Vec::new();
+        let mut found: Vec<(String, PathBuf, MailboxMeta, u64)> = Vec::new();
+        for (part, root) in &self.partitions {
+            for dir in mailbox_dirs(&root.join("=user")) {
+                let Some(id) = dir
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.parse::<u64>().ok())
+                else {
+                    continue;
+                };
+                match read_meta(&dir) {
+                    Some(meta) if MailboxName::parse(&meta.name).is_ok() => {
+                        found.push((part.clone(), dir, meta, id))
+                    }
+                    _ => report.push(format!(
+                        "{}: no readable {META_FILE}; left alone",
+                        dir.display()
+                    )),
+                }
+            }
+        }
+        for (part, dir, meta, id) in found {
+            let n = MailboxName::parse(&meta.name)?;
+            let key = n.to_string();
+            let mut files: BTreeMap<u32, (u64, i64)> = BTreeMap::new();
+            for e in fs::read_dir(&dir)
+                .map_err(|e| io("cannot read", &dir, e))?
+                .flatten()
+            {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some(uid) = name
+                    .strip_suffix(".msg")
+                    .and_then(|u| u.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                let Ok(m) = e.metadata() else { continue };
+                let date = m
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                files.insert(uid, (m.len(), date));
+            }
+            let tx = self.db.begin_write().db()?;
+            {
+                let mut boxes = tx.open_table(MAILBOXES).db()?;
+                let mut msgs = tx.open_table(MESSAGES).db()?;
+                let existing: Option<MailboxRecord> = match boxes.get(key.as_str()).db()? {
+                    Some(v) => Some(postcard::from_bytes(v.value()).db()?),
+                    None => None,
+                };
+                let mut rec = match existing {
+                    Some(r) if r.id != id => {
+                        report.push(format!(
+                            "{key}: the list names directory {} but {} holds it too; left alone",
+                            r.id,
+                            dir.display()
+                        ));
+                        continue;
+                    }
+                    Some(r) => r,
+                    None => {
+                        report.push(format!("{key}: added back to the mailbox list"));
+                        tx.open_table(MAILBOX_IDS)
+                            .db()?
+                            .insert(id, key.as_str())
+                            .db()?;
+                        let mut users = tx.open_table(USERS).db()?;
+                        if users.get(n.owner()).db()?.is_none() {
+                            users.insert(n.owner(), part.as_str()).db()?;
+                        }
+                        let mut m = tx.open_table(META).db()?;
+                        let next = m
+                            .get("next_mailbox_id")
+                            .db()?
+                            .map(|v| v.value())
+                            .unwrap_or(1);
+                        m.insert("next_mailbox_id", next.max(id + 1)).db()?;
+                        MailboxRecord {
+                            id,
+                            uidvalidity: meta.uidvalidity,
+                            uidnext: 1,
+                            highest_modseq: 1,
+                            messages: 0,
+                            unseen: 0,
+                            size: 0,
+                        }
+                    }
+                };
+                let mut indexed: BTreeMap<u32, MessageRecord> = BTreeMap::new();
+                for item in msgs.range((id, 0)..=(id, u32::MAX)).db()? {
+                    let (k, v) = item.db()?;
+                    indexed.insert(k.value().1, postcard::from_bytes(v.value()).db()?);
+                }
+                for (uid, (size, date)) in &files {
+                    if !indexed.contains_key(uid) {
+                        report.push(format!("{key}: message {uid} added from its file"));
+                        rec.highest_modseq += 1;
+                        let m = MessageRecord {
+                            flags: Vec::new(),
+                            internal_date: *date,
+                            size: *size,
+                            modseq: rec.highest_modseq,
+                        };
+                        msgs.insert((id, *uid), postcard::to_allocvec(&m).db()?.as_slice())
+                            .db()?;
+                        indexed.insert(*uid, m);
+                    }
+                }
+                let lost: Vec<u32> = indexed
+                    .keys()
+                    .filter(|u| !files.contains_key(u))
+                    .copied()
+                    .collect();
+                for uid in lost {
+                    report.push(format!(
+                        "{key}: message {uid} has no file; dropped from the index"
+                    ));
+                    msgs.remove((id, uid)).db()?;
+                    indexed.remove(&uid);
+                    rec.highest_modseq += 1;
+                }
+                let counts = (
+                    indexed.len() as u32,
+                    indexed.values().filter(|m| !has(&m.flags, SEEN)).count() as u32,
+                    indexed.values().map(|m| m.size).sum::<u64>(),
+                );
+                if (rec.messages, rec.unseen, rec.size) != counts {
+                    report.push(format!("{key}: counts corrected"));
+                    (rec.messages, rec.unseen, rec.size) = counts;
+                }
+                rec.uidnext = rec
+                    .uidnext
+                    .max(indexed.keys().next_back().map_or(1, |u| u + 1));
+                boxes
+                    .insert(key.as_str(), postcard::to_allocvec(&rec).db()?.as_slice())
+                    .db()?;
+            }
+            if dry_run {
+                tx.abort().db()?;
+            } else {
+                tx.commit().db()?;
+            }
+        }
+        if !dry_run {
+            report.extend(self.recount_quotas()?);
+        }
+        Ok(report)
+    }
+
+    /// Recomputes every user's quota usage from the mailbox records
+    /// (`reconstruct -q`).
+    pub fn recount_quotas(&self) -> Result<Vec<String>, StoreError> {
+        let mut totals: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for m in self.list("")? {
+            if let Ok(n) = MailboxName::parse(&m.name) {
+                let t = totals.entry(n.owner().to_string()).or_default();
+                *t = (t.0 + m.record.size, t.1 + u64::from(m.record.messages));
+            }
+        }
+        let mut report = Vec::new();
+        let tx = self.db.begin_write().db()?;
+        {
+            let mut q = tx.open_table(QUOTA).db()?;
+            let mut stale = Vec::new();
+            for item in q.iter().db()? {
+                let (k, v) = item.db()?;
+                if !totals.contains_key(k.value()) {
+                    stale.push((k.value().to_string(), v.value()));
+                }
+            }
+            for (user, _) in stale {
+                q.remove(user.as_str()).db()?;
+            }
+            for (user, t) in &totals {
+                let had = q.get(user.as_str()).db()?.map(|v| v.value());
+                if had != Some(*t) {
+                    report.push(format!("quota of {user}: {} bytes, {} messages", t.0, t.1));
+                    q.insert(user.as_str(), *t).db()?;
+                }
+            }
+        }
+        tx.commit().db()?;
+        Ok(report)
+    }
+
     /// Bytes and messages a user holds (quota.db).
     pub fn quota_usage(&self, user: &str) -> Result<(u64, u64), StoreError> {
         let tx = self.db.begin_read().db()?;
@@ -952,6 +1167,61 @@ fn charge(
         quota: *quota,
         percent,
     }))
+}
+
+/// Mailbox directories under `<partition>/=user`: `h1/h2/=user/<id>`.
+fn mailbox_dirs(users: &Path) -> Vec<PathBuf> {
+    let sub = |p: &Path| -> Vec<PathBuf> {
+        fs::read_dir(p)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for h1 in sub(users) {
+        for h2 in sub(&h1) {
+            for user in sub(&h2) {
+                out.extend(sub(&user));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `mailbox.meta` in a mailbox's directory: its name and UIDVALIDITY, so
+/// `reconstruct` can rebuild the mailbox list from the partitions alone.
+#[derive(Serialize, Deserialize)]
+struct MailboxMeta {
+    name: String,
+    uidvalidity: u32,
+}
+
+const META_FILE: &str = "mailbox.meta";
+
+fn write_meta(dir: &Path, name: &str, uidvalidity: u32) -> Result<(), StoreError> {
+    let text = serde_json::to_vec(&MailboxMeta {
+        name: name.to_string(),
+        uidvalidity,
+    })
+    .map_err(|e| StoreError::Io(e.to_string()))?;
+    let tmp = dir.join(".mailbox.meta.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, &text)?;
+        f.sync_all()?;
+        fs::rename(&tmp, dir.join(META_FILE))
+    };
+    write().map_err(|e| io("cannot write", &dir.join(META_FILE), e))?;
+    sync_dir(dir)
+}
+
+fn read_meta(dir: &Path) -> Option<MailboxMeta> {
+    serde_json::from_slice(&fs::read(dir.join(META_FILE)).ok()?).ok()
 }
 
 /// fsync of a directory, so a rename or create in it is durable.
@@ -1303,5 +1573,97 @@ mod tests {
             ),
             "mailQuota 0 allows nothing"
         );
+    }
+
+    #[test]
+    fn reconstruct_brings_everything_back_after_losing_the_database() {
+        let (d, s) = store();
+        s.create_mailbox("user/joe/INBOX", None).unwrap();
+        s.create_mailbox("user/joe/Lists", None).unwrap();
+        s.rename_mailbox("user/joe/Lists", "user/joe/Archive")
+            .unwrap();
+        s.append(
+            "user/joe/INBOX",
+            &stage(&s, "joe", "one"),
+            &[],
+            1_600_000_000,
+            &Quota::UNLIMITED,
+        )
+        .unwrap();
+        s.append(
+            "user/joe/INBOX",
+            &stage(&s, "joe", "two!"),
+            &[],
+            1_600_000_100,
+            &Quota::UNLIMITED,
+        )
+        .unwrap();
+        s.append(
+            "user/joe/Archive",
+            &stage(&s, "joe", "three"),
+            &[],
+            0,
+            &Quota::UNLIMITED,
+        )
+        .unwrap();
+        let validity = s
+            .mailbox("user/joe/INBOX")
+            .unwrap()
+            .unwrap()
+            .record
+            .uidvalidity;
+        let mut parts = BTreeMap::new();
+        parts.insert("primary".to_string(), d.path().join("partition/primary"));
+        parts.insert("second".to_string(), d.path().join("partition/second"));
+        drop(s);
+        std::fs::remove_file(d.path().join("mboxlist/store.redb")).unwrap();
+        let s = Store::open(&d.path().join("mboxlist/store.redb"), parts, "primary").unwrap();
+        assert!(s.list("").unwrap().is_empty());
+        assert!(!s.reconstruct(true).unwrap().is_empty());
+        assert!(
+            s.list("").unwrap().is_empty(),
+            "a dry run changed the store"
+        );
+        let report = s.reconstruct(false).unwrap();
+        assert!(
+            report
+                .iter()
+                .any(|l| l.contains("user/joe/Archive: added back")),
+            "{report:?}"
+        );
+        let names: Vec<String> = s.list("").unwrap().into_iter().map(|m| m.name).collect();
+        assert_eq!(names, ["user/joe/Archive", "user/joe/INBOX"]);
+        let inbox = s.mailbox("user/joe/INBOX").unwrap().unwrap().record;
+        assert_eq!(
+            (inbox.uidvalidity, inbox.uidnext, inbox.messages, inbox.size),
+            (validity, 3, 2, 7)
+        );
+        let idx = s.messages("user/joe/INBOX").unwrap();
+        assert_eq!(
+            idx.iter()
+                .map(|m| m.record.internal_date)
+                .collect::<Vec<_>>(),
+            [1_600_000_000, 1_600_000_100]
+        );
+        assert_eq!(s.quota_usage("joe").unwrap(), (12, 3));
+        // New mail goes on after the highest UID found.
+        let (m, _, _) = s
+            .append(
+                "user/joe/INBOX",
+                &stage(&s, "joe", "four"),
+                &[],
+                0,
+                &Quota::UNLIMITED,
+            )
+            .unwrap();
+        assert_eq!(m.uid, 3);
+        // A lost file is dropped from the index; a second run finds nothing to do.
+        std::fs::remove_file(s.message_path("user/joe/INBOX", 1).unwrap()).unwrap();
+        let report = s.reconstruct(false).unwrap();
+        assert!(
+            report.iter().any(|l| l.contains("message 1 has no file")),
+            "{report:?}"
+        );
+        assert!(s.reconstruct(false).unwrap().is_empty());
     }
 }

@@ -433,6 +433,20 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota) -> Handled {
                 let (bytes, messages) = s.quota_usage(&user)?;
                 (StoreReply::Quota { bytes, messages }, vec![])
             }
+            StoreRequest::Reconstruct {
+                dry_run,
+                quotas_only,
+            } => {
+                let names = if quotas_only {
+                    s.recount_quotas()?
+                } else {
+                    s.reconstruct(dry_run)?
+                };
+                for line in &names {
+                    tracing::warn!(target: "Store", "reconstruct: {line}");
+                }
+                (StoreReply::Names { names }, vec![])
+            }
             StoreRequest::Watch { .. } => (StoreReply::Done, vec![]),
         })
     })();
