@@ -399,3 +399,54 @@ async fn reconstruct_after_the_database_is_lost() {
     let q = stdout(&i.sbin("mboxutil", &["-q", "joe"]));
     assert!(q.contains("messages=6"), "{q}");
 }
+
+#[tokio::test]
+async fn imexpire_applies_the_aging_rules() {
+    let i = Install::new();
+    i.configure();
+    std::fs::write(
+        i.data.join("config/store.expirerule"),
+        "Trash.folderpattern: user/%/Trash\nTrash.messagedays: 7\n",
+    )
+    .unwrap();
+    assert_ok(&i.sbin("start-msg", &["store"]), "start-msg store");
+    let (c, _) = client(&i).await;
+    c.create("user/joe/Trash").await.unwrap();
+    c.create("user/joe/INBOX").await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    c.append("user/joe/Trash", b"old", &[], now - 10 * 86_400)
+        .await
+        .unwrap();
+    c.append("user/joe/Trash", b"new", &[], now - 86_400)
+        .await
+        .unwrap();
+    c.append("user/joe/INBOX", b"old but kept", &[], now - 100 * 86_400)
+        .await
+        .unwrap();
+    let dry = stdout(&i.sbin("imexpire", &["-n"]));
+    assert!(
+        dry.contains("user/joe/Trash: 1 message(s) would expire"),
+        "{dry}"
+    );
+    assert_eq!(c.messages("user/joe/Trash").await.unwrap().len(), 2);
+    let run = i.sbin("imexpire", &[]);
+    assert_ok(&run, "imexpire");
+    assert!(stdout(&run).contains("Expire finished"));
+    let left = c.messages("user/joe/Trash").await.unwrap();
+    assert_eq!(left.iter().map(|m| m.uid).collect::<Vec<_>>(), [2]);
+    assert_eq!(c.messages("user/joe/INBOX").await.unwrap().len(), 1);
+    std::fs::write(
+        i.data.join("config/store.expirerule"),
+        "Bad.folderpattern: x\n",
+    )
+    .unwrap();
+    let bad = i.sbin("imexpire", &[]);
+    assert!(
+        !bad.status.success() && epistle_tests::stderr(&bad).contains("no limit"),
+        "{}",
+        epistle_tests::stderr(&bad)
+    );
+}

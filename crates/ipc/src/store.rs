@@ -157,6 +157,10 @@ pub enum StoreRequest {
         dry_run: bool,
         quotas_only: bool,
     },
+    /// Apply the aging rules of config/store.expirerule now.
+    Expire {
+        dry_run: bool,
+    },
     /// Start or stop receiving change events for a mailbox on this
     /// connection.
     Watch {

@@ -1093,6 +1093,43 @@ impl Store {
         Ok(report)
     }
 
+    /// Applies aging rules to every mailbox they match; returns one report
+    /// line per mailbox changed and the UIDs removed from each.
+    pub fn expire(
+        &self,
+        rules: &[crate::expire::ExpireRule],
+        now: i64,
+        dry_run: bool,
+    ) -> Result<(Vec<String>, Vec<(String, Vec<u32>)>), StoreError> {
+        let mut report = Vec::new();
+        let mut removed = Vec::new();
+        for m in self.list("")? {
+            if !rules
+                .iter()
+                .any(|r| crate::expire::matches(&r.folder_pattern, &m.name))
+            {
+                continue;
+            }
+            let uids = crate::expire::select(rules, &m.name, &self.messages(&m.name)?, now);
+            if uids.is_empty() {
+                continue;
+            }
+            let gone = if dry_run {
+                uids
+            } else {
+                self.expunge_uids(&m.name, &uids, false)?
+            };
+            report.push(format!(
+                "{}: {} message(s) {}",
+                m.name,
+                gone.len(),
+                if dry_run { "would expire" } else { "expired" }
+            ));
+            removed.push((m.name, gone));
+        }
+        Ok((report, removed))
+    }
+
     /// Recomputes every user's quota usage from the mailbox records
     /// (`reconstruct -q`).
     pub fn recount_quotas(&self) -> Result<Vec<String>, StoreError> {

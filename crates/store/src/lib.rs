@@ -6,6 +6,7 @@
 //! - [`db`]: the database and the file discipline behind every operation.
 
 pub mod db;
+pub mod expire;
 pub mod names;
 
 pub use db::{FlagOp, MailboxInfo, MessageInfo, Store, StoreError};

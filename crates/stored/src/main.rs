@@ -74,6 +74,8 @@ async fn main() {
         },
         host: d.config.get("local.hostname").to_string(),
     });
+    let expire_hour = u32::try_from(d.config.get_int("store.expirestart")).unwrap_or(23);
+    tokio::spawn(expire_daily(shared.clone(), expire_hour));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -447,12 +449,80 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota) -> Handled {
                 }
                 (StoreReply::Names { names }, vec![])
             }
+            StoreRequest::Expire { dry_run } => {
+                let (names, removed) = run_expire(s, dry_run)?;
+                let evs = removed
+                    .into_iter()
+                    .map(|(mailbox, uids)| StoreEvent::Expunged { mailbox, uids })
+                    .collect();
+                (
+                    StoreReply::Names { names },
+                    if dry_run { vec![] } else { evs },
+                )
+            }
             StoreRequest::Watch { .. } => (StoreReply::Done, vec![]),
         })
     })();
     match result {
         Ok((reply, events)) => (reply, events, warning),
         Err(e) => (StoreReply::Error { error: e }, Vec::new(), None),
+    }
+}
+
+/// The rules file stored reads for aging.
+fn rules_path() -> PathBuf {
+    epistle_config::MsgSvrBase::locate()
+        .config()
+        .join("store.expirerule")
+}
+
+/// Applies config/store.expirerule (no file: no rules).
+fn run_expire(
+    s: &Store,
+    dry_run: bool,
+) -> Result<(Vec<String>, Vec<(String, Vec<u32>)>), StoreError> {
+    let path = rules_path();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((vec![], vec![])),
+        Err(e) => return Err(StoreError::Io(format!("{}: {e}", path.display()))),
+    };
+    let rules = epistle_store::expire::parse_rules(&text)
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    s.expire(&rules, chrono::Utc::now().timestamp(), dry_run)
+}
+
+/// The daily aging run at `store.expirestart` o'clock, local time.
+async fn expire_daily(sh: Arc<Shared>, hour: u32) {
+    use chrono::{Duration as Days, Local, Timelike};
+    loop {
+        let now = Local::now();
+        let mut next = now
+            .with_hour(hour)
+            .and_then(|t| t.with_minute(0))
+            .and_then(|t| t.with_second(0))
+            .unwrap_or(now);
+        if next <= now {
+            next += Days::days(1);
+        }
+        let wait = (next - now)
+            .to_std()
+            .unwrap_or(std::time::Duration::from_secs(3600));
+        tokio::time::sleep(wait).await;
+        let shc = sh.clone();
+        match tokio::task::spawn_blocking(move || run_expire(&shc.store, false)).await {
+            Ok(Ok((lines, removed))) => {
+                for l in &lines {
+                    tracing::info!(target: "Store", "expire: {l}");
+                }
+                for (mailbox, uids) in removed {
+                    let _ = sh.events.send(StoreEvent::Expunged { mailbox, uids });
+                }
+                tracing::info!(target: "Store", "Expire finished");
+            }
+            Ok(Err(e)) => tracing::error!(target: "Store", "expire failed: {e}"),
+            Err(e) => tracing::error!(target: "Store", "expire failed: {e}"),
+        }
     }
 }
 
