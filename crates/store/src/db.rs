@@ -140,6 +140,9 @@ impl Quota {
     }
 }
 
+/// What an aging run did: report lines, and the UIDs removed per mailbox.
+pub type Expired = (Vec<String>, Vec<(String, Vec<u32>)>);
+
 /// Sent once each time a user's usage crosses the warning threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaWarning {
@@ -1100,7 +1103,7 @@ impl Store {
         rules: &[crate::expire::ExpireRule],
         now: i64,
         dry_run: bool,
-    ) -> Result<(Vec<String>, Vec<(String, Vec<u32>)>), StoreError> {
+    ) -> Result<Expired, StoreError> {
         let mut report = Vec::new();
         let mut removed = Vec::new();
         for m in self.list("")? {

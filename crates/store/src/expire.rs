@@ -137,12 +137,12 @@ pub fn select(rules: &[ExpireRule], mailbox: &str, messages: &[MessageInfo], now
                 out.push(m.uid);
             }
         }
-        if let Some(keep) = r.message_count {
-            if eligible.len() > keep {
-                let mut by_date = eligible.clone();
-                by_date.sort_by_key(|m| (m.record.internal_date, m.uid));
-                out.extend(by_date[..by_date.len() - keep].iter().map(|m| m.uid));
-            }
+        if let Some(keep) = r.message_count
+            && eligible.len() > keep
+        {
+            let mut by_date = eligible.clone();
+            by_date.sort_by_key(|m| (m.record.internal_date, m.uid));
+            out.extend(by_date[..by_date.len() - keep].iter().map(|m| m.uid));
         }
     }
     out.sort();
