@@ -477,10 +477,7 @@ fn rules_path() -> PathBuf {
 }
 
 /// Applies config/store.expirerule (no file: no rules).
-fn run_expire(
-    s: &Store,
-    dry_run: bool,
-) -> Result<(Vec<String>, Vec<(String, Vec<u32>)>), StoreError> {
+fn run_expire(s: &Store, dry_run: bool) -> Result<epistle_store::db::Expired, StoreError> {
     let path = rules_path();
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
