@@ -221,6 +221,7 @@ async fn bad_input_is_refused_and_isolated() {
         staged: "../../../etc/passwd".into(),
         flags: vec![],
         internal_date: 0,
+        uid: None,
     };
     assert!(matches!(
         c.request(staged).await,
@@ -448,5 +449,120 @@ async fn imexpire_applies_the_aging_rules() {
         !bad.status.success() && epistle_tests::stderr(&bad).contains("no limit"),
         "{}",
         epistle_tests::stderr(&bad)
+    );
+}
+
+/// imsbackup -f - / | imsrestore -f - into another installation: the same
+/// mailboxes, UIDVALIDITY, UIDs, flags, internal dates and contents; a
+/// second restore adds nothing; -m renames the account.
+#[tokio::test]
+async fn backup_and_restore_through_a_pipe() {
+    let from = running_store();
+    let (c, _) = client(&from).await;
+    c.create("user/joe/INBOX").await.unwrap();
+    c.create("user/joe/Sent").await.unwrap();
+    for (n, flags) in [
+        (1, vec!["\\Seen".to_string()]),
+        (2, vec![]),
+        (3, vec!["$Work".to_string(), "\\Flagged".to_string()]),
+    ] {
+        c.append(
+            "user/joe/INBOX",
+            format!("Subject: {n}\r\n\r\nbody {n}\n.\n").as_bytes(),
+            &flags,
+            1_600_000_000 + n,
+        )
+        .await
+        .unwrap();
+    }
+    c.store_flags(
+        "user/joe/INBOX",
+        &[2],
+        FlagOp::Add,
+        &["\\Deleted".into()],
+        None,
+    )
+    .await
+    .unwrap();
+    c.expunge("user/joe/INBOX", None).await.unwrap(); // a gap in the UIDs
+    c.append("user/joe/Sent", b"sent", &[], 7).await.unwrap();
+    let to = running_store();
+    let run = |src: &Install, dst: &Install, extra: &[&str]| {
+        let backup = std::process::Command::new(src.base.join("sbin/imsbackup"))
+            .args(["-f", "-", "/"])
+            .env_remove("MSG_SVR_BASE")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let restore = std::process::Command::new(dst.base.join("sbin/imsrestore"))
+            .args(["-f", "-"])
+            .args(extra)
+            .env_remove("MSG_SVR_BASE")
+            .stdin(backup.stdout.unwrap())
+            .output()
+            .unwrap();
+        assert_ok(&restore, "imsrestore");
+        stdout(&restore)
+    };
+    assert!(run(&from, &to, &[]).contains("3 messages restored, 0 already present"));
+    let (d, _) = client(&to).await;
+    for mailbox in ["user/joe/INBOX", "user/joe/Sent"] {
+        let (a, b) = (
+            c.status(mailbox).await.unwrap(),
+            d.status(mailbox).await.unwrap(),
+        );
+        assert_eq!(
+            (a.record.uidvalidity, a.record.uidnext, a.record.messages),
+            (b.record.uidvalidity, b.record.uidnext, b.record.messages),
+            "{mailbox}"
+        );
+        let (ma, mb) = (
+            c.messages(mailbox).await.unwrap(),
+            d.messages(mailbox).await.unwrap(),
+        );
+        assert_eq!(ma.len(), mb.len());
+        for (x, y) in ma.iter().zip(&mb) {
+            assert_eq!(
+                (
+                    x.uid,
+                    &x.record.flags,
+                    x.record.internal_date,
+                    x.record.size
+                ),
+                (
+                    y.uid,
+                    &y.record.flags,
+                    y.record.internal_date,
+                    y.record.size
+                )
+            );
+            let (fx, fy) = (
+                c.message_path(mailbox, x.uid).await.unwrap(),
+                d.message_path(mailbox, y.uid).await.unwrap(),
+            );
+            assert_eq!(std::fs::read(fx).unwrap(), std::fs::read(fy).unwrap());
+        }
+    }
+    assert!(
+        run(&from, &to, &[]).contains("0 messages restored, 3 already present"),
+        "a second restore duplicated"
+    );
+    let map = to.dir.path().join("map");
+    std::fs::write(&map, "joe=ann\n").unwrap();
+    assert!(run(&from, &to, &["-m", map.to_str().unwrap()]).contains("3 messages restored"));
+    assert_eq!(d.messages("user/ann/INBOX").await.unwrap().len(), 2);
+    // A cut stream is refused loudly.
+    let cut = from.dir.path().join("cut");
+    assert_ok(
+        &from.sbin("imsbackup", &["-f", cut.to_str().unwrap(), "user/joe"]),
+        "imsbackup to a file",
+    );
+    let whole = std::fs::read(&cut).unwrap();
+    std::fs::write(&cut, &whole[..whole.len() - 20]).unwrap();
+    let out = to.sbin("imsrestore", &["-f", cut.to_str().unwrap()]);
+    assert!(
+        !out.status.success() && epistle_tests::stderr(&out).contains("cut short"),
+        "{}",
+        epistle_tests::stderr(&out)
     );
 }

@@ -86,6 +86,9 @@ pub enum StoreRequest {
     Create {
         name: String,
         partition: Option<String>,
+        /// imsrestore: keep the backed-up mailbox's UIDVALIDITY.
+        #[serde(default)]
+        uidvalidity: Option<u32>,
     },
     Delete {
         name: String,
@@ -118,6 +121,9 @@ pub enum StoreRequest {
         staged: String,
         flags: Vec<String>,
         internal_date: i64,
+        /// imsrestore: keep the backed-up UID (not below UIDNEXT).
+        #[serde(default)]
+        uid: Option<u32>,
     },
     Messages {
         name: String,

@@ -93,6 +93,7 @@ impl StoreClient {
             .request(StoreRequest::Create {
                 name: name.into(),
                 partition: None,
+                uidvalidity: None,
             })
             .await?
         {
@@ -206,6 +207,19 @@ impl StoreClient {
         flags: &[String],
         internal_date: i64,
     ) -> Result<(u32, MailboxInfo), StoreError> {
+        self.append_as(name, message, flags, internal_date, None)
+            .await
+    }
+
+    /// [`StoreClient::append`] keeping a given UID (imsrestore).
+    pub async fn append_as(
+        &self,
+        name: &str,
+        message: &[u8],
+        flags: &[String],
+        internal_date: i64,
+        uid: Option<u32>,
+    ) -> Result<(u32, MailboxInfo), StoreError> {
         let dir = match self
             .request(StoreRequest::StageDir { name: name.into() })
             .await?
@@ -238,6 +252,7 @@ impl StoreClient {
             staged,
             flags: flags.to_vec(),
             internal_date,
+            uid,
         };
         match self.request(req).await {
             Ok(StoreReply::Appended { uid, mailbox }) => Ok((uid, mailbox)),

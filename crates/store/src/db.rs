@@ -324,6 +324,16 @@ impl Store {
         name: &str,
         partition: Option<&str>,
     ) -> Result<MailboxInfo, StoreError> {
+        self.create_mailbox_as(name, partition, None)
+    }
+
+    /// Creates a mailbox with a given UIDVALIDITY (imsrestore), or a new one.
+    pub fn create_mailbox_as(
+        &self,
+        name: &str,
+        partition: Option<&str>,
+        uidvalidity: Option<u32>,
+    ) -> Result<MailboxInfo, StoreError> {
         let n = MailboxName::parse(name)?;
         let key = n.to_string();
         let tx = self.db.begin_write().db()?;
@@ -361,9 +371,14 @@ impl Store {
                 .db()?
                 .map(|v| v.value())
                 .unwrap_or(0);
-            let uidvalidity = (now as u32).max(last as u32 + 1);
-            meta.insert("last_uidvalidity", u64::from(uidvalidity))
-                .db()?;
+            let uidvalidity = match uidvalidity {
+                Some(v) if v > 0 => v,
+                _ => {
+                    let v = (now as u32).max(last as u32 + 1);
+                    meta.insert("last_uidvalidity", u64::from(v)).db()?;
+                    v
+                }
+            };
             let record = MailboxRecord {
                 id,
                 uidvalidity,
@@ -589,6 +604,20 @@ impl Store {
         internal_date: i64,
         quota: &Quota,
     ) -> Result<(MessageInfo, MailboxInfo, Option<QuotaWarning>), StoreError> {
+        self.append_as(name, staged, flags, internal_date, quota, None)
+    }
+
+    /// [`Store::append`] with a chosen UID (imsrestore keeps UIDs): it must
+    /// not be below the mailbox's UIDNEXT.
+    pub fn append_as(
+        &self,
+        name: &str,
+        staged: &str,
+        flags: &[String],
+        internal_date: i64,
+        quota: &Quota,
+        want_uid: Option<u32>,
+    ) -> Result<(MessageInfo, MailboxInfo, Option<QuotaWarning>), StoreError> {
         let n = MailboxName::parse(name)?;
         if staged.is_empty() || staged.contains('/') || staged.starts_with('.') {
             return Err(StoreError::Invalid(format!(
@@ -614,7 +643,16 @@ impl Store {
             };
             // Checked before the file moves: a refused message stays staged.
             let warning = charge(&tx, n.owner(), quota, (size, 1))?;
-            let uid = rec.uidnext;
+            let uid = match want_uid {
+                None => rec.uidnext,
+                Some(u) if u >= rec.uidnext && u < u32::MAX => u,
+                Some(u) => {
+                    return Err(StoreError::Invalid(format!(
+                        "UID {u} is below UIDNEXT {} of {key}",
+                        rec.uidnext
+                    )));
+                }
+            };
             let dir = self.mailbox_dir(&part, n.owner(), rec.id)?;
             let dest = dir.join(format!("{uid}.msg"));
             // The staged file was fsynced by the client; the rename and the
@@ -633,7 +671,7 @@ impl Store {
                 .map_err(|e| io("cannot sync", &src, e))?;
             fs::rename(&src, &dest).map_err(|e| io("cannot move the message into", &dir, e))?;
             sync_dir(&dir)?;
-            rec.uidnext += 1;
+            rec.uidnext = uid + 1;
             rec.highest_modseq += 1;
             rec.messages += 1;
             rec.size += size;

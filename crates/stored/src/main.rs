@@ -275,9 +275,13 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota) -> Handled {
                 },
                 vec![],
             ),
-            StoreRequest::Create { name, partition } => (
+            StoreRequest::Create {
+                name,
+                partition,
+                uidvalidity,
+            } => (
                 StoreReply::Mailbox {
-                    mailbox: s.create_mailbox(&name, partition.as_deref())?,
+                    mailbox: s.create_mailbox_as(&name, partition.as_deref(), uidvalidity)?,
                 },
                 vec![],
             ),
@@ -340,8 +344,10 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota) -> Handled {
                 staged,
                 flags,
                 internal_date,
+                uid,
             } => {
-                let (msg, mailbox, w) = s.append(&name, &staged, &flags, internal_date, quota)?;
+                let (msg, mailbox, w) =
+                    s.append_as(&name, &staged, &flags, internal_date, quota, uid)?;
                 if let (Some(w), Ok(n)) = (w, MailboxName::parse(&name)) {
                     warning = Some((n.owner().to_string(), w));
                 }

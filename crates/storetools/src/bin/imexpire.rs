@@ -12,9 +12,7 @@
 
 use std::process::ExitCode;
 
-use epistle_config::MsgSvrBase;
 use epistle_ipc::store::{StoreReply, StoreRequest};
-use epistle_ipc::store_client::StoreClient;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,10 +26,9 @@ fn main() -> ExitCode {
         .build()
         .expect("runtime");
     let result = rt.block_on(async {
-        let socket = MsgSvrBase::locate().run().join("stored.sock");
-        let (c, _) = StoreClient::connect(&socket)
+        let c = storetools::connect("imexpire")
             .await
-            .map_err(|e| format!("{e}; imexpire needs the store running (start-msg store)"))?;
+            .map_err(|e| e.to_string())?;
         c.request(StoreRequest::Expire { dry_run })
             .await
             .map_err(|e| e.to_string())

@@ -17,9 +17,7 @@
 
 use std::process::ExitCode;
 
-use epistle_config::MsgSvrBase;
 use epistle_ipc::store::{StoreReply, StoreRequest};
-use epistle_ipc::store_client::StoreClient;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -50,11 +48,7 @@ fn matches(pattern: &[u8], name: &[u8]) -> bool {
 }
 
 async fn run(args: Vec<String>) -> anyhow::Result<()> {
-    let base = MsgSvrBase::locate();
-    let socket = base.run().join("stored.sock");
-    let (client, _) = StoreClient::connect(&socket)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}; is the store running? (start-msg store)"))?;
+    let client = storetools::connect("mboxutil").await?;
     let flag = args.first().map(String::as_str).unwrap_or("");
     let rest = &args[args.len().min(1)..];
     match flag {

@@ -16,9 +16,7 @@
 
 use std::process::ExitCode;
 
-use epistle_config::MsgSvrBase;
 use epistle_ipc::store::{StoreReply, StoreRequest};
-use epistle_ipc::store_client::StoreClient;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,10 +36,9 @@ fn main() -> ExitCode {
         .build()
         .expect("runtime");
     let result = rt.block_on(async {
-        let socket = MsgSvrBase::locate().run().join("stored.sock");
-        let (c, _) = StoreClient::connect(&socket)
+        let c = storetools::connect("reconstruct")
             .await
-            .map_err(|e| format!("{e}; reconstruct needs the store running (start-msg store)"))?;
+            .map_err(|e| e.to_string())?;
         c.request(StoreRequest::Reconstruct {
             dry_run,
             quotas_only,

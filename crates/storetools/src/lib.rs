@@ -1,0 +1,51 @@
+//! What the store tools share: reaching stored, and a progress line on a
+//! terminal.
+
+use std::io::{IsTerminal, Write};
+
+use epistle_config::MsgSvrBase;
+use epistle_ipc::store_client::StoreClient;
+
+/// A connection to the running store server, or an error telling what to do.
+pub async fn connect(tool: &str) -> anyhow::Result<StoreClient> {
+    let socket = MsgSvrBase::locate().run().join("stored.sock");
+    let (c, _) = StoreClient::connect(&socket)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}; {tool} needs the store running (start-msg store)"))?;
+    Ok(c)
+}
+
+/// "N messages" updated in place on stderr when it is a terminal.
+pub struct Progress {
+    on: bool,
+    count: u64,
+}
+
+impl Progress {
+    pub fn new() -> Progress {
+        Progress {
+            on: std::io::stderr().is_terminal(),
+            count: 0,
+        }
+    }
+
+    pub fn tick(&mut self, what: &str) {
+        self.count += 1;
+        if self.on && self.count.is_multiple_of(50) {
+            eprint!("\r{} messages ({what})\x1b[K", self.count);
+            let _ = std::io::stderr().flush();
+        }
+    }
+
+    pub fn done(&self) {
+        if self.on {
+            eprintln!("\r{} messages\x1b[K", self.count);
+        }
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::new()
+    }
+}
