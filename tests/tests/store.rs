@@ -488,7 +488,7 @@ async fn backup_and_restore_through_a_pipe() {
     c.append("user/joe/Sent", b"sent", &[], 7).await.unwrap();
     let to = running_store();
     let run = |src: &Install, dst: &Install, extra: &[&str]| {
-        let backup = std::process::Command::new(src.base.join("sbin/imsbackup"))
+        let mut backup = std::process::Command::new(src.base.join("sbin/imsbackup"))
             .args(["-f", "-", "/"])
             .env_remove("MSG_SVR_BASE")
             .stdout(std::process::Stdio::piped())
@@ -498,9 +498,10 @@ async fn backup_and_restore_through_a_pipe() {
             .args(["-f", "-"])
             .args(extra)
             .env_remove("MSG_SVR_BASE")
-            .stdin(backup.stdout.unwrap())
+            .stdin(backup.stdout.take().unwrap())
             .output()
             .unwrap();
+        assert!(backup.wait().unwrap().success(), "imsbackup failed");
         assert_ok(&restore, "imsrestore");
         stdout(&restore)
     };

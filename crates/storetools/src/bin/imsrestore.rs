@@ -116,10 +116,7 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
                 let existing = match existing {
                     Some(_) if new_names => {
                         dest = format!("{dest}.{stamp}");
-                        match client.status(&dest).await {
-                            Ok(m) => Some(m),
-                            Err(_) => None,
-                        }
+                        client.status(&dest).await.ok()
                     }
                     other => other,
                 };
