@@ -10,7 +10,12 @@ use epistle_config::params;
 fn parameter_literals(src: &str) -> Vec<String> {
     let code = src.split("#[cfg(test)]").next().unwrap_or(src);
     let mut out = Vec::new();
-    for piece in code.split('"').skip(1).step_by(2) {
+    let pieces: Vec<&str> = code.split('"').collect();
+    for (i, piece) in pieces.iter().enumerate().skip(1).step_by(2) {
+        // A path joined onto a directory names a file, not a parameter.
+        if pieces[i - 1].trim_end().ends_with("join(") {
+            continue;
+        }
         let looks_like = ["local.", "service.", "logfile.", "store.", "sasl."]
             .iter()
             .any(|p| piece.starts_with(p));
