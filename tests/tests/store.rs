@@ -567,3 +567,134 @@ async fn backup_and_restore_through_a_pipe() {
         epistle_tests::stderr(&out)
     );
 }
+
+/// Shared mailboxes: a connection acting for a user may do only what the
+/// mailbox's access control list (RFC 4314) allows.
+#[tokio::test]
+async fn access_rights_are_enforced_for_acting_users() {
+    let i = running_store();
+    let (system, _) = client(&i).await;
+    system.create("user/joe/INBOX").await.unwrap();
+    system.create("user/joe/Shared").await.unwrap();
+    system
+        .append("user/joe/Shared", b"shared message", &[], 0)
+        .await
+        .unwrap();
+    system.create("user/joe/Private").await.unwrap();
+    let acl = StoreRequest::SetAcl {
+        name: "user/joe/Shared".into(),
+        identifier: "ann".into(),
+        rights: Some("lrs".into()),
+    };
+    system.request(acl).await.unwrap();
+
+    let (ann, _) = client(&i).await;
+    ann.request(StoreRequest::ActAs { user: "ann".into() })
+        .await
+        .unwrap();
+    assert!(
+        ann.request(StoreRequest::ActAs { user: "joe".into() })
+            .await
+            .is_err(),
+        "identity changed twice"
+    );
+    let visible: Vec<String> = ann
+        .list("user/joe/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(visible, ["user/joe/Shared"]);
+    assert_eq!(ann.messages("user/joe/Shared").await.unwrap().len(), 1);
+    match ann
+        .request(StoreRequest::MyRights {
+            name: "user/joe/Shared".into(),
+        })
+        .await
+        .unwrap()
+    {
+        StoreReply::Rights { rights } => assert_eq!(rights, "lrs"),
+        other => panic!("{other:?}"),
+    }
+    // May keep \Seen, may not delete, expunge, insert or administer.
+    ann.store_flags(
+        "user/joe/Shared",
+        &[1],
+        FlagOp::Add,
+        &["\\Seen".into()],
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        ann.store_flags(
+            "user/joe/Shared",
+            &[1],
+            FlagOp::Add,
+            &["\\Deleted".into()],
+            None
+        )
+        .await,
+        Err(StoreError::Refused(_))
+    ));
+    assert!(matches!(
+        ann.expunge("user/joe/Shared", None).await,
+        Err(StoreError::Refused(_))
+    ));
+    assert!(matches!(
+        ann.append("user/joe/Shared", b"x", &[], 0).await,
+        Err(StoreError::Refused(_))
+    ));
+    assert!(
+        ann.request(StoreRequest::GetAcl {
+            name: "user/joe/Shared".into()
+        })
+        .await
+        .is_err()
+    );
+    // A mailbox ann may not see does not exist for her.
+    assert!(matches!(
+        ann.messages("user/joe/Private").await,
+        Err(StoreError::NoMailbox(_))
+    ));
+    assert!(matches!(
+        ann.create("user/joe/Mine").await,
+        Err(StoreError::Refused(_))
+    ));
+    assert!(
+        ann.create("user/ann/INBOX").await.is_ok(),
+        "her own account is hers"
+    );
+    assert!(
+        ann.request(StoreRequest::DeleteUser { user: "joe".into() })
+            .await
+            .is_err()
+    );
+    // Rights can be added to and taken away.
+    let more = StoreRequest::SetAcl {
+        name: "user/joe/Shared".into(),
+        identifier: "ann".into(),
+        rights: Some("+it".into()),
+    };
+    match system.request(more).await.unwrap() {
+        StoreReply::Acl { acl } => assert_eq!(acl, [("ann".to_string(), "lrsit".to_string())]),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        ann.append("user/joe/Shared", b"from ann", &["\\Flagged".into()], 0)
+            .await
+            .is_ok()
+    );
+    let last = ann
+        .messages("user/joe/Shared")
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert!(
+        last.record.flags.is_empty(),
+        "a flag ann may not set was kept: {:?}",
+        last.record.flags
+    );
+}

@@ -163,6 +163,26 @@ pub enum StoreRequest {
         dry_run: bool,
         quotas_only: bool,
     },
+    /// From now on, check every request of this connection against what
+    /// `user` may do (the IMAP, POP and webmail servers send it after a
+    /// login); a connection that never sends it acts for the system.
+    ActAs {
+        user: String,
+    },
+    GetAcl {
+        name: String,
+    },
+    /// Rights as RFC 4314 letters, `+`/`-` to add or take; `None` removes
+    /// the identifier.
+    SetAcl {
+        name: String,
+        identifier: String,
+        rights: Option<String>,
+    },
+    /// What the acting user may do with a mailbox.
+    MyRights {
+        name: String,
+    },
     /// Apply the aging rules of config/store.expirerule now.
     Expire {
         dry_run: bool,
@@ -212,6 +232,12 @@ pub enum StoreReply {
     Quota {
         bytes: u64,
         messages: u64,
+    },
+    Acl {
+        acl: Vec<(String, String)>,
+    },
+    Rights {
+        rights: String,
     },
     Error {
         error: StoreError,

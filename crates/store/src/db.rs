@@ -34,6 +34,8 @@ const QUOTA: TableDefinition<&str, (u64, u64)> = TableDefinition::new("quota");
 const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const QUOTA_WARNED: TableDefinition<&str, ()> = TableDefinition::new("quota_warned");
+/// Mailbox id → access control list (lright.db).
+const ACLS: TableDefinition<u64, &[u8]> = TableDefinition::new("acls");
 
 /// Errors of the database layer, turned into the protocol's StoreError.
 /// (A trait of our own: StoreError belongs to the IPC crate.)
@@ -230,6 +232,7 @@ impl Store {
             tx.open_table(USERS).db()?;
             tx.open_table(META).db()?;
             tx.open_table(QUOTA_WARNED).db()?;
+            tx.open_table(ACLS).db()?;
         }
         tx.commit().db()?;
         Ok(Store {
@@ -463,6 +466,7 @@ impl Store {
                     None => return Err(StoreError::NoMailbox(key)),
                 };
                 ids.remove(rec.id).db()?;
+                tx.open_table(ACLS).db()?.remove(rec.id).db()?;
                 msgs.retain_in((rec.id, 0)..=(rec.id, u32::MAX), |_, _| false)
                     .db()?;
                 let (bytes, count) = quota
@@ -1205,6 +1209,99 @@ impl Store {
         }
         tx.commit().db()?;
         Ok(report)
+    }
+
+    /// The access control list of a mailbox (RFC 4314): identifier and
+    /// rights, the owner's implicit full rights not included.
+    pub fn get_acl(&self, name: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let info = self
+            .mailbox(name)?
+            .ok_or_else(|| StoreError::NoMailbox(name.to_string()))?;
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(ACLS).db()?;
+        match t.get(info.record.id).db()? {
+            Some(v) => postcard::from_bytes(v.value()).db(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Sets (or with `None` removes) an identifier's rights on a mailbox.
+    /// Rights are RFC 4314 letters; `+`/`-` prefixes add to or take from
+    /// what the identifier has.
+    pub fn set_acl(
+        &self,
+        name: &str,
+        identifier: &str,
+        rights: Option<&str>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let info = self
+            .mailbox(name)?
+            .ok_or_else(|| StoreError::NoMailbox(name.to_string()))?;
+        if identifier.is_empty()
+            || identifier.starts_with('-')
+            || identifier.len() > 255
+            || identifier.chars().any(|c| c.is_control() || c == ' ')
+        {
+            return Err(StoreError::Invalid(format!(
+                "{identifier:?} is not an identifier (negative rights are not supported)"
+            )));
+        }
+        let tx = self.db.begin_write().db()?;
+        let acl = {
+            let mut t = tx.open_table(ACLS).db()?;
+            let mut acl: Vec<(String, String)> = match t.get(info.record.id).db()? {
+                Some(v) => postcard::from_bytes(v.value()).db()?,
+                None => Vec::new(),
+            };
+            let current = acl
+                .iter()
+                .find(|(i, _)| i == identifier)
+                .map(|(_, r)| r.clone())
+                .unwrap_or_default();
+            let new = match rights {
+                None => String::new(),
+                Some(r) => {
+                    let (mode, letters) = match r.chars().next() {
+                        Some('+') => ('+', &r[1..]),
+                        Some('-') => ('-', &r[1..]),
+                        _ => ('=', r),
+                    };
+                    let letters = crate::acl::normalize(letters)?;
+                    match mode {
+                        '+' => crate::acl::normalize(&format!("{current}{letters}"))?,
+                        '-' => current.chars().filter(|c| !letters.contains(*c)).collect(),
+                        _ => letters,
+                    }
+                }
+            };
+            acl.retain(|(i, _)| i != identifier);
+            if !new.is_empty() {
+                acl.push((identifier.to_string(), new));
+                acl.sort();
+            }
+            t.insert(info.record.id, postcard::to_allocvec(&acl).db()?.as_slice())
+                .db()?;
+            acl
+        };
+        tx.commit().db()?;
+        Ok(acl)
+    }
+
+    /// What `user` may do with a mailbox: all rights for its owner, else
+    /// the union of the user's entry and `anyone`'s.
+    pub fn rights(&self, name: &str, user: &str) -> Result<String, StoreError> {
+        let n = MailboxName::parse(name)?;
+        if n.owner() == user {
+            return Ok(crate::acl::ALL.to_string());
+        }
+        let acl = self.get_acl(name)?;
+        let mut r = String::new();
+        for (id, rights) in acl {
+            if id == user || id == "anyone" {
+                r.push_str(&rights);
+            }
+        }
+        crate::acl::normalize(&r)
     }
 
     /// Bytes and messages a user holds (quota.db).

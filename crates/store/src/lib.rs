@@ -5,6 +5,7 @@
 //! - [`names`]: mailbox names, user directories, `hashdir` (pure).
 //! - [`db`]: the database and the file discipline behind every operation.
 
+pub mod acl;
 pub mod backup;
 pub mod db;
 pub mod expire;

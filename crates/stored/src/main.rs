@@ -18,6 +18,7 @@
 //!   only. Mailbox names and staged file names from clients are checked
 //!   before they touch a path.
 
+mod acl;
 mod quota;
 
 use std::collections::{BTreeMap, HashSet};
@@ -25,6 +26,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use acl::need;
 use anyhow::Context as _;
 use epistle_daemon::{Daemon, SignalEvent, Signals};
 use epistle_ipc::frame;
@@ -196,6 +198,9 @@ async fn serve(conn: UnixStream, sh: Arc<Shared>) {
     let (mut rd, mut wr) = conn.into_split();
     let mut watched: HashSet<String> = HashSet::new();
     let mut feed = sh.events.subscribe();
+    // The user this connection acts for (ActAs), whose rights every
+    // request is checked against; None: the system (tools, delivery).
+    let mut acting: Option<String> = None;
     loop {
         tokio::select! {
             req = frame::read::<StoreRequest>(&mut rd) => {
@@ -209,18 +214,50 @@ async fn serve(conn: UnixStream, sh: Arc<Shared>) {
                     }
                 };
                 let reply = match req {
-                    StoreRequest::Watch { name, on } => match MailboxName::parse(&name) {
-                        Ok(n) => {
-                            if on { watched.insert(n.to_string()); } else { watched.remove(&n.to_string()); }
+                    StoreRequest::ActAs { user } => {
+                        if acting.is_some() {
+                            StoreReply::Error { error: StoreError::Refused("this connection already acts for a user".into()) }
+                        } else {
+                            acting = Some(user);
                             StoreReply::Done
                         }
-                        Err(e) => StoreReply::Error { error: StoreError::Invalid(e.to_string()) },
-                    },
+                    }
+                    StoreRequest::Watch { name, on } => {
+                        let allowed = match &acting {
+                            None => Ok(()),
+                            Some(u) => need(&sh.store, u, &name, 'r'),
+                        };
+                        match (MailboxName::parse(&name), allowed) {
+                            (Ok(n), Ok(())) => {
+                                if on { watched.insert(n.to_string()); } else { watched.remove(&n.to_string()); }
+                                StoreReply::Done
+                            }
+                            (Err(e), _) => StoreReply::Error { error: StoreError::Invalid(e.to_string()) },
+                            (_, Err(e)) => StoreReply::Error { error: e },
+                        }
+                    }
                     other => {
                         let quota = quota_for(&sh, &other).await;
                         let shc = sh.clone();
+                        let user = acting.clone();
                         let work = move || {
-                            let (reply, mut evs, warning) = handle(&shc.store, other, &quota);
+                            let mut other = other;
+                            if let Some(u) = &user {
+                                if let Err(e) = acl::authorize(&shc.store, u, &mut other) {
+                                    return (StoreReply::Error { error: e }, Vec::new());
+                                }
+                            }
+                            if let (Some(u), StoreRequest::MyRights { name }) = (&user, &other) {
+                                let reply = match shc.store.rights(name, u) {
+                                    Ok(rights) => StoreReply::Rights { rights },
+                                    Err(error) => StoreReply::Error { error },
+                                };
+                                return (reply, Vec::new());
+                            }
+                            let (mut reply, mut evs, warning) = handle(&shc.store, other, &quota);
+                            if let (Some(u), StoreReply::Mailboxes { mailboxes }) = (&user, &mut reply) {
+                                mailboxes.retain(|m| shc.store.rights(&m.name, u).is_ok_and(|r| r.contains('l')));
+                            }
                             if let Some((user, w)) = warning {
                                 evs.extend(deliver_warning(&shc, &user, &w));
                             }
@@ -466,7 +503,30 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota) -> Handled {
                     if dry_run { vec![] } else { evs },
                 )
             }
-            StoreRequest::Watch { .. } => (StoreReply::Done, vec![]),
+            StoreRequest::GetAcl { name } => (
+                StoreReply::Acl {
+                    acl: s.get_acl(&name)?,
+                },
+                vec![],
+            ),
+            StoreRequest::SetAcl {
+                name,
+                identifier,
+                rights,
+            } => (
+                StoreReply::Acl {
+                    acl: s.set_acl(&name, &identifier, rights.as_deref())?,
+                },
+                vec![],
+            ),
+            // Without an acting user, the system may do everything.
+            StoreRequest::MyRights { .. } => (
+                StoreReply::Rights {
+                    rights: epistle_store::acl::ALL.to_string(),
+                },
+                vec![],
+            ),
+            StoreRequest::Watch { .. } | StoreRequest::ActAs { .. } => (StoreReply::Done, vec![]),
         })
     })();
     match result {
