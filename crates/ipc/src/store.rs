@@ -10,6 +10,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Most index entries one `Messages` reply (or mailboxes one `List`
+/// reply) carries, so that a reply stays well under the frame limit
+/// whatever the store's size.
+pub const INDEX_PAGE: usize = 4096;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum StoreError {
     #[error("no such mailbox: {0}")]
@@ -80,8 +85,12 @@ pub enum FlagOp {
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum StoreRequest {
     /// Mailboxes whose names start with `prefix`.
+    /// Mailboxes named `prefix...`, in name order, after `after` (paging:
+    /// at most [`INDEX_PAGE`] a reply).
     List {
         prefix: String,
+        #[serde(default)]
+        after: String,
     },
     Create {
         name: String,
@@ -125,8 +134,12 @@ pub enum StoreRequest {
         #[serde(default)]
         uid: Option<u32>,
     },
+    /// The index, in UID order: entries with UIDs above `after`, at most
+    /// [`INDEX_PAGE`] of them (a client pages through large mailboxes).
     Messages {
         name: String,
+        #[serde(default)]
+        after: u32,
     },
     MessagePath {
         name: String,
@@ -204,6 +217,9 @@ pub enum StoreReply {
     },
     Mailboxes {
         mailboxes: Vec<MailboxInfo>,
+        /// Where the next page starts (`List { after }`), when there is one.
+        #[serde(default)]
+        next: Option<String>,
     },
     Names {
         names: Vec<String>,

@@ -112,26 +112,67 @@ impl StoreClient {
         }
     }
 
+    /// Every mailbox named `prefix...`, paging through a large store.
     pub async fn list(&self, prefix: &str) -> Result<Vec<MailboxInfo>, StoreError> {
-        match self
-            .request(StoreRequest::List {
-                prefix: prefix.into(),
-            })
-            .await?
-        {
-            StoreReply::Mailboxes { mailboxes } => Ok(mailboxes),
-            other => Err(unexpected(other)),
+        let mut all: Vec<MailboxInfo> = Vec::new();
+        let mut after = String::new();
+        loop {
+            match self
+                .request(StoreRequest::List {
+                    prefix: prefix.into(),
+                    after,
+                })
+                .await?
+            {
+                StoreReply::Mailboxes { mailboxes, next } => {
+                    all.extend(mailboxes);
+                    match next {
+                        Some(n) => after = n,
+                        None => return Ok(all),
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
         }
     }
 
     pub async fn messages(&self, name: &str) -> Result<Vec<MessageInfo>, StoreError> {
         match self
-            .request(StoreRequest::Messages { name: name.into() })
+            .request(StoreRequest::Messages {
+                name: name.into(),
+                after: 0,
+            })
             .await?
         {
-            StoreReply::Messages { messages } => Ok(messages),
+            StoreReply::Messages { messages } => self.rest_of_index(name, messages).await,
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Pages through the rest of a large index after its first page.
+    async fn rest_of_index(
+        &self,
+        name: &str,
+        mut all: Vec<MessageInfo>,
+    ) -> Result<Vec<MessageInfo>, StoreError> {
+        let mut page_len = all.len();
+        while page_len == crate::store::INDEX_PAGE {
+            let after = all.last().map_or(0, |m| m.uid);
+            match self
+                .request(StoreRequest::Messages {
+                    name: name.into(),
+                    after,
+                })
+                .await?
+            {
+                StoreReply::Messages { messages } => {
+                    page_len = messages.len();
+                    all.extend(messages);
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(all)
     }
 
     pub async fn message_path(&self, name: &str, uid: u32) -> Result<PathBuf, StoreError> {

@@ -304,13 +304,27 @@ impl Store {
     /// Every mailbox whose name starts with `prefix` (`user/joe/` lists
     /// one account; `` every mailbox), in name order.
     pub fn list(&self, prefix: &str) -> Result<Vec<MailboxInfo>, StoreError> {
+        self.list_after(prefix, "", usize::MAX)
+    }
+
+    /// At most `limit` mailboxes named `prefix...` that sort after `after`.
+    pub fn list_after(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<MailboxInfo>, StoreError> {
         let tx = self.db.begin_read().db()?;
         let t = tx.open_table(MAILBOXES).db()?;
         let mut out = Vec::new();
-        for item in t.range(prefix..).db()? {
+        let start = if after > prefix { after } else { prefix };
+        for item in t.range(start..).db()? {
             let (k, v) = item.db()?;
-            if !k.value().starts_with(prefix) {
+            if !k.value().starts_with(prefix) || out.len() >= limit {
                 break;
+            }
+            if k.value() == after {
+                continue;
             }
             out.push(MailboxInfo {
                 name: k.value().to_string(),
@@ -714,6 +728,16 @@ impl Store {
 
     /// The message index of a mailbox, in UID order.
     pub fn messages(&self, name: &str) -> Result<Vec<MessageInfo>, StoreError> {
+        self.messages_after(name, 0, usize::MAX)
+    }
+
+    /// At most `limit` index entries with UIDs above `after`.
+    pub fn messages_after(
+        &self,
+        name: &str,
+        after: u32,
+        limit: usize,
+    ) -> Result<Vec<MessageInfo>, StoreError> {
         let info = self
             .mailbox(name)
             .db()?
@@ -722,7 +746,10 @@ impl Store {
         let t = tx.open_table(MESSAGES).db()?;
         let id = info.record.id;
         let mut out = Vec::new();
-        for item in t.range((id, 0)..=(id, u32::MAX)).db()? {
+        if after == u32::MAX {
+            return Ok(out);
+        }
+        for item in t.range((id, after + 1)..=(id, u32::MAX)).db()?.take(limit) {
             let (k, v) = item.db()?;
             out.push(MessageInfo {
                 uid: k.value().1,
@@ -1840,5 +1867,52 @@ mod tests {
             "{report:?}"
         );
         assert!(s.reconstruct(false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn lists_and_indexes_come_in_pages() {
+        let (_d, s) = store();
+        for f in ["a", "b", "c", "d", "e"] {
+            s.create_mailbox(&format!("user/joe/{f}"), None).unwrap();
+        }
+        let page1 = s.list_after("user/joe/", "", 2).unwrap();
+        let page2 = s.list_after("user/joe/", &page1[1].name, 2).unwrap();
+        let page3 = s.list_after("user/joe/", &page2[1].name, 2).unwrap();
+        let names: Vec<String> = [page1, page2, page3]
+            .concat()
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "user/joe/a",
+                "user/joe/b",
+                "user/joe/c",
+                "user/joe/d",
+                "user/joe/e"
+            ]
+        );
+        for n in 0..5 {
+            s.append(
+                "user/joe/a",
+                &stage(&s, "joe", &n.to_string()),
+                &[],
+                0,
+                &Quota::UNLIMITED,
+            )
+            .unwrap();
+        }
+        let uids = |after, limit| {
+            s.messages_after("user/joe/a", after, limit)
+                .unwrap()
+                .iter()
+                .map(|m| m.uid)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(uids(0, 2), [1, 2]);
+        assert_eq!(uids(2, 2), [3, 4]);
+        assert_eq!(uids(4, 2), [5]);
+        assert!(uids(u32::MAX, 2).is_empty());
     }
 }

@@ -60,7 +60,7 @@ pub fn authorize(s: &Store, user: &str, req: &mut StoreRequest) -> Result<(), St
         StoreRequest::Subscriptions { user: u } => own(user, u, "read the subscriptions"),
         StoreRequest::QuotaUsage { user: u } => own(user, u, "read the quota"),
         StoreRequest::Status { name }
-        | StoreRequest::Messages { name }
+        | StoreRequest::Messages { name, .. }
         | StoreRequest::MessagePath { name, .. } => need(s, user, name, 'r'),
         StoreRequest::StageDir { name } => need(s, user, name, 'i'),
         StoreRequest::Append { name, flags, .. } => {

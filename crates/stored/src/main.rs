@@ -242,11 +242,10 @@ async fn serve(conn: UnixStream, sh: Arc<Shared>) {
                         let user = acting.clone();
                         let work = move || {
                             let mut other = other;
-                            if let Some(u) = &user {
-                                if let Err(e) = acl::authorize(&shc.store, u, &mut other) {
+                            if let Some(u) = &user
+                                && let Err(e) = acl::authorize(&shc.store, u, &mut other) {
                                     return (StoreReply::Error { error: e }, Vec::new());
                                 }
-                            }
                             if let (Some(u), StoreRequest::MyRights { name }) = (&user, &other) {
                                 let reply = match shc.store.rights(name, u) {
                                     Ok(rights) => StoreReply::Rights { rights },
@@ -255,7 +254,7 @@ async fn serve(conn: UnixStream, sh: Arc<Shared>) {
                                 return (reply, Vec::new());
                             }
                             let (mut reply, mut evs, warning) = handle(&shc.store, other, &quota);
-                            if let (Some(u), StoreReply::Mailboxes { mailboxes }) = (&user, &mut reply) {
+                            if let (Some(u), StoreReply::Mailboxes { mailboxes, .. }) = (&user, &mut reply) {
                                 mailboxes.retain(|m| shc.store.rights(&m.name, u).is_ok_and(|r| r.contains('l')));
                             }
                             if let Some((user, w)) = warning {
@@ -306,12 +305,15 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota) -> Handled {
     let mut warning = None;
     let result: Result<(StoreReply, Vec<StoreEvent>), StoreError> = (|| {
         Ok(match req {
-            StoreRequest::List { prefix } => (
-                StoreReply::Mailboxes {
-                    mailboxes: s.list(&prefix)?,
-                },
-                vec![],
-            ),
+            StoreRequest::List { prefix, after } => {
+                let mailboxes = s.list_after(&prefix, &after, epistle_ipc::store::INDEX_PAGE)?;
+                // The cursor is the last name read, before any filtering by
+                // access rights, so paging always moves on.
+                let next = (mailboxes.len() == epistle_ipc::store::INDEX_PAGE)
+                    .then(|| mailboxes.last().map(|m| m.name.clone()))
+                    .flatten();
+                (StoreReply::Mailboxes { mailboxes, next }, vec![])
+            }
             StoreRequest::Create {
                 name,
                 partition,
@@ -401,9 +403,9 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota) -> Handled {
                     vec![ev],
                 )
             }
-            StoreRequest::Messages { name } => (
+            StoreRequest::Messages { name, after } => (
                 StoreReply::Messages {
-                    messages: s.messages(&name)?,
+                    messages: s.messages_after(&name, after, epistle_ipc::store::INDEX_PAGE)?,
                 },
                 vec![],
             ),
