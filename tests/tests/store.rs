@@ -698,3 +698,34 @@ async fn access_rights_are_enforced_for_acting_users() {
         last.record.flags
     );
 }
+
+/// Many first deliveries at once to a user whose INBOX does not exist yet
+/// all succeed, and the INBOX is made once.
+#[tokio::test]
+async fn concurrent_first_deliveries_to_a_new_user() {
+    let i = running_store();
+    let sock = i.data.join("run/stored.sock");
+    let mut tasks = Vec::new();
+    for n in 0..20 {
+        let sock = sock.clone();
+        tasks.push(tokio::spawn(async move {
+            let (c, _) = StoreClient::connect(&sock).await.unwrap();
+            c.deliver(
+                "user/newbie/INBOX",
+                format!("message {n}").as_bytes(),
+                &[],
+                0,
+            )
+            .await
+            .map(|r| r.0)
+        }));
+    }
+    let mut uids = Vec::new();
+    for t in tasks {
+        uids.push(t.await.unwrap().expect("a first delivery failed"));
+    }
+    uids.sort();
+    assert_eq!(uids, (1..=20).collect::<Vec<u32>>());
+    let (c, _) = client(&i).await;
+    assert_eq!(c.list("user/newbie/").await.unwrap().len(), 1);
+}

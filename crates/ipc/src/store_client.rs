@@ -252,6 +252,28 @@ impl StoreClient {
             .await
     }
 
+    /// Delivers a message, creating the mailbox when it does not exist yet
+    /// (first mail to a new user). Safe when many deliveries race to create
+    /// the same mailbox: the losers find it made and append to it.
+    pub async fn deliver(
+        &self,
+        name: &str,
+        message: &[u8],
+        flags: &[String],
+        internal_date: i64,
+    ) -> Result<(u32, MailboxInfo), StoreError> {
+        match self.append(name, message, flags, internal_date).await {
+            Err(StoreError::NoMailbox(_)) => {
+                match self.create(name).await {
+                    Ok(_) | Err(StoreError::Exists(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                self.append(name, message, flags, internal_date).await
+            }
+            other => other,
+        }
+    }
+
     /// [`StoreClient::append`] keeping a given UID (imsrestore).
     pub async fn append_as(
         &self,
