@@ -729,3 +729,66 @@ async fn concurrent_first_deliveries_to_a_new_user() {
     let (c, _) = client(&i).await;
     assert_eq!(c.list("user/newbie/").await.unwrap().len(), 1);
 }
+
+/// Users arriving from other servers: an mbox file and a Maildir with
+/// Maildir++ subfolders, flags and dates kept.
+#[tokio::test]
+async fn imsimport_takes_mbox_and_maildir() {
+    let i = running_store();
+    let src = i.dir.path().join("old-server");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("Archive"),
+        "From joe@example.com Mon Nov 30 20:28:29 2026\nSubject: one\n\n>From the archive\n\nFrom ann@example.com Tue Dec  1 08:00:00 2026\nSubject: two\n\nbody\n",
+    )
+    .unwrap();
+    let md = src.join("Maildir");
+    for d in [
+        "cur",
+        "new",
+        "tmp",
+        ".Lists.rust/cur",
+        ".Lists.rust/new",
+        ".Lists.rust/tmp",
+    ] {
+        std::fs::create_dir_all(md.join(d)).unwrap();
+    }
+    std::fs::write(
+        md.join("cur/1700000000.A.host:2,FS"),
+        "Subject: read and flagged\n\nx\n",
+    )
+    .unwrap();
+    std::fs::write(md.join("new/1700000001.B.host"), "Subject: new\n\ny\n").unwrap();
+    std::fs::write(
+        md.join(".Lists.rust/cur/1700000002.C.host:2,S"),
+        "Subject: list\n\nz\n",
+    )
+    .unwrap();
+    let out = i.sbin(
+        "imsimport",
+        &[
+            "-u",
+            "joe",
+            src.join("Archive").to_str().unwrap(),
+            md.to_str().unwrap(),
+        ],
+    );
+    assert_ok(&out, "imsimport");
+    let (c, _) = client(&i).await;
+    let archive = c.messages("user/joe/Archive").await.unwrap();
+    assert_eq!(archive.len(), 2);
+    assert_eq!(archive[0].record.internal_date, 1_796_070_509);
+    let body =
+        std::fs::read_to_string(c.message_path("user/joe/Archive", 1).await.unwrap()).unwrap();
+    assert!(body.contains("\nFrom the archive\n"), "{body}");
+    let inbox = c.messages("user/joe/INBOX").await.unwrap();
+    assert_eq!(inbox.len(), 2);
+    assert_eq!(inbox[0].record.flags, ["\\Flagged", "\\Seen"]);
+    assert!(inbox[1].record.flags.is_empty());
+    assert_eq!(
+        c.messages("user/joe/Lists/rust").await.unwrap()[0]
+            .record
+            .flags,
+        ["\\Seen"]
+    );
+}
