@@ -792,3 +792,37 @@ async fn imsimport_takes_mbox_and_maildir() {
         ["\\Seen"]
     );
 }
+
+/// The structure IMAP FETCH needs is parsed at append and kept: it comes
+/// back for the message and for its copies.
+#[tokio::test]
+async fn the_parsed_structure_is_kept() {
+    let i = running_store();
+    let (c, _) = client(&i).await;
+    c.create("user/joe/INBOX").await.unwrap();
+    c.create("user/joe/Keep").await.unwrap();
+    let msg = "From: Joe <joe@example.com>\r\nTo: ann@example.org\r\nSubject: report\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/alternative; boundary=x\r\n\r\n--x\r\nContent-Type: text/plain\r\n\r\nplain\r\n--x\r\n\
+Content-Type: text/html\r\n\r\n<p>html</p>\r\n--x--\r\n";
+    c.append("user/joe/INBOX", msg.as_bytes(), &[], 0)
+        .await
+        .unwrap();
+    let s = c.structure("user/joe/INBOX", 1).await.unwrap();
+    assert_eq!(s.envelope.subject.as_deref(), Some("report"));
+    assert_eq!(s.envelope.to[0].host.as_deref(), Some("example.org"));
+    assert_eq!(s.body.media_subtype, "alternative");
+    let html = &s.body.parts[1];
+    assert_eq!(
+        &msg[html.offset_body as usize..html.offset_end as usize],
+        "<p>html</p>"
+    );
+    c.request(StoreRequest::Copy {
+        from: "user/joe/INBOX".into(),
+        uids: vec![1],
+        to: "user/joe/Keep".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(c.structure("user/joe/Keep", 1).await.unwrap(), s);
+    assert!(c.structure("user/joe/INBOX", 99).await.is_err());
+}

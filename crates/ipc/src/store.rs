@@ -196,6 +196,11 @@ pub enum StoreRequest {
     MyRights {
         name: String,
     },
+    /// The parsed structure of one message.
+    Structure {
+        name: String,
+        uid: u32,
+    },
     /// Apply the aging rules of config/store.expirerule now.
     Expire {
         dry_run: bool,
@@ -252,6 +257,9 @@ pub enum StoreReply {
     Acl {
         acl: Vec<(String, String)>,
     },
+    Structure {
+        structure: Box<MessageStructure>,
+    },
     Rights {
         rights: String,
     },
@@ -302,4 +310,66 @@ impl StoreEvent {
 pub enum ServerFrame {
     Reply { reply: StoreReply },
     Event { event: StoreEvent },
+}
+
+/// The parsed structure of a message, kept by the store at append time so
+/// that IMAP FETCH (ENVELOPE, BODYSTRUCTURE, sections) never parses a
+/// message again. Offsets are bytes into the message file.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MessageStructure {
+    pub size: u32,
+    /// Bytes of the top-level header, with its blank line.
+    pub header_size: u32,
+    pub envelope: Envelope,
+    pub body: BodyPart,
+}
+
+/// RFC 3501 ENVELOPE fields. Date, subject and the ids are the header
+/// values as written (unfolded); names in addresses are decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Envelope {
+    pub date: Option<String>,
+    pub subject: Option<String>,
+    pub from: Vec<EnvelopeAddress>,
+    pub sender: Vec<EnvelopeAddress>,
+    pub reply_to: Vec<EnvelopeAddress>,
+    pub to: Vec<EnvelopeAddress>,
+    pub cc: Vec<EnvelopeAddress>,
+    pub bcc: Vec<EnvelopeAddress>,
+    pub in_reply_to: Option<String>,
+    pub message_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct EnvelopeAddress {
+    pub name: Option<String>,
+    pub mailbox: Option<String>,
+    pub host: Option<String>,
+    /// Set on the addresses of an RFC 5322 group.
+    pub group: Option<String>,
+}
+
+/// One MIME part (RFC 3501 BODYSTRUCTURE), with its place in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BodyPart {
+    /// Lower-case type and subtype.
+    pub media_type: String,
+    pub media_subtype: String,
+    pub params: Vec<(String, String)>,
+    pub id: Option<String>,
+    pub description: Option<String>,
+    pub encoding: String,
+    pub offset_header: u32,
+    pub offset_body: u32,
+    pub offset_end: u32,
+    /// Lines of the body, for text parts and message/rfc822.
+    pub lines: u32,
+    pub md5: Option<String>,
+    pub disposition: Option<(String, Vec<(String, String)>)>,
+    pub language: Vec<String>,
+    pub location: Option<String>,
+    /// Children of a multipart.
+    pub parts: Vec<BodyPart>,
+    /// The enclosed message of a message/rfc822 part.
+    pub message: Option<Box<MessageStructure>>,
 }

@@ -175,6 +175,23 @@ impl StoreClient {
         Ok(all)
     }
 
+    pub async fn structure(
+        &self,
+        name: &str,
+        uid: u32,
+    ) -> Result<crate::store::MessageStructure, StoreError> {
+        match self
+            .request(StoreRequest::Structure {
+                name: name.into(),
+                uid,
+            })
+            .await?
+        {
+            StoreReply::Structure { structure } => Ok(*structure),
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub async fn message_path(&self, name: &str, uid: u32) -> Result<PathBuf, StoreError> {
         match self
             .request(StoreRequest::MessagePath {

@@ -36,6 +36,8 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const QUOTA_WARNED: TableDefinition<&str, ()> = TableDefinition::new("quota_warned");
 /// Mailbox id → access control list (lright.db).
 const ACLS: TableDefinition<u64, &[u8]> = TableDefinition::new("acls");
+/// (mailbox id, uid) → the parsed structure of the message.
+const STRUCTURES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("structures");
 
 /// Errors of the database layer, turned into the protocol's StoreError.
 /// (A trait of our own: StoreError belongs to the IPC crate.)
@@ -233,6 +235,7 @@ impl Store {
             tx.open_table(META).db()?;
             tx.open_table(QUOTA_WARNED).db()?;
             tx.open_table(ACLS).db()?;
+            tx.open_table(STRUCTURES).db()?;
         }
         tx.commit().db()?;
         Ok(Store {
@@ -483,6 +486,10 @@ impl Store {
                 tx.open_table(ACLS).db()?.remove(rec.id).db()?;
                 msgs.retain_in((rec.id, 0)..=(rec.id, u32::MAX), |_, _| false)
                     .db()?;
+                tx.open_table(STRUCTURES)
+                    .db()?
+                    .retain_in((rec.id, 0)..=(rec.id, u32::MAX), |_, _| false)
+                    .db()?;
                 let (bytes, count) = quota
                     .get(n.owner())
                     .db()?
@@ -652,6 +659,11 @@ impl Store {
         let size = fs::metadata(&src)
             .map_err(|e| io("cannot read the staged message", &src, e))?
             .len();
+        // Parsed once, here, so that FETCH never parses the message again.
+        let structure = {
+            let raw = fs::read(&src).map_err(|e| io("cannot read the staged message", &src, e))?;
+            postcard::to_allocvec(&crate::structure::parse(&raw)).db()?
+        };
         let tx = self.db.begin_write().db()?;
         let (msg, info, dest, warning) = {
             let mut boxes = tx.open_table(MAILBOXES).db()?;
@@ -705,6 +717,10 @@ impl Store {
             tx.open_table(MESSAGES)
                 .db()?
                 .insert((rec.id, uid), postcard::to_allocvec(&m).db()?.as_slice())
+                .db()?;
+            tx.open_table(STRUCTURES)
+                .db()?
+                .insert((rec.id, uid), structure.as_slice())
                 .db()?;
             boxes
                 .insert(key.as_str(), postcard::to_allocvec(&rec).db()?.as_slice())
@@ -911,6 +927,16 @@ impl Store {
                     postcard::to_allocvec(&copy).db()?.as_slice(),
                 )
                 .db()?;
+                let mut structures = tx.open_table(STRUCTURES).db()?;
+                let parsed = structures
+                    .get((src_info.record.id, uid))
+                    .db()?
+                    .map(|v| v.value().to_vec());
+                if let Some(bytes) = parsed {
+                    structures
+                        .insert((rec.id, new_uid), bytes.as_slice())
+                        .db()?;
+                }
                 pairs.push((uid, new_uid));
             }
             sync_dir(&dst_dir)?;
@@ -969,6 +995,7 @@ impl Store {
                     continue;
                 }
                 msgs.remove((rec.id, uid)).db()?;
+                tx.open_table(STRUCTURES).db()?.remove((rec.id, uid)).db()?;
                 rec.messages = rec.messages.saturating_sub(1);
                 rec.size = rec.size.saturating_sub(m.size);
                 if !has(&m.flags, SEEN) {
@@ -1121,6 +1148,14 @@ impl Store {
                         };
                         msgs.insert((id, *uid), postcard::to_allocvec(&m).db()?.as_slice())
                             .db()?;
+                        if let Ok(raw) = fs::read(dir.join(format!("{uid}.msg"))) {
+                            let parsed =
+                                postcard::to_allocvec(&crate::structure::parse(&raw)).db()?;
+                            tx.open_table(STRUCTURES)
+                                .db()?
+                                .insert((id, *uid), parsed.as_slice())
+                                .db()?;
+                        }
                         indexed.insert(*uid, m);
                     }
                 }
@@ -1134,6 +1169,7 @@ impl Store {
                         "{key}: message {uid} has no file; dropped from the index"
                     ));
                     msgs.remove((id, uid)).db()?;
+                    tx.open_table(STRUCTURES).db()?.remove((id, uid)).db()?;
                     indexed.remove(&uid);
                     rec.highest_modseq += 1;
                 }
@@ -1236,6 +1272,39 @@ impl Store {
         }
         tx.commit().db()?;
         Ok(report)
+    }
+
+    /// The parsed structure of a message (ENVELOPE, BODYSTRUCTURE,
+    /// offsets); a message stored before the cache existed is parsed now.
+    pub fn structure(
+        &self,
+        name: &str,
+        uid: u32,
+    ) -> Result<epistle_ipc::store::MessageStructure, StoreError> {
+        let info = self
+            .mailbox(name)?
+            .ok_or_else(|| StoreError::NoMailbox(name.to_string()))?;
+        let tx = self.db.begin_read().db()?;
+        if tx
+            .open_table(MESSAGES)
+            .db()?
+            .get((info.record.id, uid))
+            .db()?
+            .is_none()
+        {
+            return Err(StoreError::Invalid(format!("no message {uid} in {name}")));
+        }
+        if let Some(v) = tx
+            .open_table(STRUCTURES)
+            .db()?
+            .get((info.record.id, uid))
+            .db()?
+        {
+            return postcard::from_bytes(v.value()).db();
+        }
+        let path = self.message_path(name, uid)?;
+        let raw = fs::read(&path).map_err(|e| io("cannot read", &path, e))?;
+        Ok(crate::structure::parse(&raw))
     }
 
     /// The access control list of a mailbox (RFC 4314): identifier and

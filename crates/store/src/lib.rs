@@ -11,6 +11,7 @@ pub mod db;
 pub mod expire;
 pub mod import;
 pub mod names;
+pub mod structure;
 
 pub use db::{FlagOp, MailboxInfo, MessageInfo, Store, StoreError};
 pub use names::MailboxName;

@@ -61,7 +61,8 @@ pub fn authorize(s: &Store, user: &str, req: &mut StoreRequest) -> Result<(), St
         StoreRequest::QuotaUsage { user: u } => own(user, u, "read the quota"),
         StoreRequest::Status { name }
         | StoreRequest::Messages { name, .. }
-        | StoreRequest::MessagePath { name, .. } => need(s, user, name, 'r'),
+        | StoreRequest::MessagePath { name, .. }
+        | StoreRequest::Structure { name, .. } => need(s, user, name, 'r'),
         StoreRequest::StageDir { name } => need(s, user, name, 'i'),
         StoreRequest::Append { name, flags, .. } => {
             need(s, user, name, 'i')?;

@@ -505,6 +505,12 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota) -> Handled {
                     if dry_run { vec![] } else { evs },
                 )
             }
+            StoreRequest::Structure { name, uid } => (
+                StoreReply::Structure {
+                    structure: Box::new(s.structure(&name, uid)?),
+                },
+                vec![],
+            ),
             StoreRequest::GetAcl { name } => (
                 StoreReply::Acl {
                     acl: s.get_acl(&name)?,
