@@ -826,3 +826,34 @@ Content-Type: text/html\r\n\r\n<p>html</p>\r\n--x--\r\n";
     assert_eq!(c.structure("user/joe/Keep", 1).await.unwrap(), s);
     assert!(c.structure("user/joe/INBOX", 99).await.is_err());
 }
+
+/// Moving an account between partitions, and finding the mailboxes of
+/// accounts the directory no longer has.
+#[tokio::test]
+async fn partition_moves_and_orphans() {
+    let i = Install::new();
+    let second = i.dir.path().join("part2");
+    let state = i.state() + &format!("param.store.partition.part2.path = {}\n", second.display());
+    assert_ok(
+        &i.configure_with(&state, &[]),
+        "configure with two partitions",
+    );
+    assert_ok(&i.sbin("start-msg", &["store"]), "start-msg store");
+    let (c, _) = client(&i).await;
+    c.create("user/admin/INBOX").await.unwrap();
+    c.append("user/admin/INBOX", b"to move", &[], 0)
+        .await
+        .unwrap();
+    c.create("user/ghost/INBOX").await.unwrap();
+    let out = i.sbin(
+        "mboxutil",
+        &["-r", "user/admin/INBOX", "user/admin/INBOX", "part2"],
+    );
+    assert_ok(&out, "mboxutil -r ... part2");
+    let path = c.message_path("user/admin/INBOX", 1).await.unwrap();
+    assert!(path.starts_with(&second), "{}", path.display());
+    assert_eq!(std::fs::read_to_string(path).unwrap(), "to move");
+    // "admin" is in the directory (configure made it); "ghost" is not.
+    let orphans = stdout(&i.sbin("mboxutil", &["-o"]));
+    assert_eq!(orphans.trim(), "user/ghost/INBOX");
+}

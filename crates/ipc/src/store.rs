@@ -196,6 +196,11 @@ pub enum StoreRequest {
     MyRights {
         name: String,
     },
+    /// Move every mailbox of an account to another partition.
+    MoveUser {
+        user: String,
+        partition: String,
+    },
     /// The parsed structure of one message.
     Structure {
         name: String,

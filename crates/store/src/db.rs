@@ -1031,6 +1031,30 @@ impl Store {
         Ok(gone)
     }
 
+    /// Moves every mailbox of `user` to another partition (`mboxutil -r
+    /// user/U/INBOX user/U/INBOX PART`). Other writes wait while the files
+    /// are copied; the old copies are removed once the move has committed.
+    pub fn move_user(&self, user: &str, partition: &str) -> Result<(), StoreError> {
+        crate::names::validate_userid(user).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let to_root = self.user_root(partition, user)?;
+        let from_part = self.user_partition(user)?;
+        if from_part == partition {
+            return Err(StoreError::Invalid(format!(
+                "{user} is on partition {partition} already"
+            )));
+        }
+        let from_root = self.user_root(&from_part, user)?;
+        let tx = self.db.begin_write().db()?;
+        if to_root.exists() {
+            let _ = fs::remove_dir_all(&to_root); // leftovers of an interrupted move
+        }
+        copy_tree(&from_root, &to_root)?;
+        tx.open_table(USERS).db()?.insert(user, partition).db()?;
+        tx.commit().db()?;
+        let _ = fs::remove_dir_all(&from_root);
+        Ok(())
+    }
+
     /// Rebuilds the mailbox list and the message index from the message
     /// files on the partitions (`reconstruct -m`): a mailbox directory the
     /// list lacks is added back from its `mailbox.meta`, a message file the
@@ -1438,6 +1462,34 @@ fn charge(
         quota: *quota,
         percent,
     }))
+}
+
+/// Copies a user's directory (mailbox directories of immutable files),
+/// fsyncing every file and directory.
+fn copy_tree(from: &Path, to: &Path) -> Result<(), StoreError> {
+    fs::create_dir_all(to).map_err(|e| io("cannot create", to, e))?;
+    if !from.exists() {
+        return Ok(());
+    }
+    for e in fs::read_dir(from)
+        .map_err(|e| io("cannot read", from, e))?
+        .flatten()
+    {
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if src.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else {
+            fs::copy(&src, &dst).map_err(|e| io("cannot copy", &src, e))?;
+            File::open(&dst)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io("cannot sync", &dst, e))?;
+        }
+    }
+    sync_dir(to)?;
+    if let Some(p) = to.parent() {
+        sync_dir(p)?;
+    }
+    Ok(())
 }
 
 /// Mailbox directories under `<partition>/=user`: `h1/h2/=user/<id>`.
@@ -1983,5 +2035,44 @@ mod tests {
         assert_eq!(uids(2, 2), [3, 4]);
         assert_eq!(uids(4, 2), [5]);
         assert!(uids(u32::MAX, 2).is_empty());
+    }
+
+    #[test]
+    fn a_user_moves_to_another_partition() {
+        let (d, s) = store();
+        s.create_mailbox("user/joe/INBOX", None).unwrap();
+        s.create_mailbox("user/joe/Sent", None).unwrap();
+        s.append(
+            "user/joe/Sent",
+            &stage(&s, "joe", "kept"),
+            &["\\Seen".into()],
+            5,
+            &Quota::UNLIMITED,
+        )
+        .unwrap();
+        let old = s.message_path("user/joe/Sent", 1).unwrap();
+        s.move_user("joe", "second").unwrap();
+        let new = s.message_path("user/joe/Sent", 1).unwrap();
+        assert!(
+            new.starts_with(d.path().join("partition/second")),
+            "{}",
+            new.display()
+        );
+        assert_eq!(std::fs::read_to_string(&new).unwrap(), "kept");
+        assert!(!old.exists());
+        assert_eq!(
+            s.messages("user/joe/Sent").unwrap()[0].record.flags,
+            ["\\Seen"]
+        );
+        s.append(
+            "user/joe/INBOX",
+            &stage(&s, "joe", "after"),
+            &[],
+            0,
+            &Quota::UNLIMITED,
+        )
+        .unwrap();
+        assert!(s.move_user("joe", "second").is_err());
+        assert!(s.move_user("joe", "nowhere").is_err());
     }
 }

@@ -100,6 +100,7 @@ pub fn authorize(s: &Store, user: &str, req: &mut StoreRequest) -> Result<(), St
             }
         }
         StoreRequest::DeleteUser { .. }
+        | StoreRequest::MoveUser { .. }
         | StoreRequest::Reconstruct { .. }
         | StoreRequest::Expire { .. } => {
             Err(StoreError::Refused("only the system may do that".into()))

@@ -505,6 +505,15 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota) -> Handled {
                     if dry_run { vec![] } else { evs },
                 )
             }
+            StoreRequest::MoveUser { user, partition } => {
+                let gone = s
+                    .list(&format!("user/{user}/"))?
+                    .into_iter()
+                    .map(|m| StoreEvent::Gone { mailbox: m.name })
+                    .collect();
+                s.move_user(&user, &partition)?;
+                (StoreReply::Done, gone)
+            }
             StoreRequest::Structure { name, uid } => (
                 StoreReply::Structure {
                     structure: Box::new(s.structure(&name, uid)?),

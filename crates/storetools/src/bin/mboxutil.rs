@@ -6,6 +6,8 @@
 //!   mboxutil -c mailbox ...
 //!   mboxutil -d mailbox ...        (user/UID/INBOX deletes the account)
 //!   mboxutil -r old new
+//!   mboxutil -r user/UID/INBOX user/UID/INBOX PARTITION   (move the account)
+//!   mboxutil -o                    (mailboxes of accounts the directory lacks)
 //!   mboxutil -q user ...           (quota usage)
 //!
 //! DESCRIPTION
@@ -119,17 +121,58 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
                 }
             }
         }
-        "-r" => {
-            let [old, new] = rest else {
-                anyhow::bail!("usage: mboxutil -r old new")
-            };
-            client
-                .request(StoreRequest::Rename {
-                    old: old.clone(),
-                    new: new.clone(),
-                })
-                .await?;
-            println!("renamed {old} to {new}");
+        "-r" => match rest {
+            [old, new] => {
+                client
+                    .request(StoreRequest::Rename {
+                        old: old.clone(),
+                        new: new.clone(),
+                    })
+                    .await?;
+                println!("renamed {old} to {new}");
+            }
+            // The original's way to move an account: name its INBOX twice
+            // and the partition.
+            [old, new, partition] if old == new => {
+                let n = epistle_store::MailboxName::parse(old)?;
+                client
+                    .request(StoreRequest::MoveUser {
+                        user: n.owner().to_string(),
+                        partition: partition.clone(),
+                    })
+                    .await?;
+                println!("moved the account {} to partition {partition}", n.owner());
+            }
+            _ => anyhow::bail!(
+                "usage: mboxutil -r old new | mboxutil -r user/UID/INBOX user/UID/INBOX PARTITION"
+            ),
+        },
+        "-o" => {
+            // Mailboxes whose owner the directory no longer knows.
+            let base = epistle_config::MsgSvrBase::locate();
+            let cfg = base
+                .config_files()
+                .load()
+                .map_err(|e| anyhow::anyhow!("the configuration has errors: {}", e[0]))?;
+            let dir = epistle_directory::open(&base, &cfg).await?;
+            let mut known: std::collections::BTreeMap<String, bool> =
+                std::collections::BTreeMap::new();
+            for m in client.list("").await? {
+                let owner = epistle_store::MailboxName::parse(&m.name)?
+                    .owner()
+                    .to_string();
+                let exists = match known.get(&owner) {
+                    Some(e) => *e,
+                    None => {
+                        let e = dir.user_by_login(&owner).await?.is_some();
+                        known.insert(owner.clone(), e);
+                        e
+                    }
+                };
+                if !exists {
+                    println!("{}", m.name);
+                }
+            }
         }
         "-q" => {
             for user in rest {
@@ -142,7 +185,7 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
             }
         }
         _ => anyhow::bail!(
-            "usage: mboxutil -l [-p pattern] [-s|-x] | -c mbox | -d mbox | -r old new | -q user"
+            "usage: mboxutil -l [-p pattern] [-s|-x] | -c mbox | -d mbox | -r old new [partition] | -o | -q user"
         ),
     }
     Ok(())
