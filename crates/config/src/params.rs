@@ -316,6 +316,8 @@ pub static PARAMS: &[Param] = &[
        "Percent of a quota at which the user gets one warning message (100 turns warnings off)."),
     p!("store.expirestart", Int { min: 0, max: 23 }, "23", true,
        "Hour of the day (local time) at which stored applies the aging rules of config/store.expirerule."),
+    p!("store.quotagraceperiod", Int { min: 0, max: 87600 }, "120", true,
+       "Hours an over-quota account's mail stays queued before it is returned to its senders."),
     p!("store.defaultmailboxquota", Text, "-1", true,
        "Mailbox quota in bytes (K, M, G suffixes) for users without mailQuota; -1 means unlimited."),
     p!("store.defaultmessagequota", Text, "-1", true,

@@ -258,6 +258,11 @@ pub enum StoreReply {
     Quota {
         bytes: u64,
         messages: u64,
+        /// When an addition to this account was first refused for quota,
+        /// since it last fitted (seconds): the MTA bounces instead of
+        /// deferring once `store.quotagraceperiod` hours have passed.
+        #[serde(default)]
+        over_since: Option<i64>,
     },
     Acl {
         acl: Vec<(String, String)>,

@@ -34,6 +34,8 @@ const QUOTA: TableDefinition<&str, (u64, u64)> = TableDefinition::new("quota");
 const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const QUOTA_WARNED: TableDefinition<&str, ()> = TableDefinition::new("quota_warned");
+/// User → when an addition was first refused for quota (seconds).
+const QUOTA_OVER: TableDefinition<&str, i64> = TableDefinition::new("quota_over");
 /// Mailbox id → access control list (lright.db).
 const ACLS: TableDefinition<u64, &[u8]> = TableDefinition::new("acls");
 /// (mailbox id, uid) → the parsed structure of the message.
@@ -235,6 +237,7 @@ impl Store {
             tx.open_table(META).db()?;
             tx.open_table(QUOTA_WARNED).db()?;
             tx.open_table(ACLS).db()?;
+            tx.open_table(QUOTA_OVER).db()?;
             tx.open_table(STRUCTURES).db()?;
         }
         tx.commit().db()?;
@@ -632,9 +635,52 @@ impl Store {
         self.append_as(name, staged, flags, internal_date, quota, None)
     }
 
+    /// Notes when an account was first refused for quota (kept until an
+    /// addition fits again).
+    fn note_over_quota(&self, user: &str) {
+        let note = || -> Result<(), StoreError> {
+            let tx = self.db.begin_write().db()?;
+            {
+                let mut t = tx.open_table(QUOTA_OVER).db()?;
+                if t.get(user).db()?.is_none() {
+                    t.insert(user, chrono::Utc::now().timestamp()).db()?;
+                }
+            }
+            tx.commit().db()
+        };
+        let _ = note();
+    }
+
+    /// When the account was first refused for quota, if it is still over.
+    pub fn over_quota_since(&self, user: &str) -> Result<Option<i64>, StoreError> {
+        let tx = self.db.begin_read().db()?;
+        Ok(tx
+            .open_table(QUOTA_OVER)
+            .db()?
+            .get(user)
+            .db()?
+            .map(|v| v.value()))
+    }
+
     /// [`Store::append`] with a chosen UID (imsrestore keeps UIDs): it must
     /// not be below the mailbox's UIDNEXT.
     pub fn append_as(
+        &self,
+        name: &str,
+        staged: &str,
+        flags: &[String],
+        internal_date: i64,
+        quota: &Quota,
+        want_uid: Option<u32>,
+    ) -> Result<(MessageInfo, MailboxInfo, Option<QuotaWarning>), StoreError> {
+        let result = self.append_inner(name, staged, flags, internal_date, quota, want_uid);
+        if let (Err(StoreError::OverQuota(_)), Ok(n)) = (&result, MailboxName::parse(name)) {
+            self.note_over_quota(n.owner());
+        }
+        result
+    }
+
+    fn append_inner(
         &self,
         name: &str,
         staged: &str,
@@ -1444,6 +1490,7 @@ fn charge(
     let mut table = tx.open_table(QUOTA).db()?;
     let used = table.get(user).db()?.map(|v| v.value()).unwrap_or((0, 0));
     quota.check(user, used, add)?;
+    tx.open_table(QUOTA_OVER).db()?.remove(user).db()?;
     let after = (used.0 + add.0, used.1 + add.1);
     table.insert(user, after).db()?;
     let mut warned = tx.open_table(QUOTA_WARNED).db()?;
@@ -1847,6 +1894,10 @@ mod tests {
             s.stage_dir("primary").unwrap().join(&staged).exists(),
             "a refused message must stay staged"
         );
+        assert!(
+            s.over_quota_since("joe").unwrap().is_some(),
+            "the refusal starts the grace period"
+        );
         assert_eq!(s.quota_usage("joe").unwrap(), (86, 3));
         // Below the threshold again, then over it: a new warning.
         s.store_flags(
@@ -1872,6 +1923,10 @@ mod tests {
             )
             .unwrap();
         assert!(w.is_some());
+        assert!(
+            s.over_quota_since("joe").unwrap().is_none(),
+            "fitting again ends the grace period"
+        );
         // A copy is charged whole, before anything is linked.
         s.create_mailbox("user/joe/Copy", None).unwrap();
         let all: Vec<u32> = s

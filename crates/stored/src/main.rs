@@ -478,7 +478,15 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota) -> Handled {
             }
             StoreRequest::QuotaUsage { user } => {
                 let (bytes, messages) = s.quota_usage(&user)?;
-                (StoreReply::Quota { bytes, messages }, vec![])
+                let over_since = s.over_quota_since(&user)?;
+                (
+                    StoreReply::Quota {
+                        bytes,
+                        messages,
+                        over_since,
+                    },
+                    vec![],
+                )
             }
             StoreRequest::Reconstruct {
                 dry_run,

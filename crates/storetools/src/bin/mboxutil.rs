@@ -176,7 +176,9 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
         }
         "-q" => {
             for user in rest {
-                if let StoreReply::Quota { bytes, messages } = client
+                if let StoreReply::Quota {
+                    bytes, messages, ..
+                } = client
                     .request(StoreRequest::QuotaUsage { user: user.clone() })
                     .await?
                 {
