@@ -617,7 +617,8 @@ async fn access_rights_are_enforced_for_acting_users() {
         StoreReply::Rights { rights } => assert_eq!(rights, "lrs"),
         other => panic!("{other:?}"),
     }
-    // May keep \Seen, may not delete, expunge, insert or administer.
+    // May keep \Seen (her own: joe's stays as it was), may not delete,
+    // expunge, insert or administer.
     ann.store_flags(
         "user/joe/Shared",
         &[1],
@@ -627,6 +628,32 @@ async fn access_rights_are_enforced_for_acting_users() {
     )
     .await
     .unwrap();
+    assert_eq!(
+        ann.messages("user/joe/Shared").await.unwrap()[0]
+            .record
+            .flags,
+        ["\\Seen"]
+    );
+    assert!(
+        system.messages("user/joe/Shared").await.unwrap()[0]
+            .record
+            .flags
+            .is_empty(),
+        "ann's \\Seen leaked to joe"
+    );
+    assert_eq!(
+        ann.status("user/joe/Shared").await.unwrap().record.unseen,
+        0
+    );
+    assert_eq!(
+        system
+            .status("user/joe/Shared")
+            .await
+            .unwrap()
+            .record
+            .unseen,
+        1
+    );
     assert!(matches!(
         ann.store_flags(
             "user/joe/Shared",

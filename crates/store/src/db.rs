@@ -36,6 +36,9 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const QUOTA_WARNED: TableDefinition<&str, ()> = TableDefinition::new("quota_warned");
 /// User → when an addition was first refused for quota (seconds).
 const QUOTA_OVER: TableDefinition<&str, i64> = TableDefinition::new("quota_over");
+/// (mailbox id, user, uid): messages a user other than the owner has seen
+/// in a shared mailbox (peruser.db).
+const PERUSER: TableDefinition<(u64, &str, u32), ()> = TableDefinition::new("peruser");
 /// Mailbox id → access control list (lright.db).
 const ACLS: TableDefinition<u64, &[u8]> = TableDefinition::new("acls");
 /// (mailbox id, uid) → the parsed structure of the message.
@@ -238,6 +241,7 @@ impl Store {
             tx.open_table(QUOTA_WARNED).db()?;
             tx.open_table(ACLS).db()?;
             tx.open_table(QUOTA_OVER).db()?;
+            tx.open_table(PERUSER).db()?;
             tx.open_table(STRUCTURES).db()?;
         }
         tx.commit().db()?;
@@ -487,6 +491,13 @@ impl Store {
                 };
                 ids.remove(rec.id).db()?;
                 tx.open_table(ACLS).db()?.remove(rec.id).db()?;
+                tx.open_table(PERUSER)
+                    .db()?
+                    .retain_in(
+                        (rec.id, "", 0)..=(rec.id, "\u{10FFFF}", u32::MAX),
+                        |_, _| false,
+                    )
+                    .db()?;
                 msgs.retain_in((rec.id, 0)..=(rec.id, u32::MAX), |_, _| false)
                     .db()?;
                 tx.open_table(STRUCTURES)
@@ -1051,6 +1062,14 @@ impl Store {
                 gone.push(uid);
             }
             if !gone.is_empty() {
+                let set: std::collections::HashSet<u32> = gone.iter().copied().collect();
+                tx.open_table(PERUSER)
+                    .db()?
+                    .retain_in(
+                        (rec.id, "", 0)..=(rec.id, "\u{10FFFF}", u32::MAX),
+                        |(_, _, u), _| !set.contains(&u),
+                    )
+                    .db()?;
                 rec.highest_modseq += 1;
                 boxes
                     .insert(key.as_str(), postcard::to_allocvec(&rec).db()?.as_slice())
@@ -1342,6 +1361,129 @@ impl Store {
         }
         tx.commit().db()?;
         Ok(report)
+    }
+
+    /// The index as `reader` sees it: in a mailbox they do not own,
+    /// `\Seen` is their own (peruser.db), not the owner's.
+    pub fn messages_for(
+        &self,
+        name: &str,
+        after: u32,
+        limit: usize,
+        reader: &str,
+    ) -> Result<Vec<MessageInfo>, StoreError> {
+        let mut msgs = self.messages_after(name, after, limit)?;
+        if let Some(seen) = self.seen_by(name, reader)? {
+            for m in &mut msgs {
+                m.record.flags.retain(|f| f != SEEN);
+                if seen.contains(&m.uid) {
+                    m.record.flags.push(SEEN.to_string());
+                    m.record.flags.sort();
+                }
+            }
+        }
+        Ok(msgs)
+    }
+
+    /// The mailbox as `reader` sees it (their own unseen count).
+    pub fn mailbox_for(&self, name: &str, reader: &str) -> Result<Option<MailboxInfo>, StoreError> {
+        let Some(mut info) = self.mailbox(name)? else {
+            return Ok(None);
+        };
+        if let Some(seen) = self.seen_by(name, reader)? {
+            info.record.unseen = info.record.messages.saturating_sub(seen.len() as u32);
+        }
+        Ok(Some(info))
+    }
+
+    /// The UIDs `reader` has seen, when the mailbox is someone else's.
+    fn seen_by(
+        &self,
+        name: &str,
+        reader: &str,
+    ) -> Result<Option<std::collections::BTreeSet<u32>>, StoreError> {
+        let n = MailboxName::parse(name)?;
+        if n.owner() == reader {
+            return Ok(None);
+        }
+        let info = self
+            .mailbox(name)?
+            .ok_or_else(|| StoreError::NoMailbox(name.to_string()))?;
+        let id = info.record.id;
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(PERUSER).db()?;
+        let mut seen = std::collections::BTreeSet::new();
+        for item in t.range((id, reader, 0)..=(id, reader, u32::MAX)).db()? {
+            seen.insert(item.db()?.0.value().2);
+        }
+        Ok(Some(seen))
+    }
+
+    /// Changes `\Seen` for a reader who does not own the mailbox (their
+    /// own state); other flags change for everyone. Returns the messages
+    /// as the reader sees them after, the UIDs refused and the mailbox.
+    pub fn store_flags_for(
+        &self,
+        name: &str,
+        uids: &[u32],
+        op: FlagOp,
+        flags: &[String],
+        unchanged_since: Option<u64>,
+        reader: &str,
+    ) -> Result<(Vec<MessageInfo>, Vec<u32>, MailboxInfo), StoreError> {
+        let n = MailboxName::parse(name)?;
+        if n.owner() == reader {
+            return self.store_flags(name, uids, op, flags, unchanged_since);
+        }
+        let flags = normalize_flags(flags)?;
+        let wants_seen = has(&flags, SEEN);
+        let shared: Vec<String> = flags.iter().filter(|f| *f != SEEN).cloned().collect();
+        let (_, refused, info) = if shared.is_empty() && op != FlagOp::Replace {
+            (
+                Vec::new(),
+                Vec::new(),
+                self.mailbox(name)?
+                    .ok_or_else(|| StoreError::NoMailbox(name.to_string()))?,
+            )
+        } else {
+            self.store_flags(name, uids, op, &shared, unchanged_since)?
+        };
+        let id = info.record.id;
+        let present: std::collections::BTreeSet<u32> =
+            self.messages(name)?.iter().map(|m| m.uid).collect();
+        let tx = self.db.begin_write().db()?;
+        {
+            let mut t = tx.open_table(PERUSER).db()?;
+            for &uid in uids
+                .iter()
+                .filter(|u| present.contains(u) && !refused.contains(u))
+            {
+                let set = match op {
+                    FlagOp::Add => wants_seen.then_some(true),
+                    FlagOp::Remove => wants_seen.then_some(false),
+                    FlagOp::Replace => Some(wants_seen),
+                };
+                match set {
+                    Some(true) => {
+                        t.insert((id, reader, uid), ()).db()?;
+                    }
+                    Some(false) => {
+                        t.remove((id, reader, uid)).db()?;
+                    }
+                    None => {}
+                }
+            }
+        }
+        tx.commit().db()?;
+        let view = self.messages_for(name, 0, usize::MAX, reader)?;
+        let changed = view
+            .into_iter()
+            .filter(|m| uids.contains(&m.uid) && !refused.contains(&m.uid))
+            .collect();
+        let info = self
+            .mailbox_for(name, reader)?
+            .ok_or_else(|| StoreError::NoMailbox(name.to_string()))?;
+        Ok((changed, refused, info))
     }
 
     /// The parsed structure of a message (ENVELOPE, BODYSTRUCTURE,
@@ -2129,5 +2271,83 @@ mod tests {
         .unwrap();
         assert!(s.move_user("joe", "second").is_err());
         assert!(s.move_user("joe", "nowhere").is_err());
+    }
+
+    #[test]
+    fn seen_is_per_user_in_shared_mailboxes() {
+        let (_d, s) = store();
+        s.create_mailbox("user/joe/Shared", None).unwrap();
+        for b in ["a", "b", "c"] {
+            s.append(
+                "user/joe/Shared",
+                &stage(&s, "joe", b),
+                &[],
+                0,
+                &Quota::UNLIMITED,
+            )
+            .unwrap();
+        }
+        s.store_flags_for(
+            "user/joe/Shared",
+            &[1],
+            FlagOp::Add,
+            &flags(&["\\Seen", "$Shared"]),
+            None,
+            "ann",
+        )
+        .unwrap();
+        let ann = s.messages_for("user/joe/Shared", 0, 10, "ann").unwrap();
+        assert_eq!(ann[0].record.flags, ["$Shared", "\\Seen"]);
+        let joe = s.messages("user/joe/Shared").unwrap();
+        assert_eq!(
+            joe[0].record.flags,
+            ["$Shared"],
+            "ann's \\Seen is hers alone; keywords are shared"
+        );
+        assert_eq!(
+            s.mailbox_for("user/joe/Shared", "ann")
+                .unwrap()
+                .unwrap()
+                .record
+                .unseen,
+            2
+        );
+        assert_eq!(
+            s.mailbox("user/joe/Shared").unwrap().unwrap().record.unseen,
+            3
+        );
+        // The owner's own \Seen does not show for ann.
+        s.store_flags_for(
+            "user/joe/Shared",
+            &[2],
+            FlagOp::Add,
+            &flags(&["\\Seen"]),
+            None,
+            "joe",
+        )
+        .unwrap();
+        assert!(
+            !s.messages_for("user/joe/Shared", 0, 10, "ann").unwrap()[1]
+                .record
+                .flags
+                .contains(&"\\Seen".to_string())
+        );
+        s.store_flags(
+            "user/joe/Shared",
+            &[1],
+            FlagOp::Add,
+            &flags(&["\\Deleted"]),
+            None,
+        )
+        .unwrap();
+        s.expunge("user/joe/Shared", None).unwrap();
+        assert_eq!(
+            s.mailbox_for("user/joe/Shared", "ann")
+                .unwrap()
+                .unwrap()
+                .record
+                .unseen,
+            2
+        );
     }
 }

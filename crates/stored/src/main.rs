@@ -253,7 +253,7 @@ async fn serve(conn: UnixStream, sh: Arc<Shared>) {
                                 };
                                 return (reply, Vec::new());
                             }
-                            let (mut reply, mut evs, warning) = handle(&shc.store, other, &quota);
+                            let (mut reply, mut evs, warning) = handle(&shc.store, other, &quota, user.as_deref());
                             if let (Some(u), StoreReply::Mailboxes { mailboxes, .. }) = (&user, &mut reply) {
                                 mailboxes.retain(|m| shc.store.rights(&m.name, u).is_ok_and(|r| r.contains('l')));
                             }
@@ -296,7 +296,9 @@ async fn serve(conn: UnixStream, sh: Arc<Shared>) {
 type Handled = (StoreReply, Vec<StoreEvent>, Option<(String, QuotaWarning)>);
 
 /// One request, one transaction; the reply and the events it causes.
-fn handle(s: &Store, req: StoreRequest, quota: &Quota) -> Handled {
+/// `reader`: the user a connection acts for, whose own `\Seen` state
+/// applies in mailboxes they do not own (peruser.db).
+fn handle(s: &Store, req: StoreRequest, quota: &Quota, reader: Option<&str>) -> Handled {
     let canonical = |n: &str| {
         MailboxName::parse(n)
             .map(|m| m.to_string())
@@ -361,10 +363,12 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota) -> Handled {
                 },
                 vec![],
             ),
-            StoreRequest::Status { name } => match s.mailbox(&name)? {
-                Some(m) => (StoreReply::Mailbox { mailbox: m }, vec![]),
-                None => return Err(StoreError::NoMailbox(name)),
-            },
+            StoreRequest::Status { name } => {
+                match reader.map_or_else(|| s.mailbox(&name), |r| s.mailbox_for(&name, r))? {
+                    Some(m) => (StoreReply::Mailbox { mailbox: m }, vec![]),
+                    None => return Err(StoreError::NoMailbox(name)),
+                }
+            }
             StoreRequest::StageDir { name } => {
                 let n = MailboxName::parse(&name)?;
                 let part = s.user_partition(n.owner())?;
@@ -405,7 +409,12 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota) -> Handled {
             }
             StoreRequest::Messages { name, after } => (
                 StoreReply::Messages {
-                    messages: s.messages_after(&name, after, epistle_ipc::store::INDEX_PAGE)?,
+                    messages: match reader {
+                        Some(r) => {
+                            s.messages_for(&name, after, epistle_ipc::store::INDEX_PAGE, r)?
+                        }
+                        None => s.messages_after(&name, after, epistle_ipc::store::INDEX_PAGE)?,
+                    },
                 },
                 vec![],
             ),
@@ -422,9 +431,15 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota) -> Handled {
                 flags,
                 unchanged_since,
             } => {
-                let (changed, refused, mailbox) =
-                    s.store_flags(&name, &uids, op, &flags, unchanged_since)?;
-                let evs = if changed.is_empty() {
+                let (changed, refused, mailbox) = match reader {
+                    Some(r) => s.store_flags_for(&name, &uids, op, &flags, unchanged_since, r)?,
+                    None => s.store_flags(&name, &uids, op, &flags, unchanged_since)?,
+                };
+                // What a reader who does not own the mailbox changed is in
+                // their own view (their \Seen): it is not everyone's news.
+                let foreign =
+                    reader.is_some_and(|r| MailboxName::parse(&name).is_ok_and(|n| n.owner() != r));
+                let evs = if changed.is_empty() || foreign {
                     vec![]
                 } else {
                     vec![StoreEvent::Flags {
