@@ -213,8 +213,16 @@ mod tests {
         }
         assert!(MailboxName::parse(&format!("user/joe/{}", "a/".repeat(40) + "z")).is_err());
         // Folder names are UTF-8 (the IMAP server decodes modified UTF-7).
-        assert_eq!(MailboxName::parse("user/joe/Entwürfe/日本").unwrap().folder(), "Entwürfe/日本");
-        assert!(MailboxName::parse(&format!("user/joe/{}", "é".repeat(600))).is_err(), "the length limit counts bytes");
+        assert_eq!(
+            MailboxName::parse("user/joe/Entwürfe/日本")
+                .unwrap()
+                .folder(),
+            "Entwürfe/日本"
+        );
+        assert!(
+            MailboxName::parse(&format!("user/joe/{}", "é".repeat(600))).is_err(),
+            "the length limit counts bytes"
+        );
     }
 
     #[test]

@@ -6,6 +6,27 @@ use std::io::{IsTerminal, Write};
 use epistle_config::MsgSvrBase;
 use epistle_ipc::store_client::StoreClient;
 
+/// A tool's `main`: runs `run` with the arguments on a small runtime and
+/// turns an error into `TOOL: message` and exit status 1.
+pub fn main_with<F, Fut>(tool: &str, run: F) -> std::process::ExitCode
+where
+    F: FnOnce(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match rt.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{tool}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// A connection to the running store server, or an error telling what to do.
 pub async fn connect(tool: &str) -> anyhow::Result<StoreClient> {
     let socket = MsgSvrBase::locate().run().join("stored.sock");

@@ -20,18 +20,7 @@ use epistle_store::backup::BackupWriter;
 use storetools::Progress;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("imsbackup: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    storetools::main_with("imsbackup", run)
 }
 
 /// yyyymmdd[:hhmmss] in local time → seconds since the epoch.

@@ -22,18 +22,7 @@ use epistle_store::import::{maildir_flags, split_mbox};
 use storetools::Progress;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("imsimport: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    storetools::main_with("imsimport", run)
 }
 
 fn file_time(p: &Path) -> i64 {

@@ -22,18 +22,7 @@ use std::process::ExitCode;
 use epistle_ipc::store::{StoreReply, StoreRequest};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("mboxutil: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    storetools::main_with("mboxutil", run)
 }
 
 /// IMAP LIST wildcards: `*` anything, `%` anything but the separator.
