@@ -3,7 +3,11 @@
 //!
 //! - [`mapping`]: the mappings file and its tables (access control,
 //!   INTERNAL_IP, rewriting helpers).
+//! - [`optionfile`]: the `OPTION=value` files (dispatcher.cnf,
+//!   job_controller.cnf, option.dat, imta_tailor).
 
 pub mod mapping;
+pub mod optionfile;
 
 pub use mapping::{MappingResult, Mappings};
+pub use optionfile::OptionFile;
