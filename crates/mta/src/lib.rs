@@ -5,9 +5,12 @@
 //!   INTERNAL_IP, rewriting helpers).
 //! - [`optionfile`]: the `OPTION=value` files (dispatcher.cnf,
 //!   job_controller.cnf, option.dat, imta_tailor).
+//! - [`queuefile`]: the on-disk message queue file (envelope + message)
+//!   and its retry naming.
 
 pub mod mapping;
 pub mod optionfile;
+pub mod queuefile;
 
 pub use mapping::{MappingResult, Mappings};
 pub use optionfile::OptionFile;

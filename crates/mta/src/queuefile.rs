@@ -1,0 +1,331 @@
+//! Queue files (original.md §11.3): one message waiting in a channel queue
+//! `data/queue/<channel>/`, written durably before SMTP answers 250.
+//!
+//! A file holds envelope records, one a line (`KEY value`), then a line of
+//! two Ctrl-A characters, then the message exactly as received. Names are
+//! `ZZ<random>.00`: the first two letters count delivery attempts in
+//! complemented base 36 (`ZZ` 0, `ZY` 1, `ZA` 25, `Z0` 35, `YZ` 36), and a
+//! held message ends in `.HELD`. A file is written under a temporary name
+//! starting with `$`, fsynced, renamed, and its directory fsynced, so a
+//! file with a final name is always whole. Pure codec plus that one write.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The line that ends the envelope.
+pub const SEPARATOR: &[u8] = b"\x01\x01\n";
+/// Largest envelope accepted when reading (the message itself is not
+/// bounded here).
+pub const MAX_ENVELOPE: usize = 4 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Recipient {
+    pub address: String,
+    /// DSN ORCPT (`rfc822;user@example.com`).
+    pub orcpt: Option<String>,
+    /// DSN NOTIFY (`SUCCESS,FAILURE`, `NEVER`).
+    pub notify: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Envelope {
+    /// The return path; empty for `<>`.
+    pub from: String,
+    pub recipients: Vec<Recipient>,
+    /// DSN ENVID.
+    pub envid: Option<String>,
+    /// DSN RET (`FULL` or `HDRS`).
+    pub ret: Option<String>,
+    /// When the message was enqueued (seconds since the epoch).
+    pub received: i64,
+    pub source_channel: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue file: {0}")]
+    Malformed(String),
+    #[error("queue file I/O: {0}")]
+    Io(String),
+}
+
+fn field_ok(s: &str) -> bool {
+    !s.contains(['\n', '\r', '\t', '\x01'])
+}
+
+impl Envelope {
+    /// The envelope lines and separator.
+    pub fn encode(&self) -> Result<Vec<u8>, QueueError> {
+        let mut fields = vec![self.from.as_str(), self.source_channel.as_str()];
+        for r in &self.recipients {
+            fields.push(&r.address);
+            fields.extend(r.orcpt.as_deref());
+            fields.extend(r.notify.as_deref());
+        }
+        fields.extend(self.envid.as_deref());
+        fields.extend(self.ret.as_deref());
+        if let Some(bad) = fields.iter().find(|f| !field_ok(f)) {
+            return Err(QueueError::Malformed(format!(
+                "{bad:?} holds a line break, tab or Ctrl-A"
+            )));
+        }
+        if self.recipients.is_empty() {
+            return Err(QueueError::Malformed(
+                "a queue file needs a recipient".into(),
+            ));
+        }
+        let mut out = String::new();
+        out.push_str(&format!("F {}\n", self.from));
+        out.push_str(&format!("S {}\n", self.source_channel));
+        out.push_str(&format!("D {}\n", self.received));
+        if let Some(e) = &self.envid {
+            out.push_str(&format!("E {e}\n"));
+        }
+        if let Some(r) = &self.ret {
+            out.push_str(&format!("T {r}\n"));
+        }
+        for r in &self.recipients {
+            out.push_str(&format!(
+                "R {}\t{}\t{}\n",
+                r.address,
+                r.orcpt.as_deref().unwrap_or(""),
+                r.notify.as_deref().unwrap_or("")
+            ));
+        }
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(SEPARATOR);
+        Ok(bytes)
+    }
+
+    /// Reads the envelope at the start of a queue file; returns it and
+    /// where the message begins.
+    pub fn decode(data: &[u8]) -> Result<(Envelope, usize), QueueError> {
+        let window = &data[..data.len().min(MAX_ENVELOPE)];
+        let end = window
+            .windows(SEPARATOR.len())
+            .enumerate()
+            .find(|(i, w)| *w == SEPARATOR && (*i == 0 || window[i - 1] == b'\n'))
+            .map(|(i, _)| i)
+            .ok_or_else(|| QueueError::Malformed("no end of envelope (cut short?)".into()))?;
+        let text = std::str::from_utf8(&data[..end])
+            .map_err(|_| QueueError::Malformed("envelope is not UTF-8".into()))?;
+        let mut env = Envelope::default();
+        let (mut has_from, mut has_date) = (false, false);
+        for (n, line) in text.lines().enumerate() {
+            let bad = |why: &str| QueueError::Malformed(format!("envelope line {}: {why}", n + 1));
+            let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+            match key {
+                "F" => {
+                    env.from = value.to_string();
+                    has_from = true;
+                }
+                "S" => env.source_channel = value.to_string(),
+                "D" => {
+                    env.received = value.parse().map_err(|_| bad("bad date"))?;
+                    has_date = true;
+                }
+                "E" => env.envid = Some(value.to_string()),
+                "T" => env.ret = Some(value.to_string()),
+                "R" => {
+                    let mut parts = value.split('\t');
+                    let address = parts.next().unwrap_or("").to_string();
+                    if address.is_empty() {
+                        return Err(bad("empty recipient"));
+                    }
+                    let opt = |s: Option<&str>| s.filter(|x| !x.is_empty()).map(str::to_string);
+                    env.recipients.push(Recipient {
+                        address,
+                        orcpt: opt(parts.next()),
+                        notify: opt(parts.next()),
+                    });
+                }
+                _ => return Err(bad("unknown record")),
+            }
+        }
+        if !has_from || !has_date || env.recipients.is_empty() {
+            return Err(QueueError::Malformed(
+                "the envelope lacks its return path, date or recipients".into(),
+            ));
+        }
+        Ok((env, end + SEPARATOR.len()))
+    }
+}
+
+const DIGITS: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+/// The two letters that count `attempts` (0..=1295).
+pub fn attempt_prefix(attempts: u32) -> String {
+    let n = attempts.min(36 * 36 - 1) as usize;
+    let (hi, lo) = (n / 36, n % 36);
+    format!("{}{}", DIGITS[35 - hi] as char, DIGITS[35 - lo] as char)
+}
+
+/// Attempts counted by a queue file's name.
+pub fn attempts_of(name: &str) -> Option<u32> {
+    let b = name.as_bytes();
+    let val = |c: u8| {
+        DIGITS
+            .iter()
+            .position(|d| *d == c.to_ascii_uppercase())
+            .map(|p| 35 - p as u32)
+    };
+    Some(val(*b.first()?)? * 36 + val(*b.get(1)?)?)
+}
+
+/// The same file's name after one more attempt.
+pub fn next_attempt_name(name: &str) -> Option<String> {
+    let n = attempts_of(name)?;
+    Some(format!("{}{}", attempt_prefix(n + 1), &name[2..]))
+}
+
+/// Writes a queue file into `dir` durably; returns its path.
+pub fn write(dir: &Path, envelope: &Envelope, message: &[u8]) -> Result<PathBuf, QueueError> {
+    let io = |what: &str, p: &Path, e: std::io::Error| {
+        QueueError::Io(format!("{what} {}: {e}", p.display()))
+    };
+    fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
+    let head = envelope.encode()?;
+    let mut rnd = [0u8; 8];
+    getrandom(&mut rnd);
+    let id: String = rnd.iter().map(|b| format!("{b:02X}")).collect();
+    let tmp = dir.join(format!("${id}.tmp"));
+    let path = dir.join(format!("{}{id}.00", attempt_prefix(0)));
+    let written = (|| -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&head)?;
+        f.write_all(message)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(io("cannot write", &path, e));
+    }
+    Ok(path)
+}
+
+/// Randomness for file names from the kernel.
+fn getrandom(buf: &mut [u8]) {
+    use std::io::Read;
+    let filled = File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .is_ok();
+    if !filled {
+        // A unique enough fallback: time and process.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64
+            ^ u64::from(std::process::id()) << 32;
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (t >> ((i % 8) * 8)) as u8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Envelope {
+        Envelope {
+            from: "joe@example.com".into(),
+            recipients: vec![
+                Recipient {
+                    address: "ann@example.org".into(),
+                    orcpt: Some("rfc822;ann@example.org".into()),
+                    notify: Some("FAILURE".into()),
+                },
+                Recipient {
+                    address: "bob@example.net".into(),
+                    ..Default::default()
+                },
+            ],
+            envid: Some("QQ314159".into()),
+            ret: Some("HDRS".into()),
+            received: 1_796_070_509,
+            source_channel: "tcp_local".into(),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_message_offset() {
+        let mut data = env().encode().unwrap();
+        data.extend_from_slice(b"Subject: x\r\n\r\nbody\r\n");
+        let (back, at) = Envelope::decode(&data).unwrap();
+        assert_eq!(back, env());
+        assert_eq!(&data[at..], b"Subject: x\r\n\r\nbody\r\n");
+        let bounce = Envelope {
+            from: String::new(),
+            ..env()
+        };
+        assert_eq!(
+            Envelope::decode(&bounce.encode().unwrap()).unwrap().0.from,
+            "",
+            "<> is kept"
+        );
+    }
+
+    #[test]
+    fn bad_fields_and_cut_files_are_refused() {
+        let evil = Envelope {
+            from: "a@b\nR injected@x".into(),
+            ..env()
+        };
+        assert!(evil.encode().is_err());
+        assert!(
+            Envelope {
+                recipients: vec![],
+                ..env()
+            }
+            .encode()
+            .is_err()
+        );
+        let data = env().encode().unwrap();
+        assert!(Envelope::decode(&data[..data.len() - 2]).is_err());
+        assert!(Envelope::decode(b"X what\n\x01\x01\n").is_err());
+    }
+
+    #[test]
+    fn attempt_counting() {
+        assert_eq!(attempt_prefix(0), "ZZ");
+        assert_eq!(attempt_prefix(1), "ZY");
+        assert_eq!(attempt_prefix(25), "ZA");
+        assert_eq!(attempt_prefix(35), "Z0");
+        assert_eq!(attempt_prefix(36), "YZ");
+        assert_eq!(attempts_of("YZ0123.00"), Some(36));
+        assert_eq!(next_attempt_name("ZZ0A1B.00").unwrap(), "ZY0A1B.00");
+        for n in [0, 7, 35, 36, 100, 1295] {
+            assert_eq!(attempts_of(&attempt_prefix(n)), Some(n));
+        }
+    }
+
+    #[test]
+    fn written_files_are_whole() {
+        let dir = std::env::temp_dir().join(format!("epistle-queue-test-{}", std::process::id()));
+        let p = write(&dir, &env(), b"message").unwrap();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("ZZ") && name.ends_with(".00"), "{name}");
+        let data = fs::read(&p).unwrap();
+        let (e, at) = Envelope::decode(&data).unwrap();
+        assert_eq!((e, &data[at..]), (env(), &b"message"[..]));
+        assert!(
+            fs::read_dir(&dir).unwrap().all(|f| !f
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('$'))
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = Envelope::decode(&bytes);
+            let _ = attempts_of(&String::from_utf8_lossy(&bytes));
+        }
+    }
+}
