@@ -7,10 +7,12 @@
 //!   job_controller.cnf, option.dat, imta_tailor).
 //! - [`queuefile`]: the on-disk message queue file (envelope + message)
 //!   and its retry naming.
+//! - [`smtp`]: the SMTP/LMTP codec: commands, replies, the DATA reader.
 
 pub mod mapping;
 pub mod optionfile;
 pub mod queuefile;
+pub mod smtp;
 
 pub use mapping::{MappingResult, Mappings};
 pub use optionfile::OptionFile;
