@@ -1,6 +1,7 @@
 //! The MTA's configuration and policy, as pure code the SMTP server, the
 //! job controller and `imsimta test` share.
 //!
+//! - [`imtacnf`]: imta.cnf, its rewrite rules and channel blocks.
 //! - [`mapping`]: the mappings file and its tables (access control,
 //!   INTERNAL_IP, rewriting helpers).
 //! - [`optionfile`]: the `OPTION=value` files (dispatcher.cnf,
@@ -9,6 +10,7 @@
 //!   and its retry naming.
 //! - [`smtp`]: the SMTP/LMTP codec: commands, replies, the DATA reader.
 
+pub mod imtacnf;
 pub mod mapping;
 pub mod optionfile;
 pub mod queuefile;
