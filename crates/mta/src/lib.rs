@@ -8,12 +8,14 @@
 //!   job_controller.cnf, option.dat, imta_tailor).
 //! - [`queuefile`]: the on-disk message queue file (envelope + message)
 //!   and its retry naming.
+//! - [`retry`]: `backoff` and `notices`: when to retry, warn and return.
 //! - [`smtp`]: the SMTP/LMTP codec: commands, replies, the DATA reader.
 
 pub mod imtacnf;
 pub mod mapping;
 pub mod optionfile;
 pub mod queuefile;
+pub mod retry;
 pub mod smtp;
 
 pub use mapping::{MappingResult, Mappings};
