@@ -8,6 +8,7 @@
 //!   job_controller.cnf, option.dat, imta_tailor).
 //! - [`queuefile`]: the on-disk message queue file (envelope + message)
 //!   and its retry naming.
+//! - [`rewrite`]: the rewrite-rule engine: address to channel.
 //! - [`retry`]: `backoff` and `notices`: when to retry, warn and return.
 //! - [`smtp`]: the SMTP/LMTP codec: commands, replies, the DATA reader.
 
@@ -16,6 +17,7 @@ pub mod mapping;
 pub mod optionfile;
 pub mod queuefile;
 pub mod retry;
+pub mod rewrite;
 pub mod smtp;
 
 pub use mapping::{MappingResult, Mappings};
