@@ -117,6 +117,7 @@ fn a_saved_state_configures_a_second_host_identically() {
         "local.conf",
         "aliases",
         "mappings",
+        "imta.cnf",
         "msg.conf.defaults",
     ] {
         assert_eq!(

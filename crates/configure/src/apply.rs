@@ -292,6 +292,10 @@ pub fn apply(
 
     log.step("Instantiating the configuration templates");
     instantiate_templates(base, a)?;
+    if base.config().join("imta.cnf").exists() {
+        log.step("Compiling the MTA configuration (imsimta cnbuild)");
+        compile_mta_config(base)?;
+    }
 
     let cert = files.dir().join("server-cert.pem");
     let key = files.dir().join("server-key.pem");
@@ -573,12 +577,12 @@ fn instantiate_templates(base: &MsgSvrBase, a: &Answers) -> anyhow::Result<()> {
     let Ok(entries) = fs::read_dir(&dir) else {
         return Ok(());
     };
-    let host_ip = host_address(&a.hostname);
+    let host_network = host_network(&a.hostname);
     let vars = [
         ("HOSTNAME", a.hostname.as_str()),
         ("DEFAULT_DOMAIN", a.default_domain.as_str()),
         ("POSTMASTER", a.postmaster.as_str()),
-        ("HOST_IP", host_ip.as_str()),
+        ("HOST_NETWORK", host_network.as_str()),
         ("ORG_DN", a.org_dn.as_str()),
         ("UG_SUFFIX", a.ug_suffix.as_str()),
     ];
@@ -601,16 +605,32 @@ fn instantiate_templates(base: &MsgSvrBase, a: &Answers) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The host's address for the INTERNAL_IP table: what its name resolves
-/// to, else loopback.
-fn host_address(hostname: &str) -> String {
-    use std::net::ToSocketAddrs;
-    (hostname, 0)
+/// What `imsimta cnbuild` does, so the MTA starts with a compiled
+/// configuration.
+fn compile_mta_config(base: &MsgSvrBase) -> anyhow::Result<()> {
+    use epistle_mta::compiled::{COMPILED_NAME, CompiledConfig};
+    let now = chrono::Utc::now().timestamp();
+    let compiled = CompiledConfig::build(&base.config(), now)
+        .context("the MTA configuration templates do not compile")?;
+    compiled.save(&base.config().join(COMPILED_NAME))?;
+    Ok(())
+}
+
+/// The host's network for the INTERNAL_IP table: the /24 of what its
+/// name resolves to; only 127.0.0.1 itself when that is a loopback
+/// address (or nothing resolves), since a loopback /24 would make every
+/// other loopback address internal too.
+fn host_network(hostname: &str) -> String {
+    use std::net::{IpAddr, ToSocketAddrs};
+    let address = (hostname, 0)
         .to_socket_addrs()
         .ok()
         .and_then(|mut it| it.find(|a| a.is_ipv4()))
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "127.0.0.1".into())
+        .map(|a| a.ip());
+    match address {
+        Some(IpAddr::V4(ip)) if !ip.is_loopback() => format!("{ip}/24"),
+        _ => "127.0.0.1/32".into(),
+    }
 }
 
 /// A self-signed certificate for `host` (and localhost), valid ten years.

@@ -640,7 +640,8 @@ X-TEST\n  $D*.$A%  digits=$0$ letter=$1\n  $[a-c]*x  set=$0\n  $_*@*  first=$0\n
 
     #[test]
     fn the_shipped_template_works() {
-        let text = include_str!("../../../config/mappings").replace("@@HOST_IP@@", "192.0.2.10");
+        let text =
+            include_str!("../../../config/mappings").replace("@@HOST_NETWORK@@", "192.0.2.10/24");
         let m = Mappings::parse(&text).unwrap();
         assert!(
             m.lookup("INTERNAL_IP", "192.0.2.200").unwrap().yes(),

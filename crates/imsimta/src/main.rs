@@ -1,0 +1,217 @@
+//! NAME
+//!   imsimta - the MTA administrator's command
+//!
+//! SYNOPSIS
+//!   imsimta cnbuild
+//!   imsimta test -rewrite [-noimage_file] [-source_channel=NAME]
+//!                         [-from] [-header] [ADDRESS ...]
+//!   imsimta test -mapping [-noimage_file] [-table=NAME] [INPUT ...]
+//!   imsimta version
+//!
+//! DESCRIPTION
+//!   cnbuild checks imta.cnf (and its includes), mappings, option.dat,
+//!   job_controller.cnf, dispatcher.cnf and aliases in config/ together
+//!   and writes config/imta.compiled, which the MTA's programs read. An
+//!   error names file and line, and the compiled configuration in force
+//!   is left as it was.
+//!
+//!   test -rewrite shows the channel an address goes to and how it reads
+//!   after the rewrite rules; -from and -header rewrite it as an envelope
+//!   sender or a header address. test -mapping looks inputs up in a
+//!   mapping table. Without -noimage_file both use the compiled
+//!   configuration, as the running MTA does; with it, the text files.
+//!   Without arguments they read one input a line from standard input.
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use epistle_config::MsgSvrBase;
+use epistle_mta::compiled::{COMPILED_NAME, CompiledConfig, MtaConfig};
+use epistle_mta::rewrite::{Context, Rewriter};
+
+const USAGE: &str =
+    "usage: imsimta cnbuild | test -rewrite|-mapping [options] [input ...] | version";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("imsimta: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    let base = MsgSvrBase::locate();
+    match args.first().map(String::as_str) {
+        Some("cnbuild") => cnbuild(&base),
+        Some("test") => test(&base, &args[1..]),
+        Some("version") => {
+            println!("Epistle MTA (imsimta) {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Some(other) => bail!("unknown command {other:?}\n{USAGE}"),
+        None => bail!("{USAGE}"),
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn cnbuild(base: &MsgSvrBase) -> anyhow::Result<()> {
+    let compiled = CompiledConfig::build(&base.config(), now()).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\nNothing was written; the compiled configuration in force is unchanged."
+        )
+    })?;
+    let path = base.config().join(COMPILED_NAME);
+    compiled.save(&path)?;
+    let parsed = compiled.parse()?;
+    println!(
+        "Compiled {} rewrite rules, {} channels and {} mapping tables into {}",
+        parsed.imta.rules.len(),
+        parsed.imta.channels.len(),
+        parsed.mappings.names().count(),
+        path.display()
+    );
+    println!("Run imsimta restart (or start-msg mta) for the running MTA to take it.");
+    Ok(())
+}
+
+/// The configuration a test runs against.
+fn load(base: &MsgSvrBase, image: bool) -> anyhow::Result<MtaConfig> {
+    let compiled = if image {
+        let path = base.config().join(COMPILED_NAME);
+        if !path.exists() {
+            bail!(
+                "{} does not exist; run imsimta cnbuild, or use -noimage_file",
+                path.display()
+            );
+        }
+        CompiledConfig::load(&path)?
+    } else {
+        CompiledConfig::build(&base.config(), now())?
+    };
+    Ok(compiled.parse()?)
+}
+
+/// The inputs: the arguments, else standard input a line at a time.
+fn inputs(given: Vec<String>, prompt: &str) -> anyhow::Result<Vec<String>> {
+    if !given.is_empty() {
+        return Ok(given);
+    }
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprint!("{prompt}");
+    }
+    let mut out = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        let line = line.context("cannot read standard input")?;
+        if !line.trim().is_empty() {
+            out.push(line.trim().to_string());
+        }
+    }
+    Ok(out)
+}
+
+fn test(base: &MsgSvrBase, args: &[String]) -> anyhow::Result<()> {
+    let mut mode = None;
+    let mut image = true;
+    let mut source = "tcp_local".to_string();
+    let mut table = None;
+    let (mut from, mut header) = (false, false);
+    let mut rest = Vec::new();
+    for a in args {
+        match a.split_once('=').unwrap_or((a, "")) {
+            ("-rewrite", _) => mode = Some("rewrite"),
+            ("-mapping", _) => mode = Some("mapping"),
+            ("-noimage_file", _) => image = false,
+            ("-image_file", _) => image = true,
+            ("-source_channel", v) if !v.is_empty() => source = v.to_string(),
+            ("-table", v) if !v.is_empty() => table = Some(v.to_string()),
+            ("-from", _) => from = true,
+            ("-header", _) => header = true,
+            (opt, _) if opt.starts_with('-') => bail!("unknown or incomplete option {a}\n{USAGE}"),
+            _ => rest.push(a.clone()),
+        }
+    }
+    let config = load(base, image)?;
+    match mode {
+        Some("rewrite") => {
+            let rewriter = Rewriter::new(&config.imta, &config.mappings);
+            let ctx = Context {
+                envelope: !header,
+                forward: !from,
+                source_channel: &source,
+            };
+            let mut failed = false;
+            for address in inputs(rest, "Address: ")? {
+                println!("Address: {address}");
+                match rewriter.rewrite(&address, &ctx) {
+                    Ok(r) => {
+                        let channel = config
+                            .imta
+                            .channel(&r.channel)
+                            .expect("the rewriter names channels that exist");
+                        println!("  channel = {}", r.channel);
+                        println!("  channel tag = {}", channel.tag);
+                        if let Some(host) = &channel.official_host {
+                            println!("  channel official host = {host}");
+                        }
+                        let keywords: Vec<String> = channel
+                            .keywords
+                            .iter()
+                            .map(|k| {
+                                std::iter::once(k.name.clone())
+                                    .chain(k.args.iter().cloned())
+                                    .collect::<Vec<_>>()
+                                    .join(" ")
+                            })
+                            .collect();
+                        println!("  channel keywords = {}", keywords.join(" "));
+                        println!("  address = {}", r.address);
+                        println!("  rules applied = {}", r.trace.join(", "));
+                    }
+                    Err(e) => {
+                        failed = true;
+                        println!("  error = {e}");
+                    }
+                }
+            }
+            if failed {
+                bail!("some addresses could not be rewritten");
+            }
+            Ok(())
+        }
+        Some("mapping") => {
+            let table = match table {
+                Some(t) => t,
+                None => bail!(
+                    "say which table with -table=NAME (tables: {})",
+                    config.mappings.names().collect::<Vec<_>>().join(", ")
+                ),
+            };
+            if config.mappings.table(&table).is_none() {
+                bail!("the mappings file has no table {table}");
+            }
+            for input in inputs(rest, "Input string: ")? {
+                println!("Input string: {input}");
+                match config.mappings.lookup(&table, &input) {
+                    Some(r) => {
+                        println!("Output string: {}", r.output);
+                        let flags: String = r.flags.iter().map(|f| format!("${f}")).collect();
+                        println!("Output flags: [{flags}]");
+                    }
+                    None => println!("No match"),
+                }
+            }
+            Ok(())
+        }
+        _ => bail!("test needs -rewrite or -mapping\n{USAGE}"),
+    }
+}
