@@ -142,6 +142,13 @@ impl Install {
         assert_ok(&out, "configure");
     }
 
+    /// A new installation configured with [`Install::state`].
+    pub fn configured() -> Install {
+        let i = Install::new();
+        i.configure();
+        i
+    }
+
     /// Runs an admin command from sbin/.
     pub fn sbin(&self, cmd: &str, args: &[&str]) -> Output {
         Command::new(self.base.join("sbin").join(cmd))

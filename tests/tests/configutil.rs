@@ -3,15 +3,9 @@
 use epistle_tests::{Install, assert_ok, stderr, stdout};
 use std::process::Command;
 
-fn configured() -> Install {
-    let i = Install::new();
-    i.configure();
-    i
-}
-
 #[test]
 fn twenty_concurrent_writers_lose_nothing() {
-    let i = configured();
+    let i = Install::configured();
     let children: Vec<_> = (0..20)
         .map(|n| {
             // Half go to msg.conf, half to local.conf.
@@ -48,7 +42,7 @@ fn twenty_concurrent_writers_lose_nothing() {
 
 #[test]
 fn typed_values_are_validated() {
-    let i = configured();
+    let i = Install::configured();
     let before = std::fs::read_to_string(i.data.join("config/msg.conf")).unwrap();
     for (name, bad) in [
         ("service.imap.port", "70000"),
@@ -79,7 +73,7 @@ fn typed_values_are_validated() {
 
 #[test]
 fn set_show_default_clear_and_mark() {
-    let i = configured();
+    let i = Install::configured();
     assert_ok(
         &i.configutil(&["-o", "service.http.port", "-v", "8080"]),
         "set",
@@ -117,7 +111,7 @@ fn set_show_default_clear_and_mark() {
 
 #[test]
 fn prefix_lists_only_that_prefix() {
-    let i = configured();
+    let i = Install::configured();
     assert_ok(
         &i.configutil(&["-o", "logfile.imap.loglevel", "-v", "Debug"]),
         "set",
@@ -137,7 +131,7 @@ fn prefix_lists_only_that_prefix() {
 
 #[test]
 fn import_is_all_or_nothing() {
-    let i = configured();
+    let i = Install::configured();
     let good = i.dir.path().join("good");
     std::fs::write(
         &good,

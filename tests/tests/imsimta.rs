@@ -2,15 +2,9 @@
 
 use epistle_tests::{Install, assert_ok, stderr, stdout};
 
-fn configured() -> Install {
-    let i = Install::new();
-    i.configure();
-    i
-}
-
 #[test]
 fn configure_compiles_and_test_rewrite_routes_the_factory_rules() {
-    let i = configured();
+    let i = Install::configured();
     assert!(
         i.base.join("config/imta.compiled").exists(),
         "configure compiles the MTA configuration"
@@ -58,7 +52,7 @@ fn configure_compiles_and_test_rewrite_routes_the_factory_rules() {
 
 #[test]
 fn a_broken_edit_is_named_and_the_compiled_configuration_stays() {
-    let i = configured();
+    let i = Install::configured();
     let cnf = i.base.join("config/imta.cnf");
     let good = std::fs::read_to_string(&cnf).unwrap();
     // Route a new domain locally, without compiling yet.
@@ -111,7 +105,7 @@ fn a_broken_edit_is_named_and_the_compiled_configuration_stays() {
 
 #[test]
 fn test_mapping_probes_internal_ip() {
-    let i = configured();
+    let i = Install::configured();
     let out = i.sbin(
         "imsimta",
         &[
