@@ -74,10 +74,11 @@ fn cnbuild(base: &MsgSvrBase) -> anyhow::Result<()> {
     compiled.save(&path)?;
     let parsed = compiled.parse()?;
     println!(
-        "Compiled {} rewrite rules, {} channels and {} mapping tables into {}",
+        "Compiled {} rewrite rules, {} channels, {} mapping tables and {} aliases into {}",
         parsed.imta.rules.len(),
         parsed.imta.channels.len(),
         parsed.mappings.names().count(),
+        parsed.aliases.len(),
         path.display()
     );
     println!("Run imsimta restart (or start-msg mta) for the running MTA to take it.");

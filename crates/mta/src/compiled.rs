@@ -10,6 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::aliases::Aliases;
 use crate::imtacnf::ImtaConfig;
 use crate::mapping::Mappings;
 use crate::optionfile::OptionFile;
@@ -63,6 +64,7 @@ pub struct MtaConfig {
     pub options: OptionFile,
     pub job_controller: OptionFile,
     pub dispatcher: OptionFile,
+    pub aliases: Aliases,
 }
 
 fn option_file(files: &BTreeMap<String, String>, name: &str) -> Result<OptionFile, BuildError> {
@@ -93,17 +95,21 @@ impl CompiledConfig {
                 }
             }
         }
-        // Includes of imta.cnf are read relative to config/ and kept.
+        // Includes of imta.cnf and aliases are read relative to config/
+        // and kept.
         let mut included = BTreeMap::new();
-        let imta = files.get("imta.cnf").cloned().unwrap_or_default();
-        ImtaConfig::parse("imta.cnf", &imta, &mut |name| {
+        let mut read = |name: &str| {
             let path = config_dir.join(name);
             let text =
                 std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             included.insert(name.to_string(), text.clone());
             Ok(text)
-        })
-        .map_err(|e| BuildError::Syntax(e.to_string()))?;
+        };
+        let text = |name: &str| files.get(name).map_or("", String::as_str);
+        ImtaConfig::parse("imta.cnf", text("imta.cnf"), &mut read)
+            .map_err(|e| BuildError::Syntax(e.to_string()))?;
+        Aliases::parse("aliases", text("aliases"), &mut read)
+            .map_err(|e| BuildError::Syntax(e.to_string()))?;
         for (name, text) in included {
             files.entry(format!("<{name}")).or_insert(text);
         }
@@ -119,17 +125,17 @@ impl CompiledConfig {
     /// Parses the files held (checked at build time, so only a damaged
     /// file fails here).
     pub fn parse(&self) -> Result<MtaConfig, BuildError> {
-        let imta = ImtaConfig::parse(
-            "imta.cnf",
-            self.files.get("imta.cnf").map_or("", String::as_str),
-            &mut |name| {
-                self.files
-                    .get(&format!("<{name}"))
-                    .cloned()
-                    .ok_or_else(|| "not in the compiled configuration".to_string())
-            },
-        )
-        .map_err(|e| BuildError::Syntax(e.to_string()))?;
+        let text = |name: &str| self.files.get(name).map_or("", String::as_str);
+        let mut read = |name: &str| {
+            self.files
+                .get(&format!("<{name}"))
+                .cloned()
+                .ok_or_else(|| "not in the compiled configuration".to_string())
+        };
+        let imta = ImtaConfig::parse("imta.cnf", text("imta.cnf"), &mut read)
+            .map_err(|e| BuildError::Syntax(e.to_string()))?;
+        let aliases = Aliases::parse("aliases", text("aliases"), &mut read)
+            .map_err(|e| BuildError::Syntax(e.to_string()))?;
         let mappings = Mappings::parse(self.files.get("mappings").map_or("", String::as_str))
             .map_err(|e| BuildError::Syntax(format!("mappings: {e}")))?;
         Ok(MtaConfig {
@@ -138,6 +144,7 @@ impl CompiledConfig {
             options: option_file(&self.files, "option.dat")?,
             job_controller: option_file(&self.files, "job_controller.cnf")?,
             dispatcher: option_file(&self.files, "dispatcher.cnf")?,
+            aliases,
         })
     }
 
@@ -202,6 +209,14 @@ mod tests {
         let e = CompiledConfig::build(&dir, 2).unwrap_err();
         assert_eq!(e.to_string(), "imta.cnf:3: unknown channel keyword frob");
         assert_eq!(CompiledConfig::load(&path).unwrap().built, 1);
+
+        std::fs::write(dir.join("imta.cnf"), "a b\n\nl\nlocalhost\n").unwrap();
+        std::fs::write(dir.join("aliases"), "postmaster: a@b.c\nbroken line\n").unwrap();
+        let e = CompiledConfig::build(&dir, 3).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "aliases:2: an alias line is \"alias: address ...\""
+        );
 
         std::fs::remove_file(dir.join("mappings")).unwrap();
         assert!(matches!(

@@ -1,6 +1,7 @@
 //! The MTA's configuration and policy, as pure code the SMTP server, the
 //! job controller and `imsimta test` share.
 //!
+//! - [`aliases`]: the aliases file.
 //! - [`compiled`]: the compiled configuration `imsimta cnbuild` writes.
 //! - [`imtacnf`]: imta.cnf, its rewrite rules and channel blocks.
 //! - [`mapping`]: the mappings file and its tables (access control,
@@ -13,6 +14,7 @@
 //! - [`retry`]: `backoff` and `notices`: when to retry, warn and return.
 //! - [`smtp`]: the SMTP/LMTP codec: commands, replies, the DATA reader.
 
+pub mod aliases;
 pub mod compiled;
 pub mod imtacnf;
 pub mod mapping;
