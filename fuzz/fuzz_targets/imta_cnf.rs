@@ -1,6 +1,7 @@
 #![no_main]
-//! imta.cnf: parsing never panics, includes included from themselves stop
+//! imta.cnf and aliases: parsing never panics, includes included from themselves stop
 //! at the depth limit, and every channel parsed has a name and a tag.
+use epistle_mta::aliases::Aliases;
 use epistle_mta::imtacnf::ImtaConfig;
 use libfuzzer_sys::fuzz_target;
 
@@ -11,5 +12,8 @@ fuzz_target!(|data: &[u8]| {
         for ch in &c.channels {
             assert!(!ch.name.is_empty() && !ch.tag.is_empty());
         }
+    }
+    if let Ok(a) = Aliases::parse("aliases", text, &mut |_| Ok(own.clone())) {
+        let _ = a.expand("postmaster@example.com", &["example.com"]);
     }
 });

@@ -12,6 +12,8 @@ use crate::imtacnf::{ImtaError, Origin};
 pub const MAX_LINE: usize = 1024;
 /// Deepest include nesting and alias-to-alias expansion.
 pub const MAX_DEPTH: usize = 8;
+/// Most files included in all.
+pub const MAX_INCLUDES: usize = 256;
 /// Most addresses one expansion yields.
 pub const MAX_EXPANSION: usize = 10_000;
 
@@ -35,7 +37,7 @@ impl Aliases {
         read: &mut dyn FnMut(&str) -> Result<String, String>,
     ) -> Result<Aliases, ImtaError> {
         let mut aliases = Aliases::default();
-        aliases.add(file, text, read, 0)?;
+        aliases.add(file, text, read, 0, &mut 0)?;
         Ok(aliases)
     }
 
@@ -45,6 +47,7 @@ impl Aliases {
         text: &str,
         read: &mut dyn FnMut(&str) -> Result<String, String>,
         depth: usize,
+        includes: &mut usize,
     ) -> Result<(), ImtaError> {
         let mut logical = String::new();
         let mut start = 0;
@@ -72,10 +75,17 @@ impl Aliases {
                             format!("includes nested deeper than {MAX_DEPTH}"),
                         ));
                     }
+                    *includes += 1;
+                    if *includes > MAX_INCLUDES {
+                        return Err(err(
+                            origin,
+                            format!("more than {MAX_INCLUDES} files included"),
+                        ));
+                    }
                     let included = read(name).map_err(|why| {
                         err(origin.clone(), format!("cannot include {name}: {why}"))
                     })?;
-                    self.add(name, &included, read, depth + 1)?;
+                    self.add(name, &included, read, depth + 1, includes)?;
                     continue;
                 }
             }
@@ -209,6 +219,8 @@ mod tests {
     fn parse(text: &str) -> Result<Aliases, ImtaError> {
         Aliases::parse("aliases", text, &mut |name| match name {
             "more" => Ok("webmaster: joe@example.com\n".into()),
+            "wide" => Ok("<leaf\n".repeat(MAX_INCLUDES + 1)),
+            "leaf" => Ok(String::new()),
             _ => Err("no such file".into()),
         })
     }
