@@ -287,6 +287,8 @@ mod tests {
                 .contains("cannot include gone")
         );
         assert!(parse(&format!("a: {}\n", "b".repeat(MAX_LINE))).is_err());
+        let e = parse("<wide\n").unwrap_err();
+        assert!(e.message.contains("files included"), "{e}");
     }
 
     #[test]
