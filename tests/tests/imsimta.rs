@@ -128,6 +128,21 @@ fn test_mapping_probes_internal_ip() {
     );
     let out = i.sbin("imsimta", &["test", "-mapping", "-table=NO_SUCH", "x"]);
     assert!(!out.status.success() && stderr(&out).contains("no table NO_SUCH"));
+    let out = i.sbin(
+        "imsimta",
+        &[
+            "test",
+            "-match",
+            "*@*.example.com",
+            "joe@mail.example.com",
+            "joe@example.org",
+        ],
+    );
+    assert_ok(&out, "imsimta test -match");
+    assert_eq!(
+        stdout(&out),
+        "Input string: joe@mail.example.com\nMatch\n  $0 = joe\n  $1 = mail\nInput string: joe@example.org\nNo match\n"
+    );
     let out = i.sbin("imsimta", &["frobnicate"]);
     assert!(!out.status.success() && stderr(&out).contains("usage"));
 }

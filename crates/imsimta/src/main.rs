@@ -6,6 +6,7 @@
 //!   imsimta test -rewrite [-noimage_file] [-source_channel=NAME]
 //!                         [-from] [-header] [ADDRESS ...]
 //!   imsimta test -mapping [-noimage_file] [-table=NAME] [INPUT ...]
+//!   imsimta test -match PATTERN [INPUT ...]
 //!   imsimta version
 //!
 //! DESCRIPTION
@@ -18,7 +19,8 @@
 //!   test -rewrite shows the channel an address goes to and how it reads
 //!   after the rewrite rules; -from and -header rewrite it as an envelope
 //!   sender or a header address. test -mapping looks inputs up in a
-//!   mapping table. Without -noimage_file both use the compiled
+//!   mapping table; test -match tries one mapping pattern on strings and
+//!   shows what its wildcards captured. Without -noimage_file both use the compiled
 //!   configuration, as the running MTA does; with it, the text files.
 //!   Without arguments they read one input a line from standard input.
 
@@ -131,6 +133,7 @@ fn test(base: &MsgSvrBase, args: &[String]) -> anyhow::Result<()> {
         match a.split_once('=').unwrap_or((a, "")) {
             ("-rewrite", _) => mode = Some("rewrite"),
             ("-mapping", _) => mode = Some("mapping"),
+            ("-match", _) => mode = Some("match"),
             ("-noimage_file", _) => image = false,
             ("-image_file", _) => image = true,
             ("-source_channel", v) if !v.is_empty() => source = v.to_string(),
@@ -140,6 +143,9 @@ fn test(base: &MsgSvrBase, args: &[String]) -> anyhow::Result<()> {
             (opt, _) if opt.starts_with('-') => bail!("unknown or incomplete option {a}\n{USAGE}"),
             _ => rest.push(a.clone()),
         }
+    }
+    if mode == Some("match") {
+        return test_match(rest);
     }
     let config = load(base, image)?;
     match mode {
@@ -213,6 +219,28 @@ fn test(base: &MsgSvrBase, args: &[String]) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        _ => bail!("test needs -rewrite or -mapping\n{USAGE}"),
+        _ => bail!("test needs -rewrite, -mapping or -match\n{USAGE}"),
     }
+}
+
+/// `test -match PATTERN [INPUT ...]`: one mapping pattern against strings.
+fn test_match(mut args: Vec<String>) -> anyhow::Result<()> {
+    if args.is_empty() {
+        bail!("test -match needs a pattern\n{USAGE}");
+    }
+    let pattern = args.remove(0);
+    for input in inputs(args, "Input string: ")? {
+        println!("Input string: {input}");
+        match epistle_mta::mapping::match_pattern(&pattern, &input) {
+            Err(e) => bail!("bad pattern {pattern:?}: {e}"),
+            Ok(None) => println!("No match"),
+            Ok(Some(captures)) => {
+                println!("Match");
+                for (n, c) in captures.iter().enumerate() {
+                    println!("  ${n} = {c}");
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -493,6 +493,13 @@ fn eq_ci(a: char, b: char) -> bool {
     a == b || a.to_lowercase().eq(b.to_lowercase())
 }
 
+/// Matches one mapping pattern against a string, as `imsimta test
+/// -match` shows it: the wildcards' captures ($0, $1, …) when it matches.
+/// A bad pattern is an error.
+pub fn match_pattern(pattern: &str, input: &str) -> Result<Option<Vec<String>>, String> {
+    Ok(matches(&compile(pattern)?, input))
+}
+
 /// Matches the whole input; the captured wildcards when it does.
 fn matches(tokens: &[Token], input: &str) -> Option<Vec<String>> {
     let chars: Vec<char> = input.chars().collect();
@@ -649,6 +656,20 @@ X-TEST\n  $D*.$A%  digits=$0$ letter=$1\n  $[a-c]*x  set=$0\n  $_*@*  first=$0\n
         );
         assert!(m.lookup("INTERNAL_IP", "::1").unwrap().yes());
         assert!(m.lookup("INTERNAL_IP", "198.51.100.7").unwrap().no());
+    }
+
+    #[test]
+    fn single_patterns_match_with_captures() {
+        assert_eq!(
+            match_pattern("*@*.example.com", "joe@mail.example.com"),
+            Ok(Some(vec!["joe".into(), "mail".into()]))
+        );
+        assert_eq!(
+            match_pattern("$(10.0.0.0/8)", "10.1.2.3").map(|m| m.is_some()),
+            Ok(true)
+        );
+        assert_eq!(match_pattern("a*", "b"), Ok(None));
+        assert!(match_pattern("$(10.0.0.0/99)", "10.1.2.3").is_err());
     }
 
     #[test]
