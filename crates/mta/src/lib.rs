@@ -8,6 +8,8 @@
 //!   INTERNAL_IP, rewriting helpers).
 //! - [`optionfile`]: the `OPTION=value` files (dispatcher.cnf,
 //!   job_controller.cnf, option.dat, imta_tailor).
+//! - [`queue`]: the channel queue directories (enqueue, list, hold,
+//!   release).
 //! - [`queuefile`]: the on-disk message queue file (envelope + message)
 //!   and its retry naming.
 //! - [`rewrite`]: the rewrite-rule engine: address to channel.
@@ -19,6 +21,7 @@ pub mod compiled;
 pub mod imtacnf;
 pub mod mapping;
 pub mod optionfile;
+pub mod queue;
 pub mod queuefile;
 pub mod retry;
 pub mod rewrite;
