@@ -1756,6 +1756,17 @@ mod tests {
         (dir, s)
     }
 
+    /// Appends `body` as a new message without flags, date or quota.
+    fn append_plain(
+        s: &Store,
+        mailbox: &str,
+        user: &str,
+        body: &str,
+    ) -> (MessageInfo, MailboxInfo, Option<QuotaWarning>) {
+        s.append(mailbox, &stage(s, user, body), &[], 0, &Quota::UNLIMITED)
+            .unwrap()
+    }
+
     fn stage(s: &Store, user: &str, body: &str) -> String {
         let part = s.user_partition(user).unwrap();
         let name = format!(
@@ -1855,15 +1866,7 @@ mod tests {
         assert_eq!(idx.iter().map(|m| m.uid).collect::<Vec<_>>(), [2]);
         assert_eq!(s.quota_usage("joe").unwrap(), (3, 1));
         // UIDs are never reused.
-        let (m3, _, _) = s
-            .append(
-                "user/joe/INBOX",
-                &stage(&s, "joe", "three"),
-                &[],
-                0,
-                &Quota::UNLIMITED,
-            )
-            .unwrap();
+        let (m3, _, _) = append_plain(&s, "user/joe/INBOX", "joe", "three");
         assert_eq!(m3.uid, 3);
         assert!(matches!(
             normalize_flags(&flags(&["\\Bogus"])),
@@ -1878,14 +1881,7 @@ mod tests {
         s.create_mailbox("user/joe/Lists", None).unwrap();
         s.create_mailbox("user/joe/Lists/rust", None).unwrap();
         for body in ["a", "bb", "ccc"] {
-            s.append(
-                "user/joe/INBOX",
-                &stage(&s, "joe", body),
-                &[],
-                0,
-                &Quota::UNLIMITED,
-            )
-            .unwrap();
+            append_plain(&s, "user/joe/INBOX", "joe", body);
         }
         let pairs = s
             .copy(
@@ -1961,14 +1957,7 @@ mod tests {
         s.create_mailbox("user/ann/INBOX", Some("second")).unwrap();
         s.create_mailbox("user/ann/Sent", Some("primary")).unwrap();
         assert_eq!(s.user_partition("ann").unwrap(), "second");
-        s.append(
-            "user/ann/Sent",
-            &stage(&s, "ann", "x"),
-            &[],
-            0,
-            &Quota::UNLIMITED,
-        )
-        .unwrap();
+        append_plain(&s, "user/ann/Sent", "ann", "x");
         assert!(
             s.message_path("user/ann/Sent", 1)
                 .unwrap()
@@ -2118,14 +2107,7 @@ mod tests {
             &Quota::UNLIMITED,
         )
         .unwrap();
-        s.append(
-            "user/joe/Archive",
-            &stage(&s, "joe", "three"),
-            &[],
-            0,
-            &Quota::UNLIMITED,
-        )
-        .unwrap();
+        append_plain(&s, "user/joe/Archive", "joe", "three");
         let validity = s
             .mailbox("user/joe/INBOX")
             .unwrap()
@@ -2167,15 +2149,7 @@ mod tests {
         );
         assert_eq!(s.quota_usage("joe").unwrap(), (12, 3));
         // New mail goes on after the highest UID found.
-        let (m, _, _) = s
-            .append(
-                "user/joe/INBOX",
-                &stage(&s, "joe", "four"),
-                &[],
-                0,
-                &Quota::UNLIMITED,
-            )
-            .unwrap();
+        let (m, _, _) = append_plain(&s, "user/joe/INBOX", "joe", "four");
         assert_eq!(m.uid, 3);
         // A lost file is dropped from the index; a second run finds nothing to do.
         std::fs::remove_file(s.message_path("user/joe/INBOX", 1).unwrap()).unwrap();
@@ -2261,14 +2235,7 @@ mod tests {
             s.messages("user/joe/Sent").unwrap()[0].record.flags,
             ["\\Seen"]
         );
-        s.append(
-            "user/joe/INBOX",
-            &stage(&s, "joe", "after"),
-            &[],
-            0,
-            &Quota::UNLIMITED,
-        )
-        .unwrap();
+        append_plain(&s, "user/joe/INBOX", "joe", "after");
         assert!(s.move_user("joe", "second").is_err());
         assert!(s.move_user("joe", "nowhere").is_err());
     }
@@ -2278,14 +2245,7 @@ mod tests {
         let (_d, s) = store();
         s.create_mailbox("user/joe/Shared", None).unwrap();
         for b in ["a", "b", "c"] {
-            s.append(
-                "user/joe/Shared",
-                &stage(&s, "joe", b),
-                &[],
-                0,
-                &Quota::UNLIMITED,
-            )
-            .unwrap();
+            append_plain(&s, "user/joe/Shared", "joe", b);
         }
         s.store_flags_for(
             "user/joe/Shared",
