@@ -7,7 +7,8 @@
 # standard ports, running as the system user mailsrv:mail (created when
 # missing). As another user: installs into ~/epistle with
 # data in ~/epistle-data, runs as that user, and uses unprivileged ports
-# (IMAP 1143, POP 1110, HTTP 8080, IMAPS 1993, POP3S 1995, HTTPS 8443).
+# (SMTP 2525, submission 1587, SMTPS 1465, IMAP 1143, POP 1110, HTTP 8080,
+# IMAPS 1993, POP3S 1995, HTTPS 8443).
 # The directory is the embedded one: no LDAP server is needed; a test
 # account test@DOMAIN is created and its password printed. Run again,
 # it upgrades the programs, keeps the configuration and restarts.
@@ -75,6 +76,12 @@ param.service.http.sslport = 8443
 STATE
   fi
   "$prefix/sbin/configure" -nodisplay -noconsole -state "$state"
+  if [ "$(id -u)" != 0 ]; then
+    # SMTP 2525, submission 1587, SMTPS 1465: ports below 1024 need root.
+    sed -i -e 's/^PORT=25$/PORT=2525/' -e 's/^PORT=587$/PORT=1587/' \
+      -e 's/^TLS_PORT=465$/TLS_PORT=1465/' "$prefix/config/dispatcher.cnf"
+    "$prefix/sbin/imsimta" cnbuild >/dev/null
+  fi
   echo "Administrator: admin, password $password (also in $prefix/install/configure_*/saveState)"
   test_password=$(head -c 12 /dev/urandom | base64 | tr -d '/+=')
   "$prefix/sbin/commadmin" user create -D admin -w "$password" -l test -W "$test_password" -F Test -L User >/dev/null

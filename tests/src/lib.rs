@@ -49,6 +49,10 @@ pub struct Ports {
     pub imap: u16,
     pub pop: u16,
     pub watcher: u16,
+    /// dispatcher.cnf's SMTP (25), submission (587) and SMTPS (465).
+    pub smtp: u16,
+    pub submission: u16,
+    pub smtps: u16,
 }
 
 /// One installation under a temporary directory: `base` is msg_svr_base,
@@ -85,6 +89,9 @@ impl Install {
             imap: free_port(),
             pop: free_port(),
             watcher: free_port(),
+            smtp: free_port(),
+            submission: free_port(),
+            smtps: free_port(),
         };
         Install {
             dir,
@@ -133,7 +140,12 @@ impl Install {
         std::fs::write(&path, state).unwrap();
         let mut args = vec!["-nodisplay", "-noconsole", "-state", path.to_str().unwrap()];
         args.extend_from_slice(extra);
-        self.sbin("configure", &args)
+        let out = self.sbin("configure", &args);
+        // Tests run side by side: no installation may take port 25.
+        if out.status.success() && self.base.join("config/dispatcher.cnf").exists() {
+            self.use_test_smtp_ports();
+        }
+        out
     }
 
     /// Configures with [`Install::state`], failing the test on an error.
@@ -142,11 +154,123 @@ impl Install {
         assert_ok(&out, "configure");
     }
 
-    /// A new installation configured with [`Install::state`].
+    /// A new installation configured with [`Install::state`], its
+    /// dispatcher on this test's loopback ports.
     pub fn configured() -> Install {
         let i = Install::new();
         i.configure();
         i
+    }
+
+    /// Points dispatcher.cnf at this test's loopback ports and compiles
+    /// it, as an administrator would.
+    pub fn use_test_smtp_ports(&self) {
+        let i = self;
+        i.edit_config("dispatcher.cnf", |t| {
+            t.replace(
+                "PORT=25\n",
+                &format!("PORT={}\nINTERFACE_ADDRESS=127.0.0.1\n", i.ports.smtp),
+            )
+            .replace(
+                "PORT=587\n",
+                &format!("PORT={}\nINTERFACE_ADDRESS=127.0.0.1\n", i.ports.submission),
+            )
+            .replace("TLS_PORT=465\n", &format!("TLS_PORT={}\n", i.ports.smtps))
+        });
+        i.cnbuild();
+    }
+
+    /// Rewrites a file of config/.
+    pub fn edit_config(&self, name: &str, edit: impl FnOnce(&str) -> String) {
+        let path = self.base.join("config").join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(&path, edit(&text)).unwrap();
+    }
+
+    /// `imsimta cnbuild`, failing the test on an error.
+    pub fn cnbuild(&self) {
+        assert_ok(&self.sbin("imsimta", &["cnbuild"]), "imsimta cnbuild");
+    }
+
+    /// `start-msg` of every enabled service, failing the test on an error.
+    pub fn start(&self) {
+        assert_ok(&self.sbin("start-msg", &[]), "start-msg");
+    }
+
+    /// Creates a user in the default domain with `commadmin`.
+    pub fn add_user(&self, uid: &str, password: &str, extra: &[&str]) {
+        let mut args = vec![
+            "user",
+            "create",
+            "-D",
+            "admin",
+            "-w",
+            "test password",
+            "-l",
+            uid,
+            "-W",
+            password,
+            "-F",
+            uid,
+            "-L",
+            "Test",
+        ];
+        args.extend_from_slice(extra);
+        assert_ok(&self.sbin("commadmin", &args), "commadmin user create");
+    }
+
+    /// Every message in a mailbox (`user/joe/INBOX`), oldest first,
+    /// read through stored.
+    pub fn messages(&self, mailbox: &str) -> Vec<Vec<u8>> {
+        let socket = self.base.join("data/run/stored.sock");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let Ok((c, _)) = epistle_ipc::store_client::StoreClient::connect(&socket).await else {
+                return Vec::new();
+            };
+            let Ok(list) = c.messages(mailbox).await else {
+                return Vec::new();
+            };
+            let mut out = Vec::new();
+            for m in list {
+                if let Ok(p) = c.message_path(mailbox, m.uid).await {
+                    out.push(std::fs::read(p).unwrap_or_default());
+                }
+            }
+            out
+        })
+    }
+
+    /// Waits until a mailbox holds `n` messages; returns them.
+    pub fn wait_messages(&self, mailbox: &str, n: usize) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        wait_for(Duration::from_secs(20), || {
+            got = self.messages(mailbox);
+            got.len() >= n
+        });
+        assert!(
+            got.len() >= n,
+            "{mailbox} holds {} messages, not {n}; mail.log_current:\n{}",
+            got.len(),
+            std::fs::read_to_string(self.base.join("log/mail.log_current")).unwrap_or_default()
+        );
+        got
+    }
+
+    /// Runs a Python 3 script with arguments; the test fails when the
+    /// script does (a failed assertion prints its traceback).
+    pub fn python(&self, script: &str, args: &[&str]) -> String {
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_ok(&out, "python script");
+        stdout(&out)
     }
 
     /// Runs an admin command from sbin/.

@@ -16,7 +16,7 @@ fn configure_compiles_and_test_rewrite_routes_the_factory_rules() {
             "-rewrite",
             "Joe@Example.com",
             "bob@elsewhere.org",
-            "x@[192.0.2.7]",
+            "x@[127.0.0.1]",
         ],
     );
     assert_ok(&out, "imsimta test -rewrite");

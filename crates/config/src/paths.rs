@@ -101,6 +101,22 @@ impl MsgSvrBase {
             dir => self.resolve(dir),
         }
     }
+    /// The MTA's channel queues, `data/queue/<channel>/`.
+    pub fn queue(&self) -> PathBuf {
+        self.root.join("data/queue")
+    }
+    /// The store server's socket.
+    pub fn store_socket(&self) -> PathBuf {
+        self.run().join("stored.sock")
+    }
+    /// The job controller's socket (enqueue notices, channel programs, qm).
+    pub fn job_controller_socket(&self) -> PathBuf {
+        self.run().join("job_controller.sock")
+    }
+    /// The MTA's message log, `log/mail.log_current`.
+    pub fn mail_log(&self) -> PathBuf {
+        self.log().join("mail.log_current")
+    }
     pub fn watcher_socket(&self) -> PathBuf {
         self.run().join("watcher.sock")
     }

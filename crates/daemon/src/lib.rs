@@ -17,6 +17,7 @@ pub mod logfile;
 pub mod logging;
 pub mod privileges;
 pub mod signals;
+pub mod tls;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -39,7 +40,8 @@ pub struct Daemon {
     pub config: Config,
     pub log: LogHandle,
     listeners: Vec<Listener>,
-    pid_file: PidFile,
+    /// `None` for worker processes another daemon starts.
+    pid_file: Option<PidFile>,
     /// The connection to the watcher, opened at init while the daemon may
     /// still be root, so that reporting works after privileges are dropped.
     watcher: Option<UnixStream>,
@@ -49,6 +51,29 @@ impl Daemon {
     /// Loads the configuration, opens the service log and writes the pid
     /// file. Errors here go to stderr, since there is no log yet.
     pub fn init(service: &str, program: &str) -> anyhow::Result<Daemon> {
+        let mut d = Daemon::init_worker(service, program)?;
+        d.pid_file = Some(PidFile::create(d.base.pid_file(service)).with_context(|| {
+            format!("cannot write the pid file under {}", d.base.run().display())
+        })?);
+        d.watcher = match std::env::var_os(SERVICE_ENV) {
+            None => None, // started by hand, not by the watcher
+            Some(_) => {
+                let path = d.base.watcher_socket();
+                let s = UnixStream::connect(&path)
+                    .with_context(|| format!("cannot reach the watcher at {}", path.display()))?;
+                s.set_write_timeout(Some(Duration::from_secs(5)))?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                Some(s)
+            }
+        };
+        Ok(d)
+    }
+
+    /// What [`Daemon::init`] does for a worker process another daemon
+    /// starts and watches (the dispatcher's SMTP servers, the job
+    /// controller's channel programs): configuration and log, but no pid
+    /// file and no watcher link.
+    pub fn init_worker(service: &str, program: &str) -> anyhow::Result<Daemon> {
         let base = MsgSvrBase::locate();
         let config = base.config_files().load().map_err(|errs| {
             let lines: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();
@@ -66,19 +91,6 @@ impl Daemon {
         for name in config.unknown() {
             tracing::warn!("unknown parameter {name} in the site configuration is ignored");
         }
-        let pid_file = PidFile::create(base.pid_file(service))
-            .with_context(|| format!("cannot write the pid file under {}", base.run().display()))?;
-        let watcher = match std::env::var_os(SERVICE_ENV) {
-            None => None, // started by hand, not by the watcher
-            Some(_) => {
-                let path = base.watcher_socket();
-                let s = UnixStream::connect(&path)
-                    .with_context(|| format!("cannot reach the watcher at {}", path.display()))?;
-                s.set_write_timeout(Some(Duration::from_secs(5)))?;
-                s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                Some(s)
-            }
-        };
         Ok(Daemon {
             service: service.to_string(),
             program: program.to_string(),
@@ -86,8 +98,8 @@ impl Daemon {
             config,
             log,
             listeners: Vec::new(),
-            pid_file,
-            watcher,
+            pid_file: None,
+            watcher: None,
         })
     }
 
@@ -116,19 +128,33 @@ impl Daemon {
             .parse()
             .or_else(|_| format!("[{host}]:{port}").parse())
             .with_context(|| format!("service.listenaddr {host:?} is not an IP address"))?;
+        let fix = format!("choose another with configutil -o {port_param} -v PORT");
+        self.bind_addr(addr, protocol, port_param, &fix).map(Some)
+    }
+
+    /// Binds `addr`; `origin` names where the port was chosen (a parameter,
+    /// or a file and section) and `fix` how to choose another, for the
+    /// error.
+    pub fn bind_addr(
+        &mut self,
+        addr: SocketAddr,
+        protocol: &str,
+        origin: &str,
+        fix: &str,
+    ) -> anyhow::Result<TcpListener> {
+        let port = addr.port();
         let listener = TcpListener::bind(addr).map_err(|e| {
             anyhow::anyhow!(
-                "cannot listen on port {port} ({port_param}) at {addr}: {e}; \
-                 free the port or choose another with configutil -o {port_param} -v PORT"
+                "cannot listen on port {port} ({origin}) at {addr}: {e}; free the port or {fix}"
             )
         })?;
         listener.set_nonblocking(true)?;
         self.listeners.push(Listener {
             addr: listener.local_addr()?.to_string(),
             protocol: protocol.to_string(),
-            param: port_param.to_string(),
+            param: origin.to_string(),
         });
-        Ok(Some(listener))
+        Ok(listener)
     }
 
     /// Becomes `local.serveruid`/`local.servergid` when running as root.
@@ -137,7 +163,7 @@ impl Daemon {
             self.base.service_log_dir(&self.config, &self.service),
             self.log.path(),
         ];
-        owned.push(self.pid_file.path.clone());
+        owned.extend(self.pid_file.as_ref().map(|p| p.path.clone()));
         privileges::drop_to(
             self.config.get("local.serveruid"),
             self.config.get("local.servergid"),
@@ -207,6 +233,21 @@ impl Daemon {
             epistle_ipc::frame::read_blocking(&mut s).context("the watcher did not acknowledge")?;
         Ok(())
     }
+}
+
+/// Binds a daemon's Unix socket (mode 0600: the mail system's user and
+/// root only), refusing when another live process already answers there;
+/// a stale socket file left by a killed process is replaced.
+pub fn bind_unix(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if UnixStream::connect(path).is_ok() {
+        anyhow::bail!("another process already answers on {}", path.display());
+    }
+    let _ = std::fs::remove_file(path);
+    let l = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot bind {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
 }
 
 /// `data/run/<service>.pid`, removed when the daemon exits normally.

@@ -22,6 +22,7 @@ pub mod lookup;
 pub mod model;
 pub mod password;
 pub mod provision;
+pub mod sasl;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -259,6 +259,20 @@ impl Directory {
         }
     }
 
+    /// The login that names a user's mailboxes in the store: the bare
+    /// `uid` in the default domain, `uid@domain` elsewhere, so that
+    /// [`Directory::user_by_login`] finds the user again from it.
+    pub fn store_owner(&self, user: &User) -> String {
+        if user
+            .domain
+            .eq_ignore_ascii_case(&self.settings.default_domain)
+        {
+            user.uid.clone()
+        } else {
+            format!("{}@{}", user.uid, user.domain)
+        }
+    }
+
     /// A user by login name (`uid`, `uid@domain`).
     pub async fn user_by_login(&self, login: &str) -> Result<Option<User>, DirError> {
         let login = login.trim();

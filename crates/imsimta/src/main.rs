@@ -7,6 +7,14 @@
 //!                         [-from] [-header] [ADDRESS ...]
 //!   imsimta test -mapping [-noimage_file] [-table=NAME] [INPUT ...]
 //!   imsimta test -match PATTERN [INPUT ...]
+//!   imsimta restart [dispatcher|job_controller]
+//!   imsimta start|stop [dispatcher|job_controller]
+//!   imsimta qm [summarize | directory [CHANNEL] | delete|hold|release|return ID...]
+//!   imsimta process
+//!   imsimta run [CHANNEL]
+//!   imsimta cache -sync
+//!   imsimta counters [-show]
+//!   imsimta purge [-num=N]
 //!   imsimta version
 //!
 //! DESCRIPTION
@@ -23,6 +31,15 @@
 //!   shows what its wildcards captured. Without -noimage_file both use the compiled
 //!   configuration, as the running MTA does; with it, the text files.
 //!   Without arguments they read one input a line from standard input.
+//!
+//!   restart makes the running dispatcher and job controller take the
+//!   compiled configuration (after cnbuild) without dropping a connection
+//!   or a message; start and stop are start-msg and stop-msg for the MTA.
+//!   qm manages the queues (see queues.rs); process lists the MTA's
+//!   processes; run tries waiting messages now, ignoring the backoff;
+//!   cache -sync makes the job controller re-read the queue directories;
+//!   counters counts messages per channel from log/mail.log_current; purge
+//!   deletes rolled-over message logs beyond the newest N.
 
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -32,8 +49,12 @@ use epistle_config::MsgSvrBase;
 use epistle_mta::compiled::{COMPILED_NAME, CompiledConfig, MtaConfig};
 use epistle_mta::rewrite::{Context, Rewriter};
 
-const USAGE: &str =
-    "usage: imsimta cnbuild | test -rewrite|-mapping [options] [input ...] | version";
+mod control;
+mod queues;
+
+const USAGE: &str = "usage: imsimta cnbuild | restart | start | stop | qm [command] | process | \
+                     run [channel] | cache -sync | counters | purge [-num=N] | \
+                     test -rewrite|-mapping|-match [options] [input ...] | version";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -51,6 +72,21 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("cnbuild") => cnbuild(&base),
         Some("test") => test(&base, &args[1..]),
+        Some("restart") => control::restart(&base, &args[1..]),
+        Some(cmd @ ("start" | "stop")) => {
+            let tool = if cmd == "start" {
+                "start-msg"
+            } else {
+                "stop-msg"
+            };
+            control::start_stop(&base, tool, &args[1..])
+        }
+        Some("qm") => queues::qm(&base, &args[1..]),
+        Some("process") => queues::process(&base),
+        Some("run") => queues::run_now(&base, args.get(1).map(String::as_str)),
+        Some("cache") if args.get(1).is_some_and(|a| a == "-sync") => queues::cache_sync(&base),
+        Some("counters") => control::counters(&base),
+        Some("purge") => control::purge(&base, &args[1..]),
         Some("version") => {
             println!("Epistle MTA (imsimta) {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -4,9 +4,13 @@
 //! many bytes of JSON. Message bodies never travel here (DESIGN.md): they
 //! travel as files. [`frame`] is the codec (pure, with blocking and tokio
 //! helpers at the edge); [`watcher`] is the watcher's protocol; [`store`]
-//! is the store's, and [`store_client`] the client every store user takes.
+//! is the store's, and [`store_client`] the client every store user takes;
+//! [`jobs`] is the job controller's, and [`handoff`] carries accepted
+//! connections from the dispatcher to the SMTP server processes.
 
 pub mod frame;
+pub mod handoff;
+pub mod jobs;
 pub mod store;
 pub mod store_client;
 pub mod watcher;

@@ -1,9 +1,13 @@
-//! The MTA's configuration and policy, as pure code the SMTP server, the
-//! job controller and `imsimta test` share.
+//! The MTA's configuration and policy the SMTP server, the job controller,
+//! the channel programs and `imsimta` share. Pure, except `resolve` (the
+//! directory), `submit` and `queue` (the queue files) and `maillog`.
 //!
 //! - [`aliases`]: the aliases file.
 //! - [`compiled`]: the compiled configuration `imsimta cnbuild` writes.
+//! - [`dispatcher_cnf`]: dispatcher.cnf's services, typed.
+//! - [`job_cnf`]: job_controller.cnf's pools and channel programs.
 //! - [`imtacnf`]: imta.cnf, its rewrite rules and channel blocks.
+//! - [`maillog`]: `mail.log_current` records.
 //! - [`mapping`]: the mappings file and its tables (access control,
 //!   INTERNAL_IP, rewriting helpers).
 //! - [`optionfile`]: the `OPTION=value` files (dispatcher.cnf,
@@ -12,20 +16,29 @@
 //!   release).
 //! - [`queuefile`]: the on-disk message queue file (envelope + message)
 //!   and its retry naming.
+//! - [`resolve`]: recipient to queues: rewriting, aliases, the directory
+//!   (users, forwarding, groups, hold).
 //! - [`rewrite`]: the rewrite-rule engine: address to channel.
 //! - [`retry`]: `backoff` and `notices`: when to retry, warn and return.
 //! - [`smtp`]: the SMTP/LMTP codec: commands, replies, the DATA reader.
+//! - [`submit`]: writing a message into its channels' queues and telling
+//!   the job controller.
 
 pub mod aliases;
 pub mod compiled;
+pub mod dispatcher_cnf;
 pub mod imtacnf;
+pub mod job_cnf;
+pub mod maillog;
 pub mod mapping;
 pub mod optionfile;
 pub mod queue;
 pub mod queuefile;
+pub mod resolve;
 pub mod retry;
 pub mod rewrite;
 pub mod smtp;
+pub mod submit;
 
 pub use mapping::{MappingResult, Mappings};
 pub use optionfile::OptionFile;

@@ -352,10 +352,15 @@ mod tests {
             r.rewrite("x@sub.example.com", &ctx).unwrap().channel,
             "tcp_local"
         );
-        let lit = r.rewrite("x@[192.0.2.1]", &ctx).unwrap();
+        // Literals: internal addresses to the intranet, others out.
+        let lit = r.rewrite("x@[127.0.0.1]", &ctx).unwrap();
         assert_eq!(
             (lit.channel.as_str(), lit.address.as_str()),
-            ("tcp_intranet", "x@[192.0.2.1]")
+            ("tcp_intranet", "x@[127.0.0.1]")
+        );
+        assert_eq!(
+            r.rewrite("x@[192.0.2.1]", &ctx).unwrap().channel,
+            "tcp_local"
         );
         assert_eq!(
             r.rewrite("anything@bitbucket", &ctx).unwrap().channel,

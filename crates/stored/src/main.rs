@@ -22,7 +22,6 @@ mod acl;
 mod quota;
 
 use std::collections::{BTreeMap, HashSet};
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -34,7 +33,7 @@ use epistle_ipc::store::{ServerFrame, StoreEvent, StoreReply, StoreRequest};
 use epistle_store::db::{Quota, QuotaWarning};
 use epistle_store::{MailboxName, Store, StoreError};
 use quota::Quotas;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 use tokio::sync::broadcast;
 
 #[tokio::main]
@@ -53,8 +52,8 @@ async fn main() {
         Ok(s) => Arc::new(s),
         Err(e) => d.fail(&e),
     };
-    let socket = d.base.run().join("stored.sock");
-    let listener = match bind(&socket) {
+    let socket = d.base.store_socket();
+    let listener = match epistle_daemon::bind_unix(&socket) {
         Ok(l) => l,
         Err(e) => d.fail(&e),
     };
@@ -111,16 +110,6 @@ fn open_store(d: &Daemon) -> anyhow::Result<Store> {
     let db = d.base.data().join("store/mboxlist/store.redb");
     Store::open(&db, partitions, d.config.get("store.defaultpartition"))
         .with_context(|| format!("cannot open the store database {}", db.display()))
-}
-
-fn bind(path: &PathBuf) -> anyhow::Result<UnixListener> {
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        anyhow::bail!("another stored already answers on {}", path.display());
-    }
-    let _ = std::fs::remove_file(path);
-    let l = UnixListener::bind(path).with_context(|| format!("cannot bind {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(l)
 }
 
 /// What every connection shares.

@@ -29,7 +29,7 @@ where
 
 /// A connection to the running store server, or an error telling what to do.
 pub async fn connect(tool: &str) -> anyhow::Result<StoreClient> {
-    let socket = MsgSvrBase::locate().run().join("stored.sock");
+    let socket = MsgSvrBase::locate().store_socket();
     let (c, _) = StoreClient::connect(&socket)
         .await
         .map_err(|e| anyhow::anyhow!("{e}; {tool} needs the store running (start-msg store)"))?;

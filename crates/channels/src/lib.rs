@@ -1,0 +1,6 @@
+//! The MTA's channel programs share everything but their delivery step:
+//! [`master`] is the job loop, queue-file settling and notices around it;
+//! [`dsn`] builds the notices (RFC 3464).
+
+pub mod dsn;
+pub mod master;

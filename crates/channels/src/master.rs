@@ -1,0 +1,543 @@
+//! What every channel program does around its own delivery step: ask the
+//! job controller for due messages, lock and read each queue file, let
+//! the channel deliver to each recipient, then settle the file —
+//! delivered and failed recipients leave it (failures, and successes the
+//! sender asked about, become notices), deferred ones stay in it with one
+//! more attempt counted — and tell the job controller.
+//!
+//! A queue file is changed only by rename: the remaining recipients are
+//! written to a temporary file that replaces the old content, then the
+//! file takes its next attempt name; a crash at any point leaves a whole
+//! file. The lock (`flock`) keeps two programs off one message, also
+//! across a job controller restart.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use epistle_config::{Config, MsgSvrBase};
+use epistle_directory::Directory;
+use epistle_ipc::frame;
+use epistle_ipc::jobs::{JobReply, JobRequest};
+use epistle_mta::compiled::{COMPILED_NAME, CompiledConfig, MtaConfig};
+use epistle_mta::maillog::{Action, MailLog, Record};
+use epistle_mta::queue::QueueDir;
+use epistle_mta::queuefile::{self, Envelope, Recipient};
+use epistle_mta::resolve::Resolver;
+use epistle_mta::retry::{NoticeAction, Notices, Priority};
+use nix::fcntl::{Flock, FlockArg};
+use tokio::net::UnixStream;
+
+use crate::dsn::{DsnAction, Notice, RecipientStatus};
+
+/// Most bytes of an original returned inside a failure notice.
+const RETURN_LIMIT: usize = 1 << 20;
+
+/// Why a recipient was not delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// RFC 3463 status, `5.1.1`.
+    pub status: String,
+    /// `smtp; 550 5.1.1 …` from a remote server, or our own words.
+    pub text: String,
+    /// The remote server, when one answered.
+    pub remote: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn new(status: &str, text: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            status: status.to_string(),
+            text: text.into(),
+            remote: None,
+        }
+    }
+}
+
+/// What became of one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered(String),
+    /// Temporary: try again on the backoff schedule.
+    Deferred(Diagnostic),
+    /// Permanent: return to the sender.
+    Failed(Diagnostic),
+}
+
+/// One message handed to a channel.
+pub struct Job {
+    pub path: PathBuf,
+    pub envelope: Envelope,
+    pub message: Vec<u8>,
+    /// When the message was last tried (the file's time).
+    pub last_attempt: SystemTime,
+    _lock: Flock<File>,
+}
+
+impl Job {
+    /// How long the message has been queued.
+    pub fn age(&self) -> Duration {
+        let received = SystemTime::UNIX_EPOCH
+            + Duration::from_secs(u64::try_from(self.envelope.received).unwrap_or(0));
+        SystemTime::now()
+            .duration_since(received)
+            .unwrap_or_default()
+    }
+}
+
+/// A channel's delivery step: one outcome per recipient, in order.
+pub trait Deliver {
+    fn deliver(
+        &mut self,
+        ctx: &Context,
+        job: &Job,
+    ) -> impl std::future::Future<Output = Vec<Outcome>> + Send;
+}
+
+/// What a channel program works with.
+pub struct Context {
+    pub channel: String,
+    pub base: MsgSvrBase,
+    pub config: Config,
+    pub mta: Arc<MtaConfig>,
+    pub directory: Option<Arc<Directory>>,
+    pub queue: QueueDir,
+    pub maillog: MailLog,
+    pub host: String,
+    pub postmaster: String,
+}
+
+impl Context {
+    /// Loads what the channel needs; `base` and `config` come from the
+    /// program's [`epistle_daemon::Daemon`].
+    pub async fn load(channel: &str, base: MsgSvrBase, config: Config) -> anyhow::Result<Context> {
+        let path = base.config().join(COMPILED_NAME);
+        let mta = CompiledConfig::load(&path)
+            .and_then(|c| c.parse())
+            .with_context(|| format!("cannot load {}", path.display()))?;
+        if mta.imta.channel(channel).is_none() {
+            anyhow::bail!("imta.cnf has no channel {channel}");
+        }
+        let directory = match epistle_directory::open(&base, &config).await {
+            Ok(d) => Some(Arc::new(d)),
+            Err(e) => {
+                tracing::error!("the directory cannot be opened: {e}");
+                None
+            }
+        };
+        let host = match config.get("local.hostname") {
+            "" => "localhost".to_string(),
+            h => h.to_string(),
+        };
+        let postmaster = match config.get("local.postmaster") {
+            "" => format!("postmaster@{host}"),
+            p => p.to_string(),
+        };
+        Ok(Context {
+            channel: channel.to_string(),
+            queue: QueueDir::new(base.queue()),
+            maillog: MailLog::new(base.mail_log()),
+            mta: Arc::new(mta),
+            directory,
+            host,
+            postmaster,
+            base,
+            config,
+        })
+    }
+}
+
+/// Works due messages until the job controller has none (or goes away).
+pub async fn run<D: Deliver>(ctx: &Context, deliverer: &mut D) -> anyhow::Result<()> {
+    let socket = ctx.base.job_controller_socket();
+    let mut jc = UnixStream::connect(&socket)
+        .await
+        .with_context(|| format!("cannot reach the job controller at {}", socket.display()))?;
+    loop {
+        let take = JobRequest::Take {
+            channel: ctx.channel.clone(),
+        };
+        frame::write(&mut jc, &take).await?;
+        let path = match frame::read::<JobReply>(&mut jc).await? {
+            JobReply::Job { path } => PathBuf::from(path),
+            _ => return Ok(()),
+        };
+        let requeued = match open_job(&path) {
+            Ok(Some(job)) => {
+                let outcomes = deliverer.deliver(ctx, &job).await;
+                settle(ctx, job, outcomes).await
+            }
+            Ok(None) => Some(path.clone()), // another program has it
+            Err(e) => {
+                tracing::error!("{}: {e:#}", path.display());
+                set_aside(&path);
+                None
+            }
+        };
+        let done = JobRequest::Finished {
+            channel: ctx.channel.clone(),
+            path: path.display().to_string(),
+            requeued: requeued.map(|p| p.display().to_string()),
+        };
+        frame::write(&mut jc, &done).await?;
+        let _: JobReply = frame::read(&mut jc).await?;
+    }
+}
+
+/// `imsimta qm return`: the message goes back to its sender with a
+/// failure notice for every recipient left, and leaves the queue.
+/// `Ok(false)` when a channel program holds it right now.
+pub async fn return_to_sender(ctx: &Context, path: &Path, reason: &str) -> anyhow::Result<bool> {
+    let Some(job) = open_job(path)? else {
+        return Ok(false);
+    };
+    let outcomes = job
+        .envelope
+        .recipients
+        .iter()
+        .map(|_| Outcome::Failed(Diagnostic::new("5.0.0", reason)))
+        .collect();
+    match settle(ctx, job, outcomes).await {
+        None => Ok(true),
+        Some(_) => anyhow::bail!("the notice could not be queued; the message stays"),
+    }
+}
+
+/// Locks and reads a queue file; `None` when another process holds it.
+pub fn open_job(path: &Path) -> anyhow::Result<Option<Job>> {
+    let file = File::open(path).with_context(|| "cannot open the queue file".to_string())?;
+    let last_attempt = file.metadata()?.modified()?;
+    let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
+        Err((_, e)) => return Err(e).context("cannot lock the queue file"),
+    };
+    // Read through the locked handle: the file may have been replaced
+    // by its previous owner between open and lock.
+    if !path.exists() {
+        return Ok(None);
+    }
+    let data = std::fs::read(path)?;
+    let (envelope, at) = Envelope::decode(&data)?;
+    Ok(Some(Job {
+        path: path.to_path_buf(),
+        envelope,
+        message: data[at..].to_vec(),
+        last_attempt,
+        _lock: lock,
+    }))
+}
+
+/// A queue file that cannot be read is renamed out of the queue (kept for
+/// the administrator, never delivered half-understood).
+fn set_aside(path: &Path) {
+    let bad = path.with_extension("BAD");
+    match std::fs::rename(path, &bad) {
+        Ok(()) => tracing::error!("unreadable queue file kept as {}", bad.display()),
+        Err(e) => tracing::error!("cannot set aside {}: {e}", path.display()),
+    }
+}
+
+/// Does what the outcomes say; returns the requeued file, if any.
+async fn settle(ctx: &Context, job: Job, mut outcomes: Vec<Outcome>) -> Option<PathBuf> {
+    outcomes.resize(
+        job.envelope.recipients.len(),
+        Outcome::Deferred(Diagnostic::new("4.3.0", "no result from the channel")),
+    );
+    let channel = ctx.mta.imta.channel(&ctx.channel);
+    let unit = Duration::from_secs(86_400);
+    let notices =
+        channel.and_then(|c| Notices::for_channel(&ctx.mta.imta, c, Priority::Normal, unit).ok());
+    let age = job.age();
+    let prev_age = job
+        .last_attempt
+        .duration_since(
+            SystemTime::UNIX_EPOCH
+                + Duration::from_secs(u64::try_from(job.envelope.received).unwrap_or(0)),
+        )
+        .unwrap_or_default();
+    let (expired, warn) = match &notices {
+        Some(n) => {
+            let sent = match n.due(prev_age, 0) {
+                NoticeAction::Warn(k) => k,
+                _ => 0,
+            };
+            match n.due(age, sent) {
+                NoticeAction::Return => (true, false),
+                NoticeAction::Warn(_) => (false, true),
+                NoticeAction::Nothing => (false, false),
+            }
+        }
+        None => (false, false),
+    };
+    let size = job.message.len() as u64;
+    let env = &job.envelope;
+    let mut remaining: Vec<Recipient> = Vec::new();
+    let mut failed: Vec<RecipientStatus> = Vec::new();
+    let mut delayed: Vec<RecipientStatus> = Vec::new();
+    let mut delivered: Vec<RecipientStatus> = Vec::new();
+    let mut records: Vec<(Action, &Recipient, String)> = Vec::new();
+    for (r, outcome) in env.recipients.iter().zip(outcomes) {
+        let notify = r.notify.as_deref().unwrap_or("").to_ascii_uppercase();
+        let never = notify == "NEVER";
+        let status = |action, d: &Diagnostic| RecipientStatus {
+            original: r.orcpt.clone(),
+            final_recipient: r.address.clone(),
+            action,
+            status: d.status.clone(),
+            remote_mta: d.remote.clone(),
+            diagnostic: d.text.clone(),
+        };
+        match outcome {
+            Outcome::Delivered(detail) => {
+                if notify.contains("SUCCESS") {
+                    delivered.push(status(
+                        DsnAction::Delivered,
+                        &Diagnostic::new("2.0.0", detail.clone()),
+                    ));
+                }
+                records.push((Action::Dequeue, r, detail));
+            }
+            Outcome::Failed(d) => {
+                if !never {
+                    failed.push(status(DsnAction::Failed, &d));
+                }
+                records.push((Action::Return, r, d.text.clone()));
+            }
+            Outcome::Deferred(d) if expired => {
+                let d = Diagnostic {
+                    status: "4.4.7".into(),
+                    text: format!("delivery time expired; last error: {}", d.text),
+                    remote: d.remote,
+                };
+                if !never {
+                    failed.push(status(DsnAction::Failed, &d));
+                }
+                records.push((Action::Return, r, d.text.clone()));
+            }
+            Outcome::Deferred(d) => {
+                // Warnings unless the sender asked for failures only.
+                if warn && !never && (notify.is_empty() || notify.contains("DELAY")) {
+                    delayed.push(status(DsnAction::Delayed, &d));
+                }
+                records.push((Action::Requeue, r, d.text.clone()));
+                remaining.push(r.clone());
+            }
+        }
+    }
+    let log: Vec<Record> = records
+        .iter()
+        .map(|(action, r, diag)| Record {
+            source_channel: &env.source_channel,
+            dest_channel: &ctx.channel,
+            action: *action,
+            modifiers: "",
+            size,
+            from: &env.from,
+            original_to: r.orcpt.as_deref().unwrap_or(""),
+            active_to: &r.address,
+            diagnostic: diag,
+        })
+        .collect();
+    // Notices first: once the file changes, what they report is gone.
+    let retry_until = notices
+        .as_ref()
+        .and_then(|n| n.ages.last())
+        .and_then(|last| {
+            chrono::DateTime::from_timestamp(env.received + last.as_secs() as i64, 0)
+                .map(|t| t.to_rfc2822())
+        });
+    for (list, until) in [(&failed, None), (&delayed, retry_until), (&delivered, None)] {
+        if !list.is_empty() && !send_notice(ctx, env, &job.message, list, until).await {
+            // The notice could not be queued: keep everything as it is
+            // and try the whole message again later.
+            return Some(requeue_unchanged(&job));
+        }
+    }
+    ctx.maillog.write(&log);
+    if remaining.is_empty() {
+        if let Err(e) = remove(&job.path) {
+            tracing::error!("cannot remove {}: {e}", job.path.display());
+        }
+        return None;
+    }
+    match rewrite(&job, remaining) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::error!("cannot requeue {}: {e}", job.path.display());
+            Some(job.path.clone())
+        }
+    }
+}
+
+/// Queues a notice to the message's return path; never to `<>`.
+async fn send_notice(
+    ctx: &Context,
+    env: &Envelope,
+    message: &[u8],
+    list: &[RecipientStatus],
+    retry_until: Option<String>,
+) -> bool {
+    if env.from.is_empty() {
+        return true; // RFC 5321 §4.5.5: no notice about a notice
+    }
+    let token = format!(
+        "{}.{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    let notice = Notice {
+        host: &ctx.host,
+        postmaster: &ctx.postmaster,
+        envelope: env,
+        recipients: list,
+        message,
+        retry_until,
+        token: &token,
+        return_limit: RETURN_LIMIT,
+    };
+    let text = notice.build(&chrono::Local::now().to_rfc2822());
+    let resolver = Resolver {
+        config: &ctx.mta,
+        directory: ctx.directory.as_deref(),
+    };
+    let routes = match resolver.resolve(&env.from, "", &ctx.channel).await {
+        Ok(r) => r.routes,
+        Err(reply) if reply.code >= 500 => {
+            // The sender's address is no good: the notice has nowhere to go.
+            tracing::warn!("notice to {} dropped: {}", env.from, reply.lines.join(" "));
+            return true;
+        }
+        Err(reply) => {
+            tracing::warn!("notice to {} deferred: {}", env.from, reply.lines.join(" "));
+            return false;
+        }
+    };
+    let dsn_env = Envelope {
+        from: String::new(),
+        recipients: Vec::new(),
+        envid: None,
+        ret: None,
+        received: chrono::Utc::now().timestamp(),
+        source_channel: ctx.channel.clone(),
+    };
+    let recipients: Vec<(String, Recipient)> = routes
+        .into_iter()
+        .map(|r| {
+            (
+                r.channel,
+                Recipient {
+                    address: r.address,
+                    orcpt: Some(format!("rfc822;{}", env.from)),
+                    notify: Some("NEVER".into()),
+                },
+            )
+        })
+        .collect();
+    let recipients_log: Vec<(String, String)> = recipients
+        .iter()
+        .map(|(ch, r)| (ch.clone(), r.address.clone()))
+        .collect();
+    let orcpt = format!("rfc822;{}", env.from);
+    let size = text.len() as u64;
+    let queue = ctx.queue.clone();
+    let imta = ctx.mta.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        epistle_mta::submit::enqueue(&queue, &imta.imta, &dsn_env, &recipients, &text)
+    })
+    .await;
+    match written {
+        Ok(Ok(files)) => {
+            let records: Vec<Record> = recipients_log
+                .iter()
+                .map(|(ch, address)| Record {
+                    source_channel: &ctx.channel,
+                    dest_channel: ch,
+                    action: Action::Enqueue,
+                    modifiers: "",
+                    size,
+                    from: "",
+                    original_to: &orcpt,
+                    active_to: address,
+                    diagnostic: "delivery status notification",
+                })
+                .collect();
+            ctx.maillog.write(&records);
+            epistle_mta::submit::notify(&ctx.base.job_controller_socket(), files).await;
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::error!("cannot queue a notice to {}: {e}", env.from);
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+fn fsync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+fn remove(path: &Path) -> std::io::Result<()> {
+    std::fs::remove_file(path)?;
+    fsync_dir(path)
+}
+
+/// The same file under its next attempt name (time now), for a retry of
+/// the whole message.
+fn requeue_unchanged(job: &Job) -> PathBuf {
+    let next = next_name(&job.path);
+    match std::fs::rename(&job.path, &next).and_then(|_| fsync_dir(&next)) {
+        Ok(()) => {
+            let _ = File::options()
+                .write(true)
+                .open(&next)
+                .and_then(|f| f.set_modified(SystemTime::now()));
+            next
+        }
+        Err(_) => job.path.clone(),
+    }
+}
+
+fn next_name(path: &Path) -> PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    match queuefile::next_attempt_name(name) {
+        Some(n) => path.with_file_name(n),
+        None => path.to_path_buf(),
+    }
+}
+
+/// Writes the remaining recipients over the file, then renames it to its
+/// next attempt name.
+fn rewrite(job: &Job, remaining: Vec<Recipient>) -> anyhow::Result<PathBuf> {
+    use std::io::Write;
+    let env = Envelope {
+        recipients: remaining,
+        ..job.envelope.clone()
+    };
+    let dir = job
+        .path
+        .parent()
+        .context("queue file without a directory")?;
+    let tmp = dir.join(format!(
+        "${}.requeue",
+        job.path.file_name().and_then(|n| n.to_str()).unwrap_or("x")
+    ));
+    let mut f = File::create(&tmp)?;
+    f.write_all(&env.encode()?)?;
+    f.write_all(&job.message)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, &job.path)?;
+    let next = next_name(&job.path);
+    std::fs::rename(&job.path, &next)?;
+    fsync_dir(&next)?;
+    Ok(next)
+}

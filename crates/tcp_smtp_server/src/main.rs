@@ -1,0 +1,137 @@
+//! tcp_smtp_server: an SMTP server process. The dispatcher starts it with
+//! one end of a socket pair on standard input and hands it accepted
+//! connections over that socket; it serves many sessions at once and
+//! reports each one's end, so the dispatcher can balance the load.
+//!
+//! Start-up: configuration and log, the compiled MTA configuration, the
+//! directory, the TLS identity, then serve handoffs until the dispatcher
+//! says stop (TERM) or goes away — then finish the open sessions and exit.
+
+mod server;
+mod session;
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use epistle_daemon::{Daemon, SignalEvent, Signals};
+use epistle_ipc::handoff::{Handoff, Link, WorkerReport};
+use epistle_mta::compiled::{COMPILED_NAME, CompiledConfig};
+use epistle_mta::maillog::MailLog;
+use epistle_mta::queue::QueueDir;
+use tokio::task::JoinSet;
+
+use server::{Limits, Server};
+use session::Session;
+
+/// How long open sessions may run on after TERM.
+const DRAIN_TIME: Duration = Duration::from_secs(600);
+
+fn main() {
+    let d = match Daemon::init_worker("smtp", "tcp_smtp_server") {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("tcp_smtp_server: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    if let Err(e) = rt.block_on(run(d)) {
+        tracing::error!("tcp_smtp_server: {e:#}");
+        eprintln!("tcp_smtp_server: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(d: Daemon) -> anyhow::Result<()> {
+    let server = Arc::new(load(&d).await?);
+    let link = Link::new(
+        std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("standard input is not the dispatcher's socket")?,
+    )
+    .context("standard input is not the dispatcher's socket")?;
+    let link = Arc::new(link);
+    let mut signals = Signals::new()?;
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            msg = link.recv::<Handoff>() => match msg {
+                Ok(Some((handoff, Some(fd)))) => {
+                    let server = server.clone();
+                    let link = link.clone();
+                    sessions.spawn(async move {
+                        let peer = handoff.peer.clone();
+                        serve_connection(server, handoff, fd).await;
+                        let _ = link.send(&WorkerReport::Closed { peer }, None).await;
+                    });
+                }
+                Ok(Some((_, None))) => tracing::warn!("a handoff came without its connection"),
+                Ok(None) | Err(_) => break, // the dispatcher is gone
+            },
+            ev = signals.next() => match ev {
+                SignalEvent::Shutdown => break,
+                SignalEvent::Reload => {} // new configurations come with new processes
+            },
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+        }
+    }
+    // Retired: finish what is open, take nothing new.
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(())
+}
+
+async fn load(d: &Daemon) -> anyhow::Result<Server> {
+    let compiled_path = d.base.config().join(COMPILED_NAME);
+    let mta = CompiledConfig::load(&compiled_path)
+        .and_then(|c| c.parse())
+        .with_context(|| format!("cannot load {}", compiled_path.display()))?;
+    let directory = match epistle_directory::open(&d.base, &d.config).await {
+        Ok(dir) => Some(Arc::new(dir)),
+        Err(e) => {
+            tracing::error!("the directory cannot be opened ({e}); local recipients are deferred");
+            None
+        }
+    };
+    let tls = match epistle_daemon::tls::server_config(&d.base, &d.config) {
+        Ok(c) => Some(tokio_rustls::TlsAcceptor::from(c)),
+        Err(e) => {
+            tracing::warn!("STARTTLS is off: {e:#}");
+            None
+        }
+    };
+    let host = match d.config.get("local.hostname") {
+        "" => "localhost".to_string(),
+        h => h.to_string(),
+    };
+    Ok(Server {
+        host,
+        limits: Limits::from_options(&mta),
+        mta: Arc::new(mta),
+        directory,
+        tls,
+        queue: QueueDir::new(d.base.queue()),
+        jobs_socket: d.base.job_controller_socket(),
+        maillog: MailLog::new(d.base.mail_log()),
+    })
+}
+
+async fn serve_connection(server: Arc<Server>, handoff: Handoff, fd: std::os::fd::OwnedFd) {
+    let std = std::net::TcpStream::from(fd);
+    if std.set_nonblocking(true).is_err() {
+        return;
+    }
+    let _ = std.set_nodelay(true);
+    let Ok(stream) = tokio::net::TcpStream::from_std(std) else {
+        return;
+    };
+    let tls_first = handoff.tls;
+    if let Some(session) = Session::new(server, Box::new(stream), &handoff) {
+        session.run(tls_first).await;
+    }
+}

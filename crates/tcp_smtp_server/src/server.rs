@@ -1,0 +1,137 @@
+//! What every session of one SMTP server process shares: the compiled
+//! MTA configuration it started with (a new one arrives with new
+//! processes, after `imsimta restart`), the directory, TLS, the queues
+//! and the limits.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use epistle_directory::Directory;
+use epistle_mta::compiled::MtaConfig;
+use epistle_mta::dispatcher_cnf::parameter;
+use epistle_mta::maillog::MailLog;
+use epistle_mta::optionfile::int;
+use epistle_mta::queue::QueueDir;
+use epistle_mta::rewrite::{Context, Rewriter};
+use tokio_rustls::TlsAcceptor;
+
+/// Limits of a session, from option.dat (original names where the
+/// original has one) with the RFC 5321 minimums as floors.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest message, bytes (`BLOCK_LIMIT` × `BLOCK_SIZE`).
+    pub max_message: u64,
+    /// Recipients per transaction (`ALLOW_RECIPIENTS_PER_TRANSACTION`;
+    /// RFC 5321 requires at least 100).
+    pub max_recipients: usize,
+    /// Failed commands before the connection is closed
+    /// (`ALLOW_REJECTIONS_BEFORE_DEFERRAL`).
+    pub max_errors: usize,
+    /// Transactions per connection (`ALLOW_TRANSACTIONS_PER_SESSION`).
+    pub max_transactions: usize,
+    /// Waiting for a command (RFC 5321 §4.5.3.2.7: 5 minutes).
+    pub command_timeout: Duration,
+    /// Waiting for more message text (§4.5.3.2.6 suggests 10 minutes at
+    /// the client's end; the server waits as long between blocks).
+    pub data_timeout: Duration,
+}
+
+impl Limits {
+    pub fn from_options(mta: &MtaConfig) -> Limits {
+        let opt = |name: &str, default: i64| {
+            mta.options
+                .global(name)
+                .and_then(int)
+                .filter(|n| *n > 0)
+                .unwrap_or(default)
+        };
+        let block = opt("BLOCK_SIZE", 1024) as u64;
+        Limits {
+            max_message: (opt("BLOCK_LIMIT", 51_200) as u64).saturating_mul(block),
+            max_recipients: opt("ALLOW_RECIPIENTS_PER_TRANSACTION", 1000).max(100) as usize,
+            max_errors: opt("ALLOW_REJECTIONS_BEFORE_DEFERRAL", 20) as usize,
+            max_transactions: opt("ALLOW_TRANSACTIONS_PER_SESSION", 1000) as usize,
+            command_timeout: Duration::from_secs(opt("SMTP_COMMAND_TIMEOUT", 300) as u64),
+            data_timeout: Duration::from_secs(opt("SMTP_DATA_TIMEOUT", 600) as u64),
+        }
+    }
+}
+
+pub struct Server {
+    /// Our name in greetings and Received: lines.
+    pub host: String,
+    pub mta: Arc<MtaConfig>,
+    pub directory: Option<Arc<Directory>>,
+    pub tls: Option<TlsAcceptor>,
+    pub queue: QueueDir,
+    pub jobs_socket: PathBuf,
+    pub maillog: MailLog,
+    pub limits: Limits,
+}
+
+impl Server {
+    /// The channel a connection starts on: the service's `CHANNEL=`
+    /// parameter (else tcp_local), switched by the client's address
+    /// literal when the channel has `switchchannel` and the rewrite rules
+    /// send `[ip]` to another SMTP channel (internal clients to
+    /// tcp_intranet).
+    pub fn initial_channel(&self, service_parameter: &str, client: IpAddr) -> String {
+        let base = parameter(service_parameter, "CHANNEL").unwrap_or_else(|| "tcp_local".into());
+        let imta = &self.mta.imta;
+        // Keywords of one group override each other: the last one counts
+        // (a channel block's own keyword beats what `defaults` set).
+        let last = |ch: &str, group: &[&str]| {
+            imta.channel(ch)
+                .and_then(|c| c.last_of(group))
+                .map(|k| k.name.clone())
+        };
+        const GROUP: &[&str] = &["switchchannel", "allowswitchchannel", "noswitchchannel"];
+        if last(&base, GROUP).as_deref() != Some("switchchannel") {
+            return base;
+        }
+        let ctx = Context {
+            envelope: true,
+            forward: true,
+            source_channel: &base,
+        };
+        let probe = format!("postmaster@[{client}]");
+        match Rewriter::new(imta, &self.mta.mappings).rewrite(&probe, &ctx) {
+            Ok(r)
+                if r.channel != base
+                    && imta.channel(&r.channel).is_some_and(|c| c.has("smtp"))
+                    && last(&r.channel, GROUP).as_deref() != Some("noswitchchannel") =>
+            {
+                r.channel
+            }
+            _ => base,
+        }
+    }
+
+    /// Whether the INTERNAL_IP mapping calls the client internal.
+    pub fn is_internal(&self, client: IpAddr) -> bool {
+        self.mta
+            .mappings
+            .lookup("INTERNAL_IP", &client.to_string())
+            .is_some_and(|r| r.yes())
+    }
+
+    /// The channel an authenticated session moves to
+    /// (`saslswitchchannel`), if any.
+    pub fn sasl_channel(&self, channel: &str) -> Option<String> {
+        let imta = &self.mta.imta;
+        let to = imta.channel(channel)?.arg("saslswitchchannel")?;
+        imta.channel(to).map(|c| c.name.clone())
+    }
+
+    /// Whether a channel must see SASL before mail (`mustsaslserver`,
+    /// unless a later `maysaslserver` or `nosasl` overrides it).
+    pub fn requires_auth(&self, channel: &str) -> bool {
+        self.mta
+            .imta
+            .channel(channel)
+            .and_then(|c| c.last_of(&["mustsaslserver", "maysaslserver", "nosasl", "nosaslserver"]))
+            .is_some_and(|k| k.name == "mustsaslserver")
+    }
+}

@@ -1,0 +1,958 @@
+//! One SMTP session (RFC 5321 with the ESMTP extensions the server
+//! offers): commands read with the pure codec of `epistle_mta::smtp`,
+//! policy asked of the shared [`Server`], the message written into the
+//! channel queues durably before `250` is sent.
+//!
+//! Replies to pipelined commands are written when the client has nothing
+//! more buffered, so a pipelining client gets them in one batch; input
+//! that arrived with STARTTLS is thrown away before TLS starts (no
+//! command injection into the encrypted session).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use epistle_directory::Auth;
+use epistle_directory::sasl;
+use epistle_ipc::handoff::Handoff;
+use epistle_mta::maillog::{Action, Record};
+use epistle_mta::queuefile::{Envelope, Recipient};
+use epistle_mta::resolve::{Resolver, Route};
+use epistle_mta::smtp::{
+    Body, Command, DataReader, MAX_COMMAND_LINE, MailParams, Mailbox, Reply, xtext_encode,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::server::Server;
+
+/// A byte stream, plain or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Bytes read at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Why a session ended early.
+#[derive(Debug)]
+enum End {
+    /// The client left or the connection broke.
+    Closed,
+    /// We sent 421 (timeout, too many errors).
+    Shutdown,
+}
+
+/// A recipient accepted into the transaction.
+struct Accepted {
+    /// As the client gave it.
+    address: String,
+    orcpt: Option<String>,
+    notify: Option<String>,
+    routes: Vec<Route>,
+}
+
+struct Transaction {
+    /// Empty for `<>`.
+    from: String,
+    params: MailParams,
+    recipients: Vec<Accepted>,
+    /// Message text gathered from BDAT chunks.
+    chunks: Option<Vec<u8>>,
+    /// A BDAT chunk failed: the rest of the chunks are read and dropped.
+    chunk_failed: bool,
+}
+
+pub struct Session {
+    server: Arc<Server>,
+    stream: Box<dyn Io>,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    peer: SocketAddr,
+    local: String,
+    /// The channel mail from this connection enqueues from.
+    channel: String,
+    internal: bool,
+    helo: Option<String>,
+    esmtp: bool,
+    /// `TLS1.3 TLS13_AES_256_GCM_SHA384` once TLS is up.
+    tls: Option<String>,
+    user: Option<String>,
+    txn: Option<Transaction>,
+    transactions: usize,
+    errors: usize,
+    id: u64,
+}
+
+impl Session {
+    pub fn new(server: Arc<Server>, stream: Box<dyn Io>, handoff: &Handoff) -> Option<Session> {
+        let peer: SocketAddr = handoff.peer.parse().ok()?;
+        let channel = server.initial_channel(&handoff.parameter, peer.ip());
+        let internal = server.is_internal(peer.ip());
+        Some(Session {
+            server,
+            stream,
+            input: Vec::new(),
+            output: Vec::new(),
+            peer,
+            local: handoff.local.clone(),
+            channel,
+            internal,
+            helo: None,
+            esmtp: false,
+            tls: None,
+            user: None,
+            txn: None,
+            transactions: 0,
+            errors: 0,
+            id: session_id(),
+        })
+    }
+
+    /// Runs the session to its end; `tls_first` for TLS_PORT services.
+    pub async fn run(mut self, tls_first: bool) {
+        if tls_first && self.start_tls().await.is_err() {
+            return;
+        }
+        let greeting = Reply::plain(
+            220,
+            vec![format!("{} ESMTP Epistle ready", self.server.host)],
+        );
+        self.reply(greeting);
+        let end = self.serve().await;
+        tracing::debug!(
+            "session {:016X} from {} to {} ended: {end:?}",
+            self.id,
+            self.peer,
+            self.local
+        );
+        let _ = self.flush().await;
+        let _ = self.stream.shutdown().await;
+    }
+
+    async fn serve(&mut self) -> End {
+        loop {
+            if self.flush_if_idle().await.is_err() {
+                return End::Closed;
+            }
+            let line = match self.read_line(self.server.limits.command_timeout).await {
+                Ok(Some(line)) => line,
+                Ok(None) => return End::Closed,
+                Err(End::Shutdown) => {
+                    self.reply(Reply::new(
+                        421,
+                        "4.4.2",
+                        format!(
+                            "{} Timeout waiting for a command; closing",
+                            self.server.host
+                        ),
+                    ));
+                    return End::Shutdown;
+                }
+                Err(e) => return e,
+            };
+            let command = match line {
+                Line::TooLong => Err(Reply::new(500, "5.5.2", "Line too long")),
+                Line::Text(l) => Command::parse(&l),
+            };
+            let keep_going = match command {
+                Err(reply) => self.fail(reply),
+                Ok(cmd) => match self.command(cmd).await {
+                    Ok(go_on) => go_on,
+                    Err(end) => return end,
+                },
+            };
+            if !keep_going {
+                return End::Shutdown;
+            }
+            if self.errors >= self.server.limits.max_errors {
+                self.reply(Reply::new(
+                    421,
+                    "4.7.0",
+                    format!("{} Too many errors; closing", self.server.host),
+                ));
+                return End::Shutdown;
+            }
+        }
+    }
+
+    /// Queues a reply that counts as an error; always continues.
+    fn fail(&mut self, reply: Reply) -> bool {
+        self.errors += 1;
+        self.reply(reply);
+        true
+    }
+
+    fn reply(&mut self, reply: Reply) {
+        self.output.extend_from_slice(&reply.encode());
+    }
+
+    /// Handles one command; `Ok(false)` ends the session after the reply.
+    async fn command(&mut self, cmd: Command) -> Result<bool, End> {
+        match cmd {
+            Command::Ehlo(domain) => {
+                self.helo = Some(domain.clone());
+                self.esmtp = true;
+                self.txn = None;
+                let lines = self.ehlo_lines(&domain);
+                self.reply(Reply::plain(250, lines));
+            }
+            Command::Helo(domain) => {
+                self.helo = Some(domain.clone());
+                self.esmtp = false;
+                self.txn = None;
+                self.reply(Reply::plain(
+                    250,
+                    vec![format!("{} Hello {domain}", self.server.host)],
+                ));
+            }
+            Command::Lhlo(_) => {
+                return Ok(self.fail(Reply::new(500, "5.5.1", "LHLO is for LMTP; use EHLO")));
+            }
+            Command::StartTls => {
+                if self.tls.is_some() {
+                    return Ok(self.fail(Reply::new(503, "5.5.1", "TLS already active")));
+                }
+                if self.server.tls.is_none() {
+                    return Ok(self.fail(Reply::new(454, "4.7.0", "TLS not available")));
+                }
+                self.reply(Reply::new(220, "2.0.0", "Ready to start TLS"));
+                self.flush().await.map_err(|_| End::Closed)?;
+                // Whatever the client sent after STARTTLS was sent in the
+                // clear: it is dropped, and the session starts over.
+                self.input.clear();
+                self.start_tls().await?;
+                self.helo = None;
+                self.esmtp = false;
+                self.txn = None;
+            }
+            Command::Auth { mechanism, initial } => self.auth(&mechanism, initial).await?,
+            Command::Mail { from, params } => self.mail(from, params),
+            Command::Rcpt { to, params } => self.rcpt(to, params).await,
+            Command::Data => self.data().await?,
+            Command::Bdat { size, last } => self.bdat(size, last).await?,
+            Command::Rset => {
+                self.txn = None;
+                self.reply(Reply::new(250, "2.0.0", "Reset"));
+            }
+            Command::Noop => self.reply(Reply::new(250, "2.0.0", "OK")),
+            Command::Help => self.reply(Reply::new(
+                214,
+                "2.0.0",
+                "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT STARTTLS AUTH ETRN",
+            )),
+            Command::Quit => {
+                self.reply(Reply::new(
+                    221,
+                    "2.0.0",
+                    format!("{} closing connection", self.server.host),
+                ));
+                return Ok(false);
+            }
+            Command::Vrfy(_) => {
+                // Off by default: confirming addresses helps harvesters.
+                self.reply(Reply::new(
+                    252,
+                    "2.5.2",
+                    "Cannot VRFY user; send some mail and it will be tried",
+                ));
+            }
+            Command::Expn(_) => {
+                return Ok(self.fail(Reply::new(502, "5.5.1", "EXPN is not available")));
+            }
+            Command::Etrn(arg) => self.etrn(&arg).await,
+        }
+        Ok(true)
+    }
+
+    fn ehlo_lines(&self, domain: &str) -> Vec<String> {
+        let mut lines = vec![
+            format!("{} Hello {domain} [{}]", self.server.host, self.peer.ip()),
+            "PIPELINING".into(),
+            format!("SIZE {}", self.server.limits.max_message),
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+            "ENHANCEDSTATUSCODES".into(),
+            "DSN".into(),
+            "CHUNKING".into(),
+            "ETRN".into(),
+        ];
+        if self.tls.is_none() && self.server.tls.is_some() {
+            lines.push("STARTTLS".into());
+        }
+        if self.auth_offered() {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
+        lines
+    }
+
+    /// AUTH is offered once TLS protects the password, or in the clear to
+    /// internal clients only.
+    fn auth_offered(&self) -> bool {
+        self.user.is_none()
+            && self.server.directory.is_some()
+            && (self.tls.is_some() || self.internal)
+    }
+
+    async fn start_tls(&mut self) -> Result<(), End> {
+        let Some(acceptor) = self.server.tls.clone() else {
+            return Err(End::Closed);
+        };
+        // A stand-in while the handshake owns the real stream.
+        let plain = std::mem::replace(&mut self.stream, Box::new(tokio::io::duplex(1).0));
+        let accepted = tokio::time::timeout(Duration::from_secs(60), acceptor.accept(plain)).await;
+        match accepted {
+            Ok(Ok(tls)) => {
+                let (_, conn) = tls.get_ref();
+                let version = conn
+                    .protocol_version()
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("TLS")
+                    .replace("v1_", "1.");
+                let cipher = conn
+                    .negotiated_cipher_suite()
+                    .and_then(|c| c.suite().as_str())
+                    .unwrap_or("unknown");
+                self.tls = Some(format!("{version} {cipher}"));
+                self.stream = Box::new(tls);
+                Ok(())
+            }
+            _ => {
+                tracing::info!("TLS handshake with {} failed", self.peer);
+                Err(End::Closed)
+            }
+        }
+    }
+
+    async fn auth(&mut self, mechanism: &str, initial: Option<String>) -> Result<(), End> {
+        if !self.esmtp {
+            self.fail(Reply::new(503, "5.5.1", "Send EHLO first"));
+            return Ok(());
+        }
+        if self.user.is_some() {
+            self.fail(Reply::new(503, "5.5.1", "Already authenticated"));
+            return Ok(());
+        }
+        if self.txn.is_some() {
+            self.fail(Reply::new(
+                503,
+                "5.5.1",
+                "AUTH is not allowed during a transaction",
+            ));
+            return Ok(());
+        }
+        if !self.auth_offered() {
+            self.fail(Reply::new(
+                538,
+                "5.7.11",
+                "Encryption required for requested authentication mechanism",
+            ));
+            return Ok(());
+        }
+        let creds = match mechanism.to_ascii_uppercase().as_str() {
+            "PLAIN" => {
+                let response = match initial {
+                    Some(r) => r,
+                    None => self.challenge("").await?,
+                };
+                sasl::plain(&response).map(|c| (c.authzid, c.login, c.password))
+            }
+            "LOGIN" => {
+                let user = match initial {
+                    Some(r) => r,
+                    None => self.challenge(&sasl::encode(b"Username:")).await?,
+                };
+                match sasl::login_step(&user) {
+                    Ok(login) => {
+                        let pw = self.challenge(&sasl::encode(b"Password:")).await?;
+                        sasl::login_step(&pw).map(|pw| (String::new(), login, pw))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            _ => {
+                self.fail(Reply::new(504, "5.5.4", "Unrecognized authentication type"));
+                return Ok(());
+            }
+        };
+        let (authzid, login, password) = match creds {
+            Ok(c) => c,
+            Err(sasl::SaslError::Cancelled) => {
+                self.fail(Reply::new(501, "5.0.0", "Authentication cancelled"));
+                return Ok(());
+            }
+            Err(e) => {
+                self.fail(Reply::new(501, "5.5.2", format!("Bad response: {e}")));
+                return Ok(());
+            }
+        };
+        if !authzid.is_empty() && authzid != login {
+            self.fail(Reply::new(
+                535,
+                "5.7.8",
+                "Authentication credentials invalid",
+            ));
+            return Ok(());
+        }
+        let Some(dir) = self.server.directory.clone() else {
+            self.fail(Reply::new(454, "4.7.0", "Temporary authentication failure"));
+            return Ok(());
+        };
+        match dir.authenticate(&login, &password).await {
+            Ok(Auth::Ok(_)) => {
+                tracing::info!(
+                    target: "Account",
+                    "login [{}] {login} SMTP AUTH{}",
+                    self.peer,
+                    if self.tls.is_some() { " over TLS" } else { "" }
+                );
+                self.user = Some(login);
+                if let Some(ch) = self.server.sasl_channel(&self.channel) {
+                    self.channel = ch;
+                }
+                self.reply(Reply::new(235, "2.7.0", "Authentication successful"));
+            }
+            Ok(Auth::Denied(why)) => {
+                tracing::warn!(
+                    target: "Account",
+                    "badlogin: [{}] SMTP AUTH {login} {}",
+                    self.peer,
+                    why.reason()
+                );
+                // Slow down password guessing; one answer for every reason.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                self.fail(Reply::new(
+                    535,
+                    "5.7.8",
+                    "Authentication credentials invalid",
+                ));
+            }
+            Err(e) => {
+                tracing::error!("directory error during SMTP AUTH for {login}: {e}");
+                self.fail(Reply::new(454, "4.7.0", "Temporary authentication failure"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a `334` challenge and reads the client's one-line answer.
+    async fn challenge(&mut self, text: &str) -> Result<String, End> {
+        self.reply(Reply::plain(334, vec![text.to_string()]));
+        self.flush().await.map_err(|_| End::Closed)?;
+        match self.read_line(self.server.limits.command_timeout).await? {
+            Some(Line::Text(l)) => Ok(String::from_utf8_lossy(&l).into_owned()),
+            Some(Line::TooLong) => Ok(String::from("!")),
+            None => Err(End::Closed),
+        }
+    }
+
+    fn mail(&mut self, from: Option<Mailbox>, params: MailParams) {
+        if self.helo.is_none() {
+            self.fail(Reply::new(503, "5.5.1", "Send HELO or EHLO first"));
+            return;
+        }
+        if self.txn.is_some() {
+            self.fail(Reply::new(503, "5.5.1", "Nested MAIL command"));
+            return;
+        }
+        if self.user.is_none() && self.server.requires_auth(&self.channel) {
+            self.fail(Reply::new(530, "5.7.0", "Authentication required"));
+            return;
+        }
+        if self.transactions >= self.server.limits.max_transactions {
+            self.fail(Reply::new(
+                452,
+                "4.5.3",
+                "Too many transactions in one session; reconnect",
+            ));
+            return;
+        }
+        if !self.esmtp && params != MailParams::default() {
+            self.fail(Reply::new(555, "5.5.4", "MAIL parameters need EHLO"));
+            return;
+        }
+        if params
+            .size
+            .is_some_and(|s| s > self.server.limits.max_message)
+        {
+            self.fail(Reply::new(
+                552,
+                "5.3.4",
+                format!(
+                    "Message size exceeds the limit of {} bytes",
+                    self.server.limits.max_message
+                ),
+            ));
+            return;
+        }
+        let from = from.map(|m| m.to_string()).unwrap_or_default();
+        if from.len() > 320 {
+            self.fail(Reply::new(553, "5.1.7", "Sender address too long"));
+            return;
+        }
+        self.txn = Some(Transaction {
+            from,
+            params,
+            recipients: Vec::new(),
+            chunks: None,
+            chunk_failed: false,
+        });
+        self.reply(Reply::new(250, "2.1.0", "Sender OK"));
+    }
+
+    async fn rcpt(&mut self, to: Mailbox, params: epistle_mta::smtp::RcptParams) {
+        let Some(txn) = self.txn.as_ref() else {
+            self.fail(Reply::new(503, "5.5.1", "Need MAIL before RCPT"));
+            return;
+        };
+        if txn.recipients.len() >= self.server.limits.max_recipients {
+            // RFC 5321 §4.5.3.1.10: 452 for too many recipients.
+            self.reply(Reply::new(452, "4.5.3", "Too many recipients"));
+            return;
+        }
+        if to.is_utf8() && !txn.params.smtputf8 {
+            self.fail(Reply::new(
+                553,
+                "5.6.7",
+                "Non-ASCII address requires SMTPUTF8",
+            ));
+            return;
+        }
+        let from = txn.from.clone();
+        let address = match &to.domain {
+            Some(_) => to.to_string(),
+            // The bare `postmaster` of RFC 5321 §4.5.1.
+            None => format!("postmaster@{}", self.server.host),
+        };
+        match route(&self.server, &self.channel, &address, &from).await {
+            Ok(routes) => {
+                let notify = params.notify.map(|n| n.to_string());
+                let orcpt = params.orcpt.clone();
+                if let Some(txn) = self.txn.as_mut() {
+                    txn.recipients.push(Accepted {
+                        address,
+                        orcpt,
+                        notify,
+                        routes,
+                    });
+                }
+                self.reply(Reply::new(250, "2.1.5", "Recipient OK"));
+            }
+            Err(reply) => {
+                self.server.maillog.write(&[Record {
+                    source_channel: &self.channel,
+                    dest_channel: "",
+                    action: Action::Reject,
+                    modifiers: self.modifiers(),
+                    size: 0,
+                    from: &from,
+                    original_to: &address,
+                    active_to: &address,
+                    diagnostic: &reply.lines.join(" "),
+                }]);
+                self.fail(reply);
+            }
+        }
+    }
+
+    async fn data(&mut self) -> Result<(), End> {
+        match &self.txn {
+            None => {
+                self.fail(Reply::new(503, "5.5.1", "Need MAIL before DATA"));
+                return Ok(());
+            }
+            Some(t) if t.recipients.is_empty() => {
+                self.fail(Reply::new(554, "5.5.1", "No valid recipients"));
+                return Ok(());
+            }
+            Some(t) if t.chunks.is_some() => {
+                self.fail(Reply::new(503, "5.5.1", "DATA after BDAT is not allowed"));
+                return Ok(());
+            }
+            Some(_) => {}
+        }
+        self.reply(Reply::plain(
+            354,
+            vec!["Start mail input; end with <CRLF>.<CRLF>".into()],
+        ));
+        self.flush().await.map_err(|_| End::Closed)?;
+        let limit = self.server.limits.max_message;
+        let mut reader = DataReader::new(limit);
+        let mut message = Vec::new();
+        loop {
+            if !self.input.is_empty() {
+                let progress = reader.feed(&self.input, &mut message);
+                self.input.drain(..progress.consumed);
+                if progress.done {
+                    break;
+                }
+            }
+            if !self.fill(self.server.limits.data_timeout).await? {
+                return Err(End::Closed);
+            }
+        }
+        let reply = if reader.over_limit() {
+            Reply::new(
+                552,
+                "5.3.4",
+                format!("Message size exceeds the limit of {limit} bytes"),
+            )
+        } else if reader.nul {
+            Reply::new(554, "5.6.0", "Message contains NUL characters")
+        } else {
+            self.accept_message(message).await
+        };
+        self.txn = None;
+        if reply.is_positive() {
+            self.transactions += 1;
+            self.reply(reply);
+        } else {
+            self.fail(reply);
+        }
+        Ok(())
+    }
+
+    async fn bdat(&mut self, size: u64, last: bool) -> Result<(), End> {
+        let limit = self.server.limits.max_message;
+        let refusal = match &self.txn {
+            None => Some(Reply::new(503, "5.5.1", "Need MAIL before BDAT")),
+            Some(t) if t.recipients.is_empty() => {
+                Some(Reply::new(554, "5.5.1", "No valid recipients"))
+            }
+            Some(t) if t.chunk_failed => {
+                Some(Reply::new(552, "5.3.4", "Message refused; send RSET"))
+            }
+            Some(t) => {
+                let have = t.chunks.as_ref().map_or(0, |c| c.len() as u64);
+                (have.saturating_add(size) > limit).then(|| {
+                    Reply::new(
+                        552,
+                        "5.3.4",
+                        format!("Message size exceeds the limit of {limit} bytes"),
+                    )
+                })
+            }
+        };
+        // The chunk is read in any case, to stay in step with the client.
+        let mut chunk = Vec::new();
+        let keep = refusal.is_none();
+        let mut left = size;
+        while left > 0 {
+            if self.input.is_empty() && !self.fill(self.server.limits.data_timeout).await? {
+                return Err(End::Closed);
+            }
+            let n = (left as usize).min(self.input.len());
+            if keep {
+                chunk.extend_from_slice(&self.input[..n]);
+            }
+            self.input.drain(..n);
+            left -= n as u64;
+        }
+        if let Some(r) = refusal {
+            if let Some(t) = self.txn.as_mut() {
+                t.chunk_failed = true;
+                if last {
+                    self.txn = None;
+                }
+            }
+            self.fail(r);
+            return Ok(());
+        }
+        let Some(txn) = self.txn.as_mut() else {
+            return Ok(());
+        };
+        txn.chunks.get_or_insert_with(Vec::new).extend(chunk);
+        if !last {
+            self.reply(Reply::new(250, "2.0.0", format!("{size} octets received")));
+            return Ok(());
+        }
+        let message = txn.chunks.take().unwrap_or_default();
+        let reply = if message.contains(&0) && txn.params.body != Some(Body::BinaryMime) {
+            Reply::new(554, "5.6.0", "Message contains NUL characters")
+        } else {
+            self.accept_message(message).await
+        };
+        self.txn = None;
+        if reply.is_positive() {
+            self.transactions += 1;
+            self.reply(reply);
+        } else {
+            self.fail(reply);
+        }
+        Ok(())
+    }
+
+    /// Adds the Received: line, writes the queue files, tells the job
+    /// controller; the reply is 250 only once every file is on disk.
+    async fn accept_message(&mut self, message: Vec<u8>) -> Reply {
+        let Some(txn) = self.txn.as_ref() else {
+            return Reply::new(503, "5.5.1", "No transaction");
+        };
+        let id = format!("{:016X}.{}", self.id, self.transactions);
+        let mut text = self.received_line(txn, &id).into_bytes();
+        text.extend_from_slice(&message);
+        let envelope = Envelope {
+            from: txn.from.clone(),
+            recipients: Vec::new(),
+            envid: txn.params.envid.clone(),
+            ret: txn.params.ret.map(|r| match r {
+                epistle_mta::smtp::Ret::Full => "FULL".to_string(),
+                epistle_mta::smtp::Ret::Hdrs => "HDRS".to_string(),
+            }),
+            received: chrono::Utc::now().timestamp(),
+            source_channel: self.channel.clone(),
+        };
+        let mut recipients: Vec<(String, Recipient)> = Vec::new();
+        for a in &txn.recipients {
+            let orcpt = a
+                .orcpt
+                .clone()
+                .unwrap_or_else(|| format!("rfc822;{}", xtext_encode(&a.address)));
+            for r in &a.routes {
+                recipients.push((
+                    r.channel.clone(),
+                    Recipient {
+                        address: r.address.clone(),
+                        orcpt: Some(orcpt.clone()),
+                        notify: a.notify.clone(),
+                    },
+                ));
+            }
+        }
+        let server = self.server.clone();
+        let size = text.len() as u64;
+        let env = envelope.clone();
+        let recips = recipients.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            epistle_mta::submit::enqueue(&server.queue, &server.mta.imta, &env, &recips, &text)
+        })
+        .await;
+        let files = match written {
+            Ok(Ok(files)) => files,
+            Ok(Err(e)) => {
+                tracing::error!("cannot queue a message from {}: {e}", self.peer);
+                return Reply::new(452, "4.3.1", "Cannot queue the message now; try later");
+            }
+            Err(e) => {
+                tracing::error!("queueing task failed: {e}");
+                return Reply::new(451, "4.3.0", "Local error; try later");
+            }
+        };
+        let modifiers = self.modifiers();
+        let records: Vec<Record> = recipients
+            .iter()
+            .map(|(ch, r)| Record {
+                source_channel: &self.channel,
+                dest_channel: ch,
+                action: Action::Enqueue,
+                modifiers,
+                size,
+                from: &envelope.from,
+                original_to: r.orcpt.as_deref().unwrap_or(""),
+                active_to: &r.address,
+                diagnostic: "",
+            })
+            .collect();
+        self.server.maillog.write(&records);
+        epistle_mta::submit::notify(&self.server.jobs_socket, files).await;
+        Reply::new(250, "2.0.0", format!("Ok, queued as {id}"))
+    }
+
+    /// The trace line (RFC 5321 §4.4), with TLS and authentication
+    /// (RFC 3848 protocol names).
+    fn received_line(&self, txn: &Transaction, id: &str) -> String {
+        let helo = self.helo.as_deref().unwrap_or("unknown");
+        let mut with = String::from(if self.esmtp { "ESMTP" } else { "SMTP" });
+        if self.tls.is_some() {
+            with.push('S');
+        }
+        if self.user.is_some() {
+            with.push('A');
+        }
+        if txn.params.smtputf8 {
+            with.insert_str(0, "UTF8");
+        }
+        let mut line = format!(
+            "Received: from {} ([{}])\r\n by {} (Epistle) with {with} id <{id}>",
+            clean(helo),
+            self.peer.ip(),
+            self.server.host
+        );
+        if let Some(tls) = &self.tls {
+            line.push_str(&format!("\r\n (using {tls})"));
+        }
+        if let Some(user) = &self.user {
+            line.push_str(&format!("\r\n (authenticated as {})", clean(user)));
+        }
+        if let [one] = txn.recipients.as_slice() {
+            line.push_str(&format!("\r\n for <{}>", clean(&one.address)));
+        }
+        line.push_str(&format!("; {}\r\n", chrono::Local::now().to_rfc2822()));
+        line
+    }
+
+    async fn etrn(&mut self, arg: &str) {
+        let domain = arg.trim_start_matches(['@', '#']);
+        let resolver = Resolver {
+            config: &self.server.mta,
+            directory: None,
+        };
+        let channel = resolver
+            .rewrite(&format!("postmaster@{domain}"), &self.channel)
+            .ok()
+            .map(|r| r.channel);
+        match channel {
+            Some(ch) if ch.starts_with("tcp_") => {
+                let req = epistle_ipc::jobs::JobRequest::RunNow { channel: Some(ch) };
+                epistle_mta::submit::ask(&self.server.jobs_socket, &req).await;
+                self.reply(Reply::new(
+                    250,
+                    "2.0.0",
+                    format!("Queuing for node {domain} started"),
+                ));
+            }
+            _ => self.reply(Reply::new(
+                459,
+                "4.0.0",
+                format!("Node {domain} not allowed"),
+            )),
+        }
+    }
+
+    fn modifiers(&self) -> &'static str {
+        match (self.esmtp, self.tls.is_some()) {
+            (true, true) => "ET",
+            (true, false) => "E",
+            (false, true) => "ST",
+            (false, false) => "S",
+        }
+    }
+
+    /// Writes the queued replies when the client has nothing more
+    /// waiting (so pipelined commands get their replies in one batch).
+    async fn flush_if_idle(&mut self) -> std::io::Result<()> {
+        if !self.input.contains(&b'\n') {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.output);
+        tokio::time::timeout(self.server.limits.command_timeout, async {
+            self.stream.write_all(&out).await?;
+            self.stream.flush().await
+        })
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+    }
+
+    /// Reads more input; `Ok(false)` at end of stream.
+    async fn fill(&mut self, timeout: Duration) -> Result<bool, End> {
+        let mut buf = [0u8; READ_CHUNK];
+        match tokio::time::timeout(timeout, self.stream.read(&mut buf)).await {
+            Err(_) => Err(End::Shutdown),
+            Ok(Err(_)) | Ok(Ok(0)) => Ok(false),
+            Ok(Ok(n)) => {
+                self.input.extend_from_slice(&buf[..n]);
+                Ok(true)
+            }
+        }
+    }
+
+    /// The next command line, without its line end. An over-long line is
+    /// read to its end and reported as such.
+    async fn read_line(&mut self, timeout: Duration) -> Result<Option<Line>, End> {
+        let mut too_long = false;
+        loop {
+            if let Some(pos) = self.input.iter().position(|&b| b == b'\n') {
+                let mut line: Vec<u8> = self.input.drain(..=pos).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                if too_long || line.len() > MAX_COMMAND_LINE {
+                    return Ok(Some(Line::TooLong));
+                }
+                return Ok(Some(Line::Text(line)));
+            }
+            if self.input.len() > MAX_COMMAND_LINE {
+                too_long = true;
+                self.input.clear();
+            }
+            if !self.fill(timeout).await? {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Where one recipient goes, or the refusal: rewriting, the relay
+/// check (ORIG_SEND_ACCESS), then the aliases and the directory, then
+/// SEND_ACCESS on each resulting recipient.
+async fn route(
+    server: &Server,
+    channel: &str,
+    address: &str,
+    from: &str,
+) -> Result<Vec<Route>, Reply> {
+    let mta = &server.mta;
+    let resolver = Resolver {
+        config: mta,
+        directory: server.directory.as_deref(),
+    };
+    let rewritten = resolver.rewrite(address, channel)?;
+    let probe = format!(
+        "{channel}|{from}|{}|{}",
+        rewritten.channel, rewritten.address
+    );
+    access(mta, "ORIG_SEND_ACCESS", &probe)?;
+    let resolved = resolver.resolve(address, from, channel).await?;
+    for (addr, why) in &resolved.dropped {
+        tracing::info!("{address}: member {addr} skipped: {why}");
+    }
+    for r in &resolved.routes {
+        let probe = format!("{channel}|{from}|{}|{}", r.channel, r.address);
+        access(mta, "SEND_ACCESS", &probe)?;
+    }
+    Ok(resolved.routes)
+}
+
+enum Line {
+    Text(Vec<u8>),
+    TooLong,
+}
+
+/// Asks an access table; a `$N`/`$F` answer is a 550 with its text.
+fn access(mta: &epistle_mta::compiled::MtaConfig, table: &str, probe: &str) -> Result<(), Reply> {
+    match mta.mappings.lookup(table, probe) {
+        Some(r) if r.no() || r.has('F') => {
+            let text = if r.output.trim().is_empty() {
+                "Access denied".to_string()
+            } else {
+                r.output.trim().to_string()
+            };
+            Err(Reply::new(550, "5.7.1", text))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Text safe inside a header comment.
+fn clean(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control() && !matches!(c, '(' | ')' | '\\' | '<' | '>'))
+        .take(255)
+        .collect()
+}
+
+fn session_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64;
+    (t << 16) ^ (u64::from(std::process::id()) << 40) ^ NEXT.fetch_add(1, Ordering::Relaxed)
+}

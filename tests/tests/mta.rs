@@ -1,0 +1,438 @@
+//! The MTA end to end: the dispatcher and its SMTP servers on loopback
+//! test ports, the job controller, ims_master and stored, driven by
+//! Python's smtplib, raw sockets and swaks. An address on 127.0.0.2 plays
+//! the external client, since INTERNAL_IP names only 127.0.0.1 (and the
+//! host's own network).
+
+use std::time::Duration;
+
+use epistle_tests::{Install, assert_ok, stdout, wait_for};
+
+/// An installation with the MTA started and users joe and ann.
+fn running() -> Install {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &[]);
+    i.add_user("ann", "ann secret", &[]);
+    i.start();
+    i
+}
+
+fn text(m: &[u8]) -> String {
+    String::from_utf8_lossy(m).into_owned()
+}
+
+#[test]
+fn mail_is_delivered_into_the_store_with_a_trace_line() {
+    let i = running();
+    let out = i.python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
+code, ehlo = s.ehlo('client.example.org')
+assert code == 250, ehlo
+kw = ehlo.decode().split('\n')[1:]
+for k in ['PIPELINING', 'SIZE 52428800', '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES',
+          'DSN', 'CHUNKING', 'STARTTLS', 'ETRN']:
+    assert k in kw, (k, kw)
+assert not any(k.startswith('VRFY') or k.startswith('EXPN') for k in kw)
+refused = s.sendmail('someone@example.org', ['joe@example.com', 'Ann@Example.COM'],
+                     b'Subject: hello\r\nMessage-ID: <m1@example.org>\r\n\r\nHello both\r\n')
+assert refused == {}, refused
+print(s.vrfy('joe')[0])
+s.quit()
+"#,
+        &[&i.ports.smtp.to_string()],
+    );
+    assert_eq!(out.trim(), "252", "VRFY is off by default");
+    for user in ["joe", "ann"] {
+        let m = text(&i.wait_messages(&format!("user/{user}/INBOX"), 1)[0]);
+        assert!(m.starts_with("Received: from client.example.org ([127.0.0.1])\r\n by mail.example.com (Epistle) with ESMTP id <"), "{m}");
+        assert!(m.contains("\r\n\r\nHello both\r\n"), "{m}");
+    }
+    let log = std::fs::read_to_string(i.base.join("log/mail.log_current")).unwrap();
+    // Internal clients are switched to tcp_intranet (switchchannel).
+    assert!(
+        log.lines().any(|l| l.contains(" tcp_intranet ")
+            && l.contains(" ims-ms ")
+            && l.contains(" EE ")
+            && l.contains("rfc822;joe@example.com joe@ims-ms-daemon")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" D ") && l.contains("ann@ims-ms-daemon")),
+        "{log}"
+    );
+}
+
+#[test]
+fn unknown_users_and_relaying_are_refused_at_rcpt() {
+    let i = running();
+    i.python(
+        r#"
+import smtplib, sys
+port = int(sys.argv[1])
+# An external client (127.0.0.2): local mail yes, relaying no, no AUTH in the clear.
+s = smtplib.SMTP('127.0.0.1', port, timeout=20, source_address=('127.0.0.2', 0))
+code, ehlo = s.ehlo('outside.example.net')
+assert b'AUTH' not in ehlo, ehlo
+s.mail('x@outside.example.net')
+code, msg = s.rcpt('nobody@example.com')
+assert code == 550 and msg.startswith(b'5.1.1'), (code, msg)
+code, msg = s.rcpt('someone@elsewhere.org')
+assert code == 550 and b'Relaying not allowed' in msg, (code, msg)
+code, msg = s.rcpt('joe@example.com')
+assert code == 250, (code, msg)
+code, msg = s.docmd('AUTH', 'PLAIN AGpvZQBqb2Ugc2VjcmV0')
+assert code == 503, (code, msg)  # not inside a transaction
+s.rset()
+code, msg = s.docmd('AUTH', 'PLAIN AGpvZQBqb2Ugc2VjcmV0')
+assert code == 538, (code, msg)  # and not in the clear from outside
+# After STARTTLS, AUTH is offered and authenticated clients may relay.
+s.starttls()
+code, ehlo = s.ehlo('outside.example.net')
+assert b'AUTH PLAIN LOGIN' in ehlo, ehlo
+try:
+    s.login('joe', 'wrong')
+    assert False, 'a wrong password was taken'
+except smtplib.SMTPAuthenticationError as e:
+    assert e.smtp_code == 535, e
+s.login('joe', 'joe secret')
+s.mail('joe@example.com')
+code, msg = s.rcpt('someone@elsewhere.org')
+assert code == 250, (code, msg)
+s.quit()
+# An internal client may relay without authentication.
+s = smtplib.SMTP('127.0.0.1', port, timeout=20)
+s.ehlo('inside')
+s.mail('joe@example.com')
+code, msg = s.rcpt('someone@elsewhere.org')
+assert code == 250, (code, msg)
+s.quit()
+"#,
+        &[&i.ports.smtp.to_string()],
+    );
+}
+
+#[test]
+fn submission_requires_authentication_and_smtps_starts_with_tls() {
+    let i = running();
+    i.python(
+        r#"
+import smtplib, ssl, sys
+sub, smtps = int(sys.argv[1]), int(sys.argv[2])
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP('127.0.0.1', sub, timeout=20)
+s.ehlo('c')
+code, msg = s.mail('joe@example.com')
+assert code == 530, (code, msg)
+s.starttls(context=ctx)
+s.ehlo('c')
+s.login('joe', 'joe secret')
+assert s.sendmail('joe@example.com', ['ann@example.com'], b'Subject: sub\r\n\r\nvia 587\r\n') == {}
+s.quit()
+s = smtplib.SMTP_SSL('127.0.0.1', smtps, timeout=20, context=ctx)
+s.ehlo('c')
+s.login('ann', 'ann secret')
+assert s.sendmail('ann@example.com', ['joe@example.com'], b'Subject: tls\r\n\r\nvia 465\r\n') == {}
+s.quit()
+"#,
+        &[&i.ports.submission.to_string(), &i.ports.smtps.to_string()],
+    );
+    let m = text(&i.wait_messages("user/ann/INBOX", 1)[0]);
+    assert!(
+        m.contains("with ESMTPSA")
+            && m.contains("(authenticated as joe)")
+            && m.contains("(using TLS1."),
+        "{m}"
+    );
+    let m = text(&i.wait_messages("user/joe/INBOX", 1)[0]);
+    assert!(
+        m.contains("with ESMTPSA") && m.contains("(authenticated as ann)"),
+        "{m}"
+    );
+}
+
+#[test]
+fn swaks_sends_with_starttls_and_auth() {
+    let i = running();
+    let out = std::process::Command::new("swaks")
+        .args(["--server", "127.0.0.1", "--port", &i.ports.smtp.to_string()])
+        .args(["--from", "ann@example.com", "--to", "joe@example.com"])
+        .args([
+            "--tls",
+            "--auth",
+            "LOGIN",
+            "--auth-user",
+            "ann",
+            "--auth-password",
+            "ann secret",
+        ])
+        .args(["--header", "Subject: from swaks", "--body", "swaks body"])
+        .args(["--local-interface", "127.0.0.2", "--timeout", "20"])
+        .output()
+        .unwrap();
+    assert_ok(&out, "swaks");
+    let m = text(&i.wait_messages("user/joe/INBOX", 1)[0]);
+    assert!(
+        m.contains("Subject: from swaks") && m.contains("(authenticated as ann)"),
+        "{m}"
+    );
+}
+
+#[test]
+fn pipelined_commands_get_their_replies_in_order() {
+    let i = running();
+    i.python(
+        r#"
+import socket, sys
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=20)
+f = s.makefile('rb')
+assert f.readline().startswith(b'220 ')
+s.sendall(b'EHLO pipe\r\n')
+while True:
+    l = f.readline()
+    if l[3:4] == b' ': break
+s.sendall(b'MAIL FROM:<x@example.org>\r\nRCPT TO:<joe@example.com>\r\nRCPT TO:<bad@example.com>\r\n'
+          b'RCPT TO:<ann@example.com>\r\nDATA\r\n')
+codes = [f.readline()[:3] for _ in range(5)]
+assert codes == [b'250', b'250', b'550', b'250', b'354'], codes
+# A bare LF before a dot does not end the message (no smuggling); only CRLF.CRLF does.
+s.sendall(b'Subject: one\r\n\r\nline\n.\nMAIL FROM:<evil@example.org>\r\nstill one\r\n.\r\nQUIT\r\n')
+r = f.readline()
+assert r.startswith(b'250 2.0.0'), r
+assert f.readline().startswith(b'221'), 'QUIT answered'
+"#,
+        &[&i.ports.smtp.to_string()],
+    );
+    let msgs = i.wait_messages("user/joe/INBOX", 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        i.messages("user/joe/INBOX").len(),
+        1,
+        "one message, not two"
+    );
+    assert!(text(&msgs[0]).contains("line\n.\nMAIL FROM:<evil@example.org>\r\nstill one\r\n"));
+}
+
+#[test]
+fn limits_give_the_proper_replies() {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &[]);
+    // 2 KB messages at most, few errors.
+    i.edit_config("option.dat", |t| {
+        format!("{t}\nBLOCK_LIMIT=2\nALLOW_REJECTIONS_BEFORE_DEFERRAL=5\n")
+    });
+    i.cnbuild();
+    i.start();
+    i.python(
+        r#"
+import socket, sys
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=20)
+f = s.makefile('rb')
+def cmd(line):
+    s.sendall(line + b'\r\n')
+    lines = [f.readline()]
+    while lines[-1][3:4] == b'-': lines.append(f.readline())
+    return lines[-1]
+assert f.readline().startswith(b'220 ')
+assert cmd(b'EHLO x').startswith(b'250 ')
+assert cmd(b'MAIL FROM:<a@example.org> SIZE=999999').startswith(b'552 5.3.4'), 'SIZE over the limit'
+assert cmd(b'MAIL FROM:<a@example.org>').startswith(b'250')
+assert cmd(b'RCPT TO:<joe@example.com>').startswith(b'250')
+assert cmd(b'DATA').startswith(b'354')
+s.sendall(b'Subject: big\r\n\r\n' + b'x' * 5000 + b'\r\n.\r\n')
+r = f.readline()
+assert r.startswith(b'552 5.3.4'), r
+assert cmd(b'X' * 5000).startswith(b'500 5.5.2'), 'line too long'
+assert cmd(b'MAIL FROM:<a@example.org>\x00').startswith(b'500'), 'NUL'
+r = cmd(b'BOGUS')
+r = cmd(b'BOGUS')
+assert r.startswith(b'421'), r
+assert f.readline() == b'', 'closed after too many errors'
+"#,
+        &[&i.ports.smtp.to_string()],
+    );
+}
+
+#[test]
+fn input_pipelined_after_starttls_is_discarded() {
+    let i = running();
+    i.python(
+        r#"
+import socket, ssl, sys
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=20)
+f = s.makefile('rb')
+f.readline()
+s.sendall(b'EHLO x\r\n')
+while f.readline()[3:4] != b' ': pass
+# The injected MAIL arrives in the clear with STARTTLS.
+s.sendall(b'STARTTLS\r\nMAIL FROM:<injected@example.org>\r\n')
+assert f.readline().startswith(b'220 ')
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+t = ctx.wrap_socket(s)
+tf = t.makefile('rb')
+t.sendall(b'EHLO x\r\n')
+first = tf.readline()
+assert first.startswith(b'250-'), first  # the EHLO reply, not a reply to MAIL
+while tf.readline()[3:4] != b' ': pass
+t.sendall(b'RCPT TO:<joe@example.com>\r\n')
+r = tf.readline()
+assert r.startswith(b'503'), r  # no MAIL in this session
+"#,
+        &[&i.ports.smtp.to_string()],
+    );
+}
+
+#[test]
+fn aliases_and_groups_expand() {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &[]);
+    i.add_user("ann", "ann secret", &[]);
+    i.edit_config("aliases", |t| {
+        format!("{t}\nteam@example.com: joe@example.com\n")
+    });
+    i.cnbuild();
+    let out = i.sbin(
+        "commadmin",
+        &[
+            "group",
+            "create",
+            "-D",
+            "admin",
+            "-w",
+            "test password",
+            "-G",
+            "staff",
+            "-m",
+            "joe@example.com",
+            "-m",
+            "ann@example.com",
+        ],
+    );
+    assert_ok(&out, "commadmin group create");
+    i.start();
+    i.python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
+assert s.sendmail('x@example.org', ['team@example.com'], b'Subject: alias\r\n\r\na\r\n') == {}
+assert s.sendmail('x@example.org', ['staff@example.com'], b'Subject: group\r\n\r\ng\r\n') == {}
+s.quit()
+"#,
+        &[&i.ports.smtp.to_string()],
+    );
+    let joe = i.wait_messages("user/joe/INBOX", 2);
+    assert!(joe.iter().any(|m| text(m).contains("Subject: alias")));
+    assert!(joe.iter().any(|m| text(m).contains("Subject: group")));
+    let ann = i.wait_messages("user/ann/INBOX", 1);
+    assert!(text(&ann[0]).contains("Subject: group"));
+}
+
+#[test]
+fn a_failed_delivery_returns_a_notice_to_the_sender() {
+    let i = running();
+    // Queue a message for ann while the job controller is stopped, then
+    // delete ann's mailbox: delivery fails permanently.
+    assert_ok(
+        &i.sbin("stop-msg", &["job_controller"]),
+        "stop-msg job_controller",
+    );
+    i.python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
+s.ehlo('c')
+s.mail('joe@example.com', ['RET=HDRS', 'ENVID=env-42'])
+assert s.rcpt('ann@example.com', ['NOTIFY=FAILURE', 'ORCPT=rfc822;ann@example.com'])[0] == 250
+code, _ = s.data(b'Subject: doomed\r\n\r\nsecret body\r\n')
+assert code == 250
+s.quit()
+"#,
+        &[&i.ports.smtp.to_string()],
+    );
+    let out = i.sbin(
+        "commadmin",
+        &[
+            "user",
+            "modify",
+            "-D",
+            "admin",
+            "-w",
+            "test password",
+            "-l",
+            "ann",
+            "-A",
+            "mailUserStatus:deleted",
+        ],
+    );
+    assert_ok(&out, "commadmin user modify");
+    assert_ok(
+        &i.sbin("start-msg", &["job_controller"]),
+        "start-msg job_controller",
+    );
+    let notice = text(&i.wait_messages("user/joe/INBOX", 1)[0]);
+    assert!(
+        notice.contains("multipart/report; report-type=delivery-status"),
+        "{notice}"
+    );
+    assert!(notice.contains("Original-Envelope-Id: env-42"), "{notice}");
+    assert!(
+        notice.contains("Original-Recipient: rfc822;ann@example.com"),
+        "{notice}"
+    );
+    assert!(
+        notice.contains("Action: failed\r\nStatus: 5.2.1"),
+        "{notice}"
+    );
+    assert!(
+        notice.contains("Subject: doomed") && !notice.contains("secret body"),
+        "RET=HDRS: {notice}"
+    );
+    let log = std::fs::read_to_string(i.base.join("log/mail.log_current")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" R ") && l.contains("ann@ims-ms-daemon")),
+        "{log}"
+    );
+    // The notice goes out with the null sender.
+    assert!(
+        log.lines().any(|l| l.contains(" ims-ms ")
+            && l.contains(" E ")
+            && l.contains(" <> rfc822;joe@example.com joe@ims-ms-daemon")),
+        "{log}"
+    );
+}
+
+#[test]
+fn held_users_mail_waits_in_the_hold_queue() {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &["-A", "mailUserStatus:hold"]);
+    i.start();
+    i.python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
+assert s.sendmail('x@example.org', ['joe@example.com'], b'Subject: held\r\n\r\nh\r\n') == {}
+s.quit()
+"#,
+        &[&i.ports.smtp.to_string()],
+    );
+    let hold = i.base.join("data/queue/hold");
+    assert!(
+        wait_for(Duration::from_secs(10), || std::fs::read_dir(&hold)
+            .map(|d| d.count() == 1)
+            .unwrap_or(false)),
+        "one file in the hold queue"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(i.messages("user/joe/INBOX").is_empty());
+    let status = i.sbin("status-msg", &[]);
+    assert!(
+        stdout(&status).contains("dispatcher"),
+        "{}",
+        stdout(&status)
+    );
+}
