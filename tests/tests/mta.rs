@@ -436,3 +436,346 @@ s.quit()
         stdout(&status)
     );
 }
+
+#[test]
+fn qm_holds_releases_deletes_and_returns() {
+    let i = running();
+    // Messages wait while the job controller is down.
+    assert_ok(
+        &i.sbin("stop-msg", &["job_controller"]),
+        "stop-msg job_controller",
+    );
+    i.python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
+for n in range(3):
+    assert s.sendmail('ann@example.com', ['joe@example.com'],
+                      ('Subject: q%d\r\n\r\nbody %d\r\n' % (n, n)).encode()) == {}
+s.quit()
+"#,
+        &[&i.ports.smtp.to_string()],
+    );
+    let dir = i.sbin("imsimta", &["qm", "directory", "ims-ms"]);
+    assert_ok(&dir, "qm directory");
+    let listing = stdout(&dir);
+    let ids: Vec<String> = listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.ends_with(".00"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ids.len(), 3, "{listing}");
+    assert!(
+        listing.contains("from: ann@example.com") && listing.contains("to:   joe@ims-ms-daemon"),
+        "{listing}"
+    );
+    let sum = stdout(&i.sbin("imsimta", &["qm", "summarize"]));
+    assert!(
+        sum.lines()
+            .any(|l| l.starts_with("ims-ms") && l.split_whitespace().nth(1) == Some("3")),
+        "{sum}"
+    );
+    assert!(sum.contains("job controller is not running"), "{sum}");
+    assert_ok(&i.sbin("imsimta", &["qm", "hold", &ids[0]]), "qm hold");
+    assert_ok(
+        &i.sbin("imsimta", &["qm", "delete", &format!("ims-ms/{}", ids[1])]),
+        "qm delete",
+    );
+    assert_ok(&i.sbin("imsimta", &["qm", "return", &ids[2]]), "qm return");
+    let unknown = i.sbin("imsimta", &["qm", "delete", "ZZNOSUCHFILE.00"]);
+    assert!(!unknown.status.success());
+    assert_ok(
+        &i.sbin("start-msg", &["job_controller"]),
+        "start-msg job_controller",
+    );
+    // The returned one comes back to ann as a notice; the held one waits.
+    let ann = i.wait_messages("user/ann/INBOX", 1);
+    assert!(
+        text(&ann[0]).contains("returned to the sender by the postmaster"),
+        "{}",
+        text(&ann[0])
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        i.messages("user/joe/INBOX").is_empty(),
+        "held and deleted messages stay undelivered"
+    );
+    let held = stdout(&i.sbin("imsimta", &["qm", "directory"]));
+    assert!(held.contains("HELD"), "{held}");
+    assert_ok(
+        &i.sbin("imsimta", &["qm", "release", &ids[0]]),
+        "qm release",
+    );
+    let joe = i.wait_messages("user/joe/INBOX", 1);
+    assert!(text(&joe[0]).contains("Subject: q0"));
+    let log = std::fs::read_to_string(i.base.join("log/mail.log_current")).unwrap();
+    assert!(log.contains("deleted by the administrator"), "{log}");
+    let counters = stdout(&i.sbin("imsimta", &["counters"]));
+    assert!(
+        counters.lines().any(|l| l.starts_with("ims-ms")),
+        "{counters}"
+    );
+    let process = stdout(&i.sbin("imsimta", &["process"]));
+    assert!(
+        process.contains("dispatcher") && process.contains("tcp_smtp_server"),
+        "{process}"
+    );
+}
+
+#[test]
+fn restart_takes_a_new_configuration_without_dropping_a_session() {
+    let i = running();
+    i.python(
+        r#"
+import smtplib, subprocess, sys, time
+port, base = int(sys.argv[1]), sys.argv[2]
+old = smtplib.SMTP('127.0.0.1', port, timeout=20)
+old.ehlo('old')
+old.mail('x@example.org')
+assert old.rcpt('joe@example.com')[0] == 250
+with open(base + '/config/aliases', 'a') as f:
+    f.write('\nnewname@example.com: ann@example.com\n')
+subprocess.run([base + '/sbin/imsimta', 'cnbuild'], check=True, capture_output=True)
+subprocess.run([base + '/sbin/imsimta', 'restart'], check=True, capture_output=True)
+time.sleep(0.5)
+# The session open before the restart goes on to the end.
+code, _ = old.data(b'Subject: across the restart\r\n\r\nstill here\r\n')
+assert code == 250, code
+old.quit()
+# New connections get the new configuration.
+new = smtplib.SMTP('127.0.0.1', port, timeout=20)
+assert new.sendmail('x@example.org', ['newname@example.com'], b'Subject: new alias\r\n\r\nn\r\n') == {}
+new.quit()
+"#,
+        &[&i.ports.smtp.to_string(), i.base.to_str().unwrap()],
+    );
+    assert!(text(&i.wait_messages("user/joe/INBOX", 1)[0]).contains("across the restart"));
+    assert!(text(&i.wait_messages("user/ann/INBOX", 1)[0]).contains("new alias"));
+}
+
+#[test]
+fn a_temporary_failure_stays_queued_and_is_retried() {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &[]);
+    // Retry every second on the store channel.
+    i.edit_config("imta.cnf", |t| {
+        t.replace(
+            "backoff \"pt5m\" \"pt10m\" \"pt30m\" \"pt1h\" \"pt2h\" \"pt4h\"",
+            "backoff \"pt1s\"",
+        )
+    });
+    i.cnbuild();
+    i.start();
+    assert_ok(&i.sbin("stop-msg", &["store"]), "stop-msg store");
+    i.python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
+assert s.sendmail('x@example.org', ['joe@example.com'], b'Subject: later\r\n\r\nl\r\n') == {}
+s.quit()
+"#,
+        &[&i.ports.smtp.to_string()],
+    );
+    let log = i.base.join("log/mail.log_current");
+    assert!(
+        wait_for(Duration::from_secs(15), || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains(" Q ") && l.contains("joe@ims-ms-daemon"))),
+        "a Q record for the deferral"
+    );
+    let dir = stdout(&i.sbin("imsimta", &["qm", "directory", "ims-ms"]));
+    assert!(
+        dir.contains("attempts 1") || dir.contains("attempts 2"),
+        "{dir}"
+    );
+    assert_ok(&i.sbin("start-msg", &["store"]), "start-msg store");
+    assert!(text(&i.wait_messages("user/joe/INBOX", 1)[0]).contains("Subject: later"));
+}
+
+/// A stand-in remote SMTP server: takes mail for any address, except
+/// `bad…` (550 5.1.1) and `later…` (451 4.2.0); writes each message it
+/// takes, with its envelope, to a file in `dir`.
+const SINK: &str = r#"
+import socket, sys, threading, os
+port, out = int(sys.argv[1]), sys.argv[2]
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(('127.0.0.1', port)); srv.listen(20)
+count = [0]
+def serve(c):
+    f = c.makefile('rb')
+    w = lambda s: c.sendall(s.encode() + b'\r\n')
+    w('220 sink.test ESMTP')
+    env, rcpts = None, []
+    while True:
+        l = f.readline()
+        if not l: return
+        cmd = l.decode().strip(); up = cmd.upper()
+        if up.startswith('EHLO'): w('250-sink.test'); w('250-DSN'); w('250 SIZE 100000')
+        elif up.startswith('MAIL'): env, rcpts = cmd, []; w('250 2.1.0 ok')
+        elif up.startswith('RCPT'):
+            a = cmd.split('<')[1].split('>')[0]
+            if a.startswith('bad'): w('550 5.1.1 <%s>: no such user here' % a)
+            elif a.startswith('later'): w('451 4.2.0 <%s>: try again' % a)
+            else: rcpts.append(cmd); w('250 2.1.5 ok')
+        elif up == 'DATA':
+            w('354 go'); data = b''
+            while True:
+                l = f.readline()
+                if l in (b'.\r\n', b''): break
+                data += l
+            count[0] += 1
+            with open(os.path.join(out, 'msg%d' % count[0]), 'wb') as m:
+                m.write((env + '\n' + '\n'.join(rcpts) + '\n\n').encode() + data)
+            w('250 2.0.0 taken')
+        elif up == 'QUIT': w('221 bye'); c.close(); return
+        else: w('502 5.5.1 no')
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+#[test]
+fn outbound_mail_goes_to_the_remote_server_with_per_recipient_results() {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &[]);
+    let sink_port = epistle_tests::free_port();
+    let sink_dir = i.dir.path().join("sink");
+    std::fs::create_dir_all(&sink_dir).unwrap();
+    let mut sink = std::process::Command::new("python3")
+        .args([
+            "-c",
+            SINK,
+            &sink_port.to_string(),
+            sink_dir.to_str().unwrap(),
+        ])
+        .spawn()
+        .unwrap();
+    // partner.example is routed to the stand-in by a channel of its own.
+    i.edit_config("imta.cnf", |t| {
+        t.replacen(
+            "hold                         $U@hold-daemon\n",
+            "hold                         $U@hold-daemon\npartner.example              $U%$D@tcp_peer-daemon\n",
+            1,
+        )
+        .replacen(
+            "\nbitbucket\n",
+            &format!(
+                "\ntcp_peer smtp daemon 127.0.0.1 port {sink_port} backoff \"pt1s\" maytlsclient\ntcp_peer-daemon\n\nbitbucket\n"
+            ),
+            1,
+        )
+    });
+    i.cnbuild();
+    i.start();
+    i.python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
+s.ehlo('c')
+s.mail('joe@example.com', ['ENVID=out-1'])
+for r in ['ok@partner.example', 'bad@partner.example', 'later@partner.example']:
+    assert s.rcpt(r, ['NOTIFY=FAILURE,DELAY'])[0] == 250
+assert s.data(b'Subject: out\r\n\r\nto the partner\r\n')[0] == 250
+s.quit()
+"#,
+        &[&i.ports.smtp.to_string()],
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || std::fs::read_dir(&sink_dir)
+            .map(|d| d.count() >= 1)
+            .unwrap_or(false)),
+        "the remote server got the message"
+    );
+    let got = std::fs::read_to_string(sink_dir.join("msg1")).unwrap();
+    assert!(got.starts_with("MAIL FROM:<joe@example.com>"), "{got}");
+    assert!(
+        got.contains("ENVID=out-1"),
+        "DSN parameters passed on: {got}"
+    );
+    assert!(
+        got.contains(
+            "RCPT TO:<ok@partner.example> NOTIFY=FAILURE,DELAY ORCPT=rfc822;ok@partner.example"
+        ),
+        "{got}"
+    );
+    assert!(
+        !got.contains("bad@") && got.contains("to the partner"),
+        "{got}"
+    );
+    // bad@ comes back to joe; later@ stays queued for the next try.
+    let notice = text(&i.wait_messages("user/joe/INBOX", 1)[0]);
+    assert!(
+        notice.contains("Final-Recipient: rfc822;bad@partner.example"),
+        "{notice}"
+    );
+    assert!(notice.contains("Remote-MTA: dns;127.0.0.1"), "{notice}");
+    assert!(
+        notice
+            .contains("Diagnostic-Code: smtp; 550 5.1.1 <bad@partner.example>: no such user here"),
+        "{notice}"
+    );
+    assert!(!notice.contains("later@partner.example"), "{notice}");
+    let queued = stdout(&i.sbin("imsimta", &["qm", "directory", "tcp_peer"]));
+    assert!(
+        queued.contains("to:   later@partner.example") && !queued.contains("ok@"),
+        "{queued}"
+    );
+    let _ = sink.kill();
+    let _ = sink.wait();
+}
+
+#[test]
+fn sendmail_submits_through_the_local_mta() {
+    let i = running();
+    let mut child = std::process::Command::new(i.base.join("sbin/sendmail"))
+        .args(["-t", "-i", "-f", "ann@example.com"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"To: Joe <joe@example.com>\nBcc: ann@example.com\nSubject: from sendmail\n\nbody\n.\nafter the dot\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let m = text(&i.wait_messages("user/joe/INBOX", 1)[0]);
+    assert!(
+        m.contains("Subject: from sendmail") && m.contains("Message-ID: <"),
+        "{m}"
+    );
+    assert!(
+        m.contains("after the dot"),
+        "-i keeps lines after a lone dot: {m}"
+    );
+    assert!(!m.contains("Bcc:"), "{m}");
+    let a = text(&i.wait_messages("user/ann/INBOX", 1)[0]);
+    assert!(
+        a.contains("Subject: from sendmail"),
+        "Bcc recipients get it: {a}"
+    );
+    // Without the MTA: a temporary failure (EX_TEMPFAIL), nothing lost silently.
+    assert_ok(&i.sbin("stop-msg", &["dispatcher"]), "stop-msg dispatcher");
+    let mut child = std::process::Command::new(i.base.join("sbin/sendmail"))
+        .arg("joe@example.com")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: x\n\nx\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,6 +1,9 @@
 //! The MTA's channel programs share everything but their delivery step:
 //! [`master`] is the job loop, queue-file settling and notices around it;
-//! [`dsn`] builds the notices (RFC 3464).
+//! [`dsn`] builds the notices (RFC 3464); [`client`] is the SMTP/LMTP
+//! client the outbound channels and `sendmail` speak.
 
+pub mod client;
 pub mod dsn;
 pub mod master;
+pub mod outbound;

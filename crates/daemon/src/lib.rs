@@ -30,6 +30,11 @@ use epistle_config::{Config, MsgSvrBase};
 use epistle_ipc::watcher::{Listener, Request, SERVICE_ENV};
 
 pub use logging::LogHandle;
+
+/// A byte stream a protocol session runs over, plain or TLS, so that
+/// STARTTLS can swap one for the other under the session.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 pub use signals::{SignalEvent, Signals};
 
 /// A running daemon's identity, configuration and resources.

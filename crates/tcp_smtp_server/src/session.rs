@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use epistle_daemon::Io;
 use epistle_directory::Auth;
 use epistle_directory::sasl;
 use epistle_ipc::handoff::Handoff;
@@ -21,13 +22,9 @@ use epistle_mta::resolve::{Resolver, Route};
 use epistle_mta::smtp::{
     Body, Command, DataReader, MAX_COMMAND_LINE, MailParams, Mailbox, Reply, xtext_encode,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::server::Server;
-
-/// A byte stream, plain or TLS.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Bytes read at a time.
 const READ_CHUNK: usize = 16 * 1024;
