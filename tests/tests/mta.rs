@@ -779,3 +779,88 @@ fn sendmail_submits_through_the_local_mta() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_relay_delivers_to_a_store_host_over_lmtp() {
+    // The store host: LMTP on a loopback port, users joe and ann.
+    let store = Install::configured();
+    let lmtp_port = epistle_tests::free_port();
+    store.edit_config("dispatcher.cnf", |t| {
+        format!("{t}\n[SERVICE=LMTP]\nPORT={lmtp_port}\nINTERFACE_ADDRESS=127.0.0.1\nIMAGE=IMTA_BIN:tcp_lmtp_server\n")
+    });
+    store.cnbuild();
+    store.add_user("joe", "joe secret", &[]);
+    store.add_user("ann", "ann secret", &["-A", "mailUserStatus:inactive"]);
+    store.start();
+    // The relay: example.com goes to the store host's LMTP.
+    let relay = Install::configured();
+    relay.edit_config("imta.cnf", |t| {
+        t.replace(
+            "example.com           $U%$D@mail.example.com\n",
+            "example.com           $U%$D@lmtp_store-daemon\n",
+        )
+        .replacen(
+            "\nbitbucket\n",
+            &format!(
+                "\nlmtp_store lmtp daemon 127.0.0.1 port {lmtp_port} backoff \"pt1s\"\nlmtp_store-daemon\n\nbitbucket\n"
+            ),
+            1,
+        )
+    });
+    relay.cnbuild();
+    relay.start();
+    let routed = stdout(&relay.sbin("imsimta", &["test", "-rewrite", "joe@example.com"]));
+    assert!(routed.contains("channel = lmtp_store"), "{routed}");
+    relay.python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
+assert s.sendmail('x@example.org', ['joe@example.com', 'ann@example.com'],
+                  b'Subject: via lmtp\r\n\r\nthrough the relay\r\n') == {}
+s.quit()
+"#,
+        &[&relay.ports.smtp.to_string()],
+    );
+    let m = text(&store.wait_messages("user/joe/INBOX", 1)[0]);
+    assert!(
+        m.contains("through the relay") && m.contains(" with LMTPS id "),
+        "delivered over LMTP with STARTTLS: {m}"
+    );
+    // ann's account is inactive: her copy stays queued on the relay, per recipient.
+    let log = relay.base.join("log/mail.log_current");
+    assert!(
+        wait_for(Duration::from_secs(15), || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains(" Q ")
+                && l.contains("ann@example.com")
+                && l.contains("lmtp;"))),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let text_log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text_log
+            .lines()
+            .any(|l| l.contains(" D ") && l.contains("joe@example.com")),
+        "{text_log}"
+    );
+    // LMTP speaks LHLO only, and only to internal hosts.
+    store.python(
+        r#"
+import socket, sys
+port = int(sys.argv[1])
+s = socket.create_connection(('127.0.0.1', port), timeout=10); f = s.makefile('rb')
+assert b'LMTP' in f.readline()
+s.sendall(b'EHLO x\r\n'); assert f.readline().startswith(b'500')
+s.sendall(b'LHLO x\r\n')
+while True:
+    l = f.readline()
+    if l[3:4] == b' ': break
+assert l.startswith(b'250')
+e = socket.socket(); e.bind(('127.0.0.2', 0)); e.connect(('127.0.0.1', port))
+assert e.makefile('rb').readline().startswith(b'554 5.7.1')
+"#,
+        &[&lmtp_port.to_string()],
+    );
+}

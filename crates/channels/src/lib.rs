@@ -7,3 +7,4 @@ pub mod client;
 pub mod dsn;
 pub mod master;
 pub mod outbound;
+pub mod store_delivery;

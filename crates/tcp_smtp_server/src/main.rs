@@ -1,4 +1,5 @@
-//! tcp_smtp_server: an SMTP server process. The dispatcher starts it with
+//! tcp_smtp_server: an SMTP server process (and, installed as
+//! tcp_lmtp_server, the LMTP server in front of the store). The dispatcher starts it with
 //! one end of a socket pair on standard input and hands it accepted
 //! connections over that socket; it serves many sessions at once and
 //! reports each one's end, so the dispatcher can balance the load.
@@ -29,23 +30,32 @@ use session::Session;
 const DRAIN_TIME: Duration = Duration::from_secs(600);
 
 fn main() {
-    let d = match Daemon::init_worker("smtp", "tcp_smtp_server") {
+    // One program, two names: the dispatcher.cnf IMAGE says which.
+    let lmtp = std::env::args()
+        .next()
+        .is_some_and(|a| a.ends_with("tcp_lmtp_server"));
+    let (service, program) = if lmtp {
+        ("lmtp", "tcp_lmtp_server")
+    } else {
+        ("smtp", "tcp_smtp_server")
+    };
+    let d = match Daemon::init_worker(service, program) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("tcp_smtp_server: {e:#}");
+            eprintln!("{program}: {e:#}");
             std::process::exit(1);
         }
     };
     let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    if let Err(e) = rt.block_on(run(d)) {
-        tracing::error!("tcp_smtp_server: {e:#}");
-        eprintln!("tcp_smtp_server: {e:#}");
+    if let Err(e) = rt.block_on(run(d, lmtp)) {
+        tracing::error!("{program}: {e:#}");
+        eprintln!("{program}: {e:#}");
         std::process::exit(1);
     }
 }
 
-async fn run(d: Daemon) -> anyhow::Result<()> {
-    let server = Arc::new(load(&d).await?);
+async fn run(d: Daemon, lmtp: bool) -> anyhow::Result<()> {
+    let server = Arc::new(load(&d, lmtp).await?);
     let link = Link::new(
         std::io::stdin()
             .as_fd()
@@ -86,7 +96,7 @@ async fn run(d: Daemon) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn load(d: &Daemon) -> anyhow::Result<Server> {
+async fn load(d: &Daemon, lmtp: bool) -> anyhow::Result<Server> {
     let compiled_path = d.base.config().join(COMPILED_NAME);
     let mta = CompiledConfig::load(&compiled_path)
         .and_then(|c| c.parse())
@@ -111,6 +121,8 @@ async fn load(d: &Daemon) -> anyhow::Result<Server> {
     };
     Ok(Server {
         host,
+        lmtp,
+        store_socket: d.base.store_socket(),
         limits: Limits::from_options(&mta),
         mta: Arc::new(mta),
         directory,

@@ -62,6 +62,10 @@ impl Limits {
 pub struct Server {
     /// Our name in greetings and Received: lines.
     pub host: String,
+    /// Speaking LMTP (RFC 2033) as tcp_lmtp_server: LHLO, delivery into
+    /// the store at the end of data, a reply per recipient.
+    pub lmtp: bool,
+    pub store_socket: PathBuf,
     pub mta: Arc<MtaConfig>,
     pub directory: Option<Arc<Directory>>,
     pub tls: Option<TlsAcceptor>,

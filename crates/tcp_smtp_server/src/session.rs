@@ -12,13 +12,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use epistle_channels::master::Outcome;
+use epistle_channels::store_delivery::StoreDelivery;
 use epistle_daemon::Io;
 use epistle_directory::Auth;
 use epistle_directory::sasl;
 use epistle_ipc::handoff::Handoff;
 use epistle_mta::maillog::{Action, Record};
 use epistle_mta::queuefile::{Envelope, Recipient};
-use epistle_mta::resolve::{Resolver, Route};
+use epistle_mta::resolve::{Resolver, Route, STORE_CHANNEL};
 use epistle_mta::smtp::{
     Body, Command, DataReader, MAX_COMMAND_LINE, MailParams, Mailbox, Reply, xtext_encode,
 };
@@ -74,6 +76,8 @@ pub struct Session {
     tls: Option<String>,
     user: Option<String>,
     txn: Option<Transaction>,
+    /// LMTP's link to stored, made at the first delivery.
+    store: Option<StoreDelivery>,
     transactions: usize,
     errors: usize,
     id: u64,
@@ -98,6 +102,7 @@ impl Session {
             tls: None,
             user: None,
             txn: None,
+            store: None,
             transactions: 0,
             errors: 0,
             id: session_id(),
@@ -109,9 +114,21 @@ impl Session {
         if tls_first && self.start_tls().await.is_err() {
             return;
         }
+        if self.server.lmtp && !self.internal {
+            // LMTP delivers straight into the store: for the site's own
+            // relays only (INTERNAL_IP).
+            self.reply(Reply::new(
+                554,
+                "5.7.1",
+                format!("{} LMTP is for internal hosts only", self.server.host),
+            ));
+            let _ = self.flush().await;
+            return;
+        }
+        let protocol = if self.server.lmtp { "LMTP" } else { "ESMTP" };
         let greeting = Reply::plain(
             220,
-            vec![format!("{} ESMTP Epistle ready", self.server.host)],
+            vec![format!("{} {protocol} Epistle ready", self.server.host)],
         );
         self.reply(greeting);
         let end = self.serve().await;
@@ -185,7 +202,13 @@ impl Session {
     /// Handles one command; `Ok(false)` ends the session after the reply.
     async fn command(&mut self, cmd: Command) -> Result<bool, End> {
         match cmd {
-            Command::Ehlo(domain) => {
+            Command::Ehlo(_) | Command::Helo(_) if self.server.lmtp => {
+                return Ok(self.fail(Reply::new(500, "5.5.1", "This is LMTP; use LHLO")));
+            }
+            Command::Lhlo(_) if !self.server.lmtp => {
+                return Ok(self.fail(Reply::new(500, "5.5.1", "LHLO is for LMTP; use EHLO")));
+            }
+            Command::Ehlo(domain) | Command::Lhlo(domain) => {
                 self.helo = Some(domain.clone());
                 self.esmtp = true;
                 self.txn = None;
@@ -200,9 +223,6 @@ impl Session {
                     250,
                     vec![format!("{} Hello {domain}", self.server.host)],
                 ));
-            }
-            Command::Lhlo(_) => {
-                return Ok(self.fail(Reply::new(500, "5.5.1", "LHLO is for LMTP; use EHLO")));
             }
             Command::StartTls => {
                 if self.tls.is_some() {
@@ -586,25 +606,44 @@ impl Session {
                 return Err(End::Closed);
             }
         }
-        let reply = if reader.over_limit() {
-            Reply::new(
+        let refusal = if reader.over_limit() {
+            Some(Reply::new(
                 552,
                 "5.3.4",
                 format!("Message size exceeds the limit of {limit} bytes"),
-            )
+            ))
         } else if reader.nul {
-            Reply::new(554, "5.6.0", "Message contains NUL characters")
+            Some(Reply::new(554, "5.6.0", "Message contains NUL characters"))
         } else {
-            self.accept_message(message).await
+            None
+        };
+        self.end_of_data(refusal, message).await;
+        Ok(())
+    }
+
+    /// Answers the end of a message: one reply in SMTP, one per accepted
+    /// recipient in LMTP (RFC 2033 §4.2), refusals included.
+    async fn end_of_data(&mut self, refusal: Option<Reply>, message: Vec<u8>) {
+        let count = match (&self.txn, self.server.lmtp) {
+            (Some(t), true) => t.recipients.len(),
+            _ => 1,
+        };
+        let replies = match refusal {
+            Some(r) => vec![r; count],
+            None if self.server.lmtp => self.deliver_lmtp(message).await,
+            None => vec![self.accept_message(message).await],
         };
         self.txn = None;
-        if reply.is_positive() {
+        if replies.iter().any(Reply::is_positive) {
             self.transactions += 1;
-            self.reply(reply);
-        } else {
-            self.fail(reply);
         }
-        Ok(())
+        for r in replies {
+            if r.is_positive() {
+                self.reply(r);
+            } else {
+                self.fail(r);
+            }
+        }
     }
 
     async fn bdat(&mut self, size: u64, last: bool) -> Result<(), End> {
@@ -662,19 +701,88 @@ impl Session {
             return Ok(());
         }
         let message = txn.chunks.take().unwrap_or_default();
-        let reply = if message.contains(&0) && txn.params.body != Some(Body::BinaryMime) {
-            Reply::new(554, "5.6.0", "Message contains NUL characters")
-        } else {
-            self.accept_message(message).await
-        };
-        self.txn = None;
-        if reply.is_positive() {
-            self.transactions += 1;
-            self.reply(reply);
-        } else {
-            self.fail(reply);
-        }
+        let refusal = (message.contains(&0) && txn.params.body != Some(Body::BinaryMime))
+            .then(|| Reply::new(554, "5.6.0", "Message contains NUL characters"));
+        self.end_of_data(refusal, message).await;
         Ok(())
+    }
+
+    /// LMTP: the store's recipients are delivered now, through stored;
+    /// any others (forwarding) are queued. One reply per recipient.
+    async fn deliver_lmtp(&mut self, message: Vec<u8>) -> Vec<Reply> {
+        let Some(txn) = self.txn.take() else {
+            return Vec::new();
+        };
+        let id = format!("{:016X}.{}", self.id, self.transactions);
+        let mut text = self.received_line(&txn, &id).into_bytes();
+        text.extend_from_slice(&message);
+        let mut replies = Vec::with_capacity(txn.recipients.len());
+        let store = self.store.get_or_insert_with(|| {
+            StoreDelivery::new(self.server.store_socket.clone(), Duration::ZERO)
+        });
+        let mut queued: Vec<Accepted> = Vec::new();
+        let mut queued_index: Vec<usize> = Vec::new();
+        for (n, a) in txn.recipients.iter().enumerate() {
+            let mut worst: Option<Reply> = None;
+            for r in a.routes.iter().filter(|r| r.channel == STORE_CHANNEL) {
+                let outcome = store
+                    .deliver(
+                        self.server.directory.as_deref(),
+                        &r.address,
+                        &text,
+                        Duration::ZERO,
+                    )
+                    .await;
+                let reply = match outcome {
+                    Outcome::Delivered(_) => continue,
+                    Outcome::Deferred(d) => {
+                        Reply::plain(451, vec![format!("{} {}: {}", d.status, a.address, d.text)])
+                    }
+                    Outcome::Failed(d) => {
+                        Reply::plain(550, vec![format!("{} {}: {}", d.status, a.address, d.text)])
+                    }
+                };
+                if worst.as_ref().is_none_or(|w| w.code < reply.code) {
+                    worst = Some(reply);
+                }
+            }
+            let others: Vec<Route> = a
+                .routes
+                .iter()
+                .filter(|r| r.channel != STORE_CHANNEL)
+                .cloned()
+                .collect();
+            if !others.is_empty() {
+                queued_index.push(n);
+                queued.push(Accepted {
+                    address: a.address.clone(),
+                    orcpt: a.orcpt.clone(),
+                    notify: a.notify.clone(),
+                    routes: others,
+                });
+            }
+            replies.push(
+                worst.unwrap_or_else(|| {
+                    Reply::new(250, "2.1.5", format!("{} delivered", a.address))
+                }),
+            );
+        }
+        if !queued.is_empty() {
+            self.txn = Some(Transaction {
+                recipients: queued,
+                ..txn
+            });
+            let r = self.accept_message(message).await;
+            self.txn = None;
+            if !r.is_positive() {
+                for n in queued_index {
+                    if replies[n].is_positive() {
+                        replies[n] = r.clone();
+                    }
+                }
+            }
+        }
+        replies
     }
 
     /// Adds the Received: line, writes the queue files, tells the job
@@ -757,7 +865,11 @@ impl Session {
     /// (RFC 3848 protocol names).
     fn received_line(&self, txn: &Transaction, id: &str) -> String {
         let helo = self.helo.as_deref().unwrap_or("unknown");
-        let mut with = String::from(if self.esmtp { "ESMTP" } else { "SMTP" });
+        let mut with = String::from(match (self.server.lmtp, self.esmtp) {
+            (true, _) => "LMTP",
+            (false, true) => "ESMTP",
+            (false, false) => "SMTP",
+        });
         if self.tls.is_some() {
             with.push('S');
         }
