@@ -273,6 +273,22 @@ impl Install {
         stdout(&out)
     }
 
+    /// Pids of the processes running `lib/<program>` of this installation.
+    pub fn pids_of(&self, program: &str) -> Vec<i32> {
+        let exe = self.base.join("lib").join(program);
+        let exe = exe.canonicalize().unwrap_or(exe);
+        let mut out = Vec::new();
+        for d in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = d.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if std::fs::read_link(d.path().join("exe")).is_ok_and(|e| e == exe) {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
     /// Runs an admin command from sbin/.
     pub fn sbin(&self, cmd: &str, args: &[&str]) -> Output {
         Command::new(self.base.join("sbin").join(cmd))

@@ -214,10 +214,15 @@ pub fn open_job(path: &Path) -> anyhow::Result<Option<Job>> {
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
         Err((_, e)) => return Err(e).context("cannot lock the queue file"),
     };
-    // Read through the locked handle: the file may have been replaced
-    // by its previous owner between open and lock.
-    if !path.exists() {
-        return Ok(None);
+    // The previous owner may have removed or replaced the file between
+    // our open and our lock: only the inode still at `path` counts.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let locked = lock.metadata()?;
+        match std::fs::metadata(path) {
+            Ok(now) if now.ino() == locked.ino() && now.dev() == locked.dev() => {}
+            _ => return Ok(None),
+        }
     }
     let data = std::fs::read(path)?;
     let (envelope, at) = Envelope::decode(&data)?;
@@ -530,14 +535,18 @@ fn rewrite(job: &Job, remaining: Vec<Recipient>) -> anyhow::Result<PathBuf> {
         "${}.requeue",
         job.path.file_name().and_then(|n| n.to_str()).unwrap_or("x")
     ));
-    let mut f = File::create(&tmp)?;
+    // The new file is locked before it takes the name, so a program that
+    // opens it meanwhile (after a job controller restart) waits its turn.
+    let f = File::create(&tmp)?;
+    let mut f = Flock::lock(f, FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| anyhow::anyhow!("cannot lock {}: {e}", tmp.display()))?;
     f.write_all(&env.encode()?)?;
     f.write_all(&job.message)?;
     f.sync_all()?;
-    drop(f);
     std::fs::rename(&tmp, &job.path)?;
     let next = next_name(&job.path);
     std::fs::rename(&job.path, &next)?;
     fsync_dir(&next)?;
+    drop(f);
     Ok(next)
 }
