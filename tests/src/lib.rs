@@ -260,6 +260,20 @@ impl Install {
         got
     }
 
+    /// Waits until a line of `log/mail.log_current` satisfies `pred`
+    /// (records are written just after the work they record); returns
+    /// the log, failing the test if no line does.
+    pub fn wait_mail_log(&self, pred: impl Fn(&str) -> bool) -> String {
+        let path = self.base.join("log/mail.log_current");
+        let mut text = String::new();
+        let found = wait_for(Duration::from_secs(20), || {
+            text = std::fs::read_to_string(&path).unwrap_or_default();
+            text.lines().any(&pred)
+        });
+        assert!(found, "no such record in mail.log_current:\n{text}");
+        text
+    }
+
     /// Runs a Python 3 script with arguments; the test fails when the
     /// script does (a failed assertion prints its traceback).
     pub fn python(&self, script: &str, args: &[&str]) -> String {

@@ -79,6 +79,18 @@ impl QueueDir {
         envelope: &Envelope,
         message: &[u8],
     ) -> Result<PathBuf, QueueError> {
+        self.stage(channel, subdirs, envelope, message)?.commit()
+    }
+
+    /// Writes a message into a channel's queue directory under its
+    /// temporary name, for a group commit.
+    pub fn stage(
+        &self,
+        channel: &str,
+        subdirs: u32,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<queuefile::Staged, QueueError> {
         let mut dir = self.channel_dir(channel)?;
         if subdirs > 0 {
             let spread = SystemTime::now()
@@ -87,7 +99,7 @@ impl QueueDir {
                 % subdirs;
             dir = dir.join(format!("{spread:03}"));
         }
-        queuefile::write(&dir, envelope, message)
+        queuefile::stage(&dir, envelope, message)
     }
 
     /// The channels that have a queue directory.

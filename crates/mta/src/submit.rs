@@ -2,6 +2,10 @@
 //! destination channel holding that channel's recipients, each written
 //! durably, then a word to the job controller so delivery starts at once
 //! (its periodic rescan finds the files anyway if the word is lost).
+//!
+//! [`GroupCommit`] lets many sessions share their flushes: each writes
+//! its files, then hands them to one committer thread, which makes every
+//! file that arrived meanwhile durable with two `syncfs` calls in all.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,7 +14,7 @@ use epistle_ipc::jobs::{JobReply, JobRequest, QueuedFile};
 
 use crate::imtacnf::ImtaConfig;
 use crate::queue::QueueDir;
-use crate::queuefile::{Envelope, QueueError, Recipient};
+use crate::queuefile::{self, Envelope, QueueError, Recipient, Staged};
 
 /// A channel's `subdirs` (0 when absent).
 fn subdirs(imta: &ImtaConfig, channel: &str) -> u32 {
@@ -32,13 +36,45 @@ pub fn enqueue(
     recipients: &[(String, Recipient)],
     message: &[u8],
 ) -> Result<Vec<QueuedFile>, QueueError> {
+    let staged = stage(queue, imta, envelope, recipients, message)?;
+    let mut written: Vec<QueuedFile> = Vec::new();
+    let mut staged = staged.into_iter();
+    for (channel, s) in staged.by_ref() {
+        match s.commit() {
+            Ok(path) => written.push(QueuedFile {
+                channel,
+                path: path.display().to_string(),
+            }),
+            Err(e) => {
+                for (_, rest) in staged {
+                    rest.discard();
+                }
+                for f in &written {
+                    let _ = std::fs::remove_file(&f.path);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// Writes the files of [`enqueue`] under their temporary names, for
+/// [`GroupCommit::commit`].
+pub fn stage(
+    queue: &QueueDir,
+    imta: &ImtaConfig,
+    envelope: &Envelope,
+    recipients: &[(String, Recipient)],
+    message: &[u8],
+) -> Result<Vec<(String, Staged)>, QueueError> {
     let mut channels: Vec<&str> = Vec::new();
     for (ch, _) in recipients {
         if !channels.contains(&ch.as_str()) {
             channels.push(ch);
         }
     }
-    let mut written: Vec<QueuedFile> = Vec::new();
+    let mut staged: Vec<(String, Staged)> = Vec::new();
     for ch in channels {
         let env = Envelope {
             recipients: recipients
@@ -48,20 +84,108 @@ pub fn enqueue(
                 .collect(),
             ..envelope.clone()
         };
-        match queue.enqueue(ch, subdirs(imta, ch), &env, message) {
-            Ok(path) => written.push(QueuedFile {
-                channel: ch.to_string(),
-                path: path.display().to_string(),
-            }),
+        match queue.stage(ch, subdirs(imta, ch), &env, message) {
+            Ok(s) => staged.push((ch.to_string(), s)),
             Err(e) => {
-                for f in &written {
-                    let _ = std::fs::remove_file(&f.path);
+                for (_, s) in staged {
+                    s.discard();
                 }
                 return Err(e);
             }
         }
     }
-    Ok(written)
+    Ok(staged)
+}
+
+type CommitReply = tokio::sync::oneshot::Sender<Result<Vec<QueuedFile>, QueueError>>;
+
+/// One thread that makes staged queue files durable in batches.
+#[derive(Clone)]
+pub struct GroupCommit {
+    tx: std::sync::mpsc::Sender<(Vec<(String, Staged)>, CommitReply)>,
+}
+
+/// Most files in one batch.
+const MAX_BATCH: usize = 512;
+
+impl GroupCommit {
+    pub fn start() -> GroupCommit {
+        let (tx, rx) = std::sync::mpsc::channel::<(Vec<(String, Staged)>, CommitReply)>();
+        std::thread::Builder::new()
+            .name("group-commit".into())
+            .spawn(move || {
+                // Whatever arrived while the last batch was being flushed
+                // goes into the next one.
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    let mut files = batch[0].0.len();
+                    while files < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(more) => {
+                                files += more.0.len();
+                                batch.push(more);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    commit_requests(batch);
+                }
+            })
+            .expect("a group commit thread");
+        GroupCommit { tx }
+    }
+
+    /// Makes one message's staged files durable, with whatever else is
+    /// waiting; the files are discarded on failure.
+    pub async fn commit(
+        &self,
+        staged: Vec<(String, Staged)>,
+    ) -> Result<Vec<QueuedFile>, QueueError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if let Err(e) = self.tx.send((staged, reply)) {
+            for (_, s) in e.0.0 {
+                s.discard();
+            }
+            return Err(QueueError::Io("the group commit thread has stopped".into()));
+        }
+        answer
+            .await
+            .map_err(|_| QueueError::Io("the group commit thread has stopped".into()))?
+    }
+}
+
+fn commit_requests(batch: Vec<(Vec<(String, Staged)>, CommitReply)>) {
+    let mut all: Vec<Staged> = Vec::new();
+    let mut shapes: Vec<(Vec<String>, CommitReply)> = Vec::new();
+    for (files, reply) in batch {
+        let mut channels = Vec::new();
+        for (ch, s) in files {
+            channels.push(ch);
+            all.push(s);
+        }
+        shapes.push((channels, reply));
+    }
+    match queuefile::commit_batch(all) {
+        Ok(paths) => {
+            let mut paths = paths.into_iter();
+            for (channels, reply) in shapes {
+                let files = channels
+                    .into_iter()
+                    .zip(paths.by_ref())
+                    .map(|(channel, p)| QueuedFile {
+                        channel,
+                        path: p.display().to_string(),
+                    })
+                    .collect();
+                let _ = reply.send(Ok(files));
+            }
+        }
+        Err(e) => {
+            for (_, reply) in shapes {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
 }
 
 /// Tells the job controller about new files; a job controller that is

@@ -46,7 +46,12 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    // One thread per process: the dispatcher spreads connections over
+    // processes, so threads inside one would only add hand-offs.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
     if let Err(e) = rt.block_on(run(d, lmtp)) {
         tracing::error!("{program}: {e:#}");
         eprintln!("{program}: {e:#}");
@@ -128,6 +133,7 @@ async fn load(d: &Daemon, lmtp: bool) -> anyhow::Result<Server> {
         directory,
         tls,
         queue: QueueDir::new(d.base.queue()),
+        committer: epistle_mta::submit::GroupCommit::start(),
         jobs_socket: d.base.job_controller_socket(),
         maillog: MailLog::new(d.base.mail_log()),
     })

@@ -15,6 +15,7 @@ use epistle_mta::maillog::MailLog;
 use epistle_mta::optionfile::int;
 use epistle_mta::queue::QueueDir;
 use epistle_mta::rewrite::{Context, Rewriter};
+use epistle_mta::submit::GroupCommit;
 use tokio_rustls::TlsAcceptor;
 
 /// Limits of a session, from option.dat (original names where the
@@ -70,6 +71,8 @@ pub struct Server {
     pub directory: Option<Arc<Directory>>,
     pub tls: Option<TlsAcceptor>,
     pub queue: QueueDir,
+    /// Shares fsyncs among the sessions of this process.
+    pub committer: GroupCommit,
     pub jobs_socket: PathBuf,
     pub maillog: MailLog,
     pub limits: Limits,

@@ -826,19 +826,19 @@ impl Session {
         let size = text.len() as u64;
         let env = envelope.clone();
         let recips = recipients.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            epistle_mta::submit::enqueue(&server.queue, &server.mta.imta, &env, &recips, &text)
-        })
-        .await;
+        // Written by each session (into the page cache: quick enough to do
+        // in place), made durable together by the group commit thread.
+        let written =
+            match epistle_mta::submit::stage(&server.queue, &server.mta.imta, &env, &recips, &text)
+            {
+                Ok(staged) => self.server.committer.commit(staged).await,
+                Err(e) => Err(e),
+            };
         let files = match written {
-            Ok(Ok(files)) => files,
-            Ok(Err(e)) => {
+            Ok(files) => files,
+            Err(e) => {
                 tracing::error!("cannot queue a message from {}: {e}", self.peer);
                 return Reply::new(452, "4.3.1", "Cannot queue the message now; try later");
-            }
-            Err(e) => {
-                tracing::error!("queueing task failed: {e}");
-                return Reply::new(451, "4.3.0", "Local error; try later");
             }
         };
         let modifiers = self.modifiers();

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# SMTP figures, driven by Postfix's smtp-source: 4 KB messages accepted per
+# second (each fsynced before its 250) with 1, 10 and 50 concurrent
+# sessions, and messages per second delivered end to end into the store.
+# With --peer, the same load against Postfix delivering to Dovecot over
+# LMTP (from Debian's packages, on loopback ports, private configuration
+# directories), and the ratio.
+#
+#   tests/bench/smtp.sh [--peer] [MESSAGES]      (default 2000 per run)
+#
+# Needs root for --peer (Postfix's master runs as root); installs postfix
+# (for smtp-source) and, with --peer, dovecot-lmtpd when missing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+repo=$(pwd)
+peer=0
+if [ "${1:-}" = "--peer" ]; then peer=1; shift; fi
+N=${1:-2000}
+CONCURRENCY=(1 10 50)
+
+need() {
+  command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || {
+    echo "installing $2 ..."
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+  }
+}
+need smtp-source postfix
+[ $peer = 1 ] && need dovecot dovecot-lmtpd
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now() { date +%s.%N; }
+rate() { python3 -c "import sys; print('%.0f' % (float(sys.argv[1]) / (float(sys.argv[3]) - float(sys.argv[2]))))" "$@"; }
+
+# Waits until count_fn prints at least $1; returns when it does.
+wait_count() {
+  local want=$1 fn=$2
+  for _ in $(seq 1 6000); do
+    [ "$($fn)" -ge "$want" ] && return 0
+    sleep 0.05
+  done
+  echo "timed out waiting for $want deliveries" >&2
+  return 1
+}
+
+# run NAME PORT COUNT_FN: one line per concurrency.
+declare -A ACCEPT DELIVER
+run() {
+  local name=$1 port=$2 fn=$3
+  for c in "${CONCURRENCY[@]}"; do
+    local before t0 t1 t2
+    before=$($fn)
+    t0=$(now)
+    /usr/sbin/smtp-source -c -s "$c" -m "$N" -l 4096 -f load@example.org \
+      -t joe@example.com "127.0.0.1:$port" >/dev/null
+    t1=$(now)
+    wait_count $((before + N)) "$fn"
+    t2=$(now)
+    ACCEPT[$name,$c]=$(rate "$N" "$t0" "$t1")
+    DELIVER[$name,$c]=$(rate "$N" "$t0" "$t2")
+    printf '%-10s %4d sessions: %6s msg/s accepted, %6s msg/s delivered into the store\n' \
+      "$name" "$c" "${ACCEPT[$name,$c]}" "${DELIVER[$name,$c]}"
+  done
+}
+
+echo "building (release) ..."
+cargo build --release --locked -q --bins
+work=$(mktemp -d /var/tmp/epistle-smtpbench.XXXXXX)
+chmod 755 "$work"
+cleanup() {
+  [ -x "$work/base/sbin/stop-msg" ] && "$work/base/sbin/stop-msg" -f >/dev/null 2>&1 || true
+  [ -f "$work/postfix/main.cf" ] && postfix -c "$work/postfix" stop >/dev/null 2>&1 || true
+  [ -f "$work/dovecot/dovecot.conf" ] && doveadm -c "$work/dovecot/dovecot.conf" stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# --- Epistle --------------------------------------------------------------
+bash install/install.sh --no-build --prefix "$work/base" --bindir target/release >/dev/null
+smtp=$(free_port); sub=$(free_port); smtps=$(free_port)
+user=$(id -un); group=$(id -gn)
+cat > "$work/state" <<STATE
+CONFIG_DATA_DIR = $work/data
+HOSTNAME = mail.example.com
+COMPONENTS = mta,store
+SYSTEM_USER = $user
+SYSTEM_GROUP = $group
+CONFIG_DIRECTORY = embedded
+UG_DIRECTORY = embedded
+UG_SUFFIX = o=usergroup
+POSTMASTER = pma@example.com
+ADMIN_PASSWORD = "bench password"
+DEFAULT_DOMAIN = example.com
+param.service.listenaddr = 127.0.0.1
+param.service.imap.enable = no
+param.service.pop.enable = no
+param.service.http.enable = no
+param.local.watcher.port = $(free_port)
+STATE
+"$work/base/sbin/configure" -nodisplay -noconsole -state "$work/state" >/dev/null
+sed -i -e "s/^PORT=25\$/PORT=$smtp\nINTERFACE_ADDRESS=127.0.0.1/" \
+  -e "s/^PORT=587\$/PORT=$sub\nINTERFACE_ADDRESS=127.0.0.1/" \
+  -e "s/^TLS_PORT=465\$/TLS_PORT=$smtps/" "$work/base/config/dispatcher.cnf"
+"$work/base/sbin/imsimta" cnbuild >/dev/null
+"$work/base/sbin/commadmin" user create -D admin -w "bench password" -l joe -W joe -F Joe -L Bench >/dev/null
+"$work/base/sbin/start-msg" >/dev/null
+epistle_count() {
+  "$work/base/sbin/mboxutil" -l -p user/joe/INBOX 2>/dev/null \
+    | sed -n 's/.*messages=\([0-9]*\).*/\1/p' | head -1 | grep . || echo 0
+}
+echo "Epistle: $N messages of 4 KB per run, to one local user"
+run epistle "$smtp" epistle_count
+"$work/base/sbin/stop-msg" >/dev/null
+
+[ $peer = 1 ] || exit 0
+
+# --- Postfix delivering to Dovecot over LMTP --------------------------------
+pf=$work/postfix; dv=$work/dovecot; mail=$work/maildirs
+mkdir -p "$pf" "$dv" "$mail" "$work/pfqueue" "$work/pfdata"
+lmtp_port=$(free_port); pf_port=$(free_port)
+id dovenull >/dev/null 2>&1 || useradd --system dovenull
+cat > "$dv/dovecot.conf" <<CONF
+dovecot_config_version = 2.3.0
+protocols = lmtp
+base_dir = $dv/run
+state_dir = $dv/state
+log_path = $dv/dovecot.log
+listen = 127.0.0.1
+ssl = no
+mail_location = maildir:$mail/%n
+userdb {
+  driver = static
+  args = uid=$(id -u) gid=$(id -g) home=$mail/%n
+}
+passdb {
+  driver = static
+  args = nopassword=y
+}
+service lmtp {
+  inet_listener lmtp {
+    address = 127.0.0.1
+    port = $lmtp_port
+  }
+}
+protocol lmtp {
+  auth_username_format = %n
+}
+CONF
+# Dovecot 2.3 takes the config above without the version line.
+dovecot --version | grep -q '^2\.3' && sed -i '/^dovecot_config_version/d' "$dv/dovecot.conf"
+dovecot -c "$dv/dovecot.conf"
+cp /etc/postfix/master.cf "$pf/master.cf"
+sed -i "s/^smtp      inet  n       -       y       -       -       smtpd/127.0.0.1:$pf_port inet n - n - - smtpd/" "$pf/master.cf"
+cat > "$pf/main.cf" <<CONF
+compatibility_level = 3.6
+queue_directory = $work/pfqueue
+data_directory = $work/pfdata
+myhostname = peer.example.com
+mydomain = example.com
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+virtual_mailbox_domains = example.com
+virtual_transport = lmtp:inet:127.0.0.1:$lmtp_port
+default_process_limit = 200
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+maillog_file = $work/postfix.log
+CONF
+postfix -c "$pf" check >/dev/null 2>&1 || true
+postfix -c "$pf" start >/dev/null
+sleep 1
+peer_count() { find "$mail/joe" -type f -path '*/new/*' 2>/dev/null | wc -l; }
+echo "Postfix -> Dovecot LMTP: $N messages of 4 KB per run, to one user"
+run postfix "$pf_port" peer_count
+echo
+for c in "${CONCURRENCY[@]}"; do
+  printf '%4d sessions: accepted %.1fx, delivered %.1fx (Epistle / Postfix+Dovecot)\n' "$c" \
+    "$(python3 -c "print(${ACCEPT[epistle,$c]} / ${ACCEPT[postfix,$c]})")" \
+    "$(python3 -c "print(${DELIVER[epistle,$c]} / ${DELIVER[postfix,$c]})")"
+done
