@@ -16,7 +16,7 @@ repo=$(pwd)
 peer=0
 if [ "${1:-}" = "--peer" ]; then peer=1; shift; fi
 N=${1:-2000}
-CONCURRENCY=(1 10 50)
+CONCURRENCY=(${CONCURRENCY:-1 10 50})
 
 need() {
   command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || {
@@ -42,10 +42,27 @@ wait_count() {
   return 1
 }
 
+# Waits until an SMTP greeting comes from 127.0.0.1:$1.
+wait_greeting() {
+  for _ in $(seq 1 100); do
+    python3 -c "import socket,sys; s=socket.create_connection(('127.0.0.1', int(sys.argv[1])), 2); sys.exit(0 if s.recv(100).startswith(b'220') else 1)" "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing answers on port $1" >&2
+  return 1
+}
+
 # run NAME PORT COUNT_FN: one line per concurrency.
 declare -A ACCEPT DELIVER
 run() {
   local name=$1 port=$2 fn=$3
+  # Warm-up, not measured: server processes started, caches filled.
+  local before
+  before=$($fn)
+  /usr/sbin/smtp-source -c -s 20 -m 500 -l 4096 -f load@example.org \
+    -t joe@example.com "127.0.0.1:$port" >/dev/null 2>"$work/smtp-source.err" || {
+    cat "$work/smtp-source.err" >&2; return 1; }
+  wait_count $((before + 500)) "$fn"
   for c in "${CONCURRENCY[@]}"; do
     local before t0 t1 t2
     before=$($fn)
@@ -70,7 +87,7 @@ cleanup() {
   [ -x "$work/base/sbin/stop-msg" ] && "$work/base/sbin/stop-msg" -f >/dev/null 2>&1 || true
   [ -f "$work/postfix/main.cf" ] && postfix -c "$work/postfix" stop >/dev/null 2>&1 || true
   [ -f "$work/dovecot/dovecot.conf" ] && doveadm -c "$work/dovecot/dovecot.conf" stop >/dev/null 2>&1 || true
-  rm -rf "$work"
+  [ -n "${KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -103,19 +120,21 @@ sed -i -e "s/^PORT=25\$/PORT=$smtp\nINTERFACE_ADDRESS=127.0.0.1/" \
 "$work/base/sbin/imsimta" cnbuild >/dev/null
 "$work/base/sbin/commadmin" user create -D admin -w "bench password" -l joe -W joe -F Joe -L Bench >/dev/null
 "$work/base/sbin/start-msg" >/dev/null
+wait_greeting "$smtp"
 epistle_count() {
   "$work/base/sbin/mboxutil" -l -p user/joe/INBOX 2>/dev/null \
     | sed -n 's/.*messages=\([0-9]*\).*/\1/p' | head -1 | grep . || echo 0
 }
 echo "Epistle: $N messages of 4 KB per run, to one local user"
 run epistle "$smtp" epistle_count
-"$work/base/sbin/stop-msg" >/dev/null
+"$work/base/sbin/stop-msg" >/dev/null || true
 
 [ $peer = 1 ] || exit 0
 
 # --- Postfix delivering to Dovecot over LMTP --------------------------------
 pf=$work/postfix; dv=$work/dovecot; mail=$work/maildirs
 mkdir -p "$pf" "$dv" "$mail" "$work/pfqueue" "$work/pfdata"
+chown mail: "$mail"   # Dovecot delivers as a mail user, never as root
 lmtp_port=$(free_port); pf_port=$(free_port)
 id dovenull >/dev/null 2>&1 || useradd --system dovenull
 cat > "$dv/dovecot.conf" <<CONF
@@ -127,9 +146,11 @@ log_path = $dv/dovecot.log
 listen = 127.0.0.1
 ssl = no
 mail_location = maildir:$mail/%n
+first_valid_uid = 1
+first_valid_gid = 1
 userdb {
   driver = static
-  args = uid=$(id -u) gid=$(id -g) home=$mail/%n
+  args = uid=$(id -u mail) gid=$(id -g mail) home=$mail/%n
 }
 passdb {
   driver = static
@@ -165,12 +186,18 @@ virtual_transport = lmtp:inet:127.0.0.1:$lmtp_port
 default_process_limit = 200
 smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
+maillog_file_prefixes = $work
 maillog_file = $work/postfix.log
 CONF
+chown postfix: "$work/pfdata"
 postfix -c "$pf" check >/dev/null 2>&1 || true
-postfix -c "$pf" start >/dev/null
-sleep 1
-peer_count() { find "$mail/joe" -type f -path '*/new/*' 2>/dev/null | wc -l; }
+postfix -c "$pf" start >/dev/null || {
+  echo "Postfix did not start; see $work/postfix.log" >&2
+  cat "$work/postfix.log" >&2 || true
+  exit 1
+}
+wait_greeting "$pf_port"
+peer_count() { { find "$mail/joe" -type f -path '*/new/*' 2>/dev/null || true; } | wc -l; }
 echo "Postfix -> Dovecot LMTP: $N messages of 4 KB per run, to one user"
 run postfix "$pf_port" peer_count
 echo

@@ -837,3 +837,79 @@ assert e.makefile('rb').readline().startswith(b'554 5.7.1')
         &[&lmtp_port.to_string()],
     );
 }
+
+#[test]
+fn access_tables_connection_limits_and_timeouts() {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &[]);
+    i.edit_config("mappings", |t| {
+        format!(
+            "{t}\nPORT_ACCESS\n\n  TCP|*|*|127.0.0.3|*  $NGo$ away\n  *  $Y\n\n\
+             FROM_ACCESS\n\n  *|spammer@bad.example|*  $NSender$ refused\n\n\
+             ORIG_MAIL_ACCESS\n\n  TCP|*|*|*|*|SMTP/*|*|*|*|blocked@example.com  $NNot$ here\n"
+        )
+    });
+    i.edit_config("dispatcher.cnf", |t| {
+        t.replace("MAX_CLIENT_CONNS=100", "MAX_CLIENT_CONNS=2")
+    });
+    i.edit_config("option.dat", |t| format!("{t}\nSMTP_COMMAND_TIMEOUT=2\n"));
+    i.cnbuild();
+    i.start();
+    i.python(
+        r#"
+import socket, smtplib, sys, time
+port = int(sys.argv[1])
+def conn(src):
+    s = socket.socket(); s.bind((src, 0)); s.connect(('127.0.0.1', port)); s.settimeout(10)
+    return s, s.makefile('rb')
+# PORT_ACCESS refuses 127.0.0.3 before any SMTP.
+s, f = conn('127.0.0.3')
+l = f.readline()
+assert l.startswith(b'421 4.7.0 Go away'), l
+# Two connections per client address; the third is turned away.
+a = conn('127.0.0.2'); b = conn('127.0.0.2')
+assert a[1].readline().startswith(b'220') and b[1].readline().startswith(b'220')
+c, cf = conn('127.0.0.2')
+l = cf.readline()
+assert l.startswith(b'421 4.7.0 Too many connections'), l
+# A silent client is dropped with 421 after SMTP_COMMAND_TIMEOUT.
+t = time.time()
+l = a[1].readline()
+assert l.startswith(b'421 4.4.2') and time.time() - t < 8, l
+s = smtplib.SMTP('127.0.0.1', port, timeout=20)
+s.ehlo('x')
+code, msg = s.mail('spammer@bad.example')
+assert code == 550 and b'Sender refused' in msg, (code, msg)
+s.mail('ok@example.org')
+code, msg = s.rcpt('blocked@example.com')
+assert code == 550 and msg.startswith(b'5.7.1'), (code, msg)
+assert s.rcpt('joe@example.com')[0] == 250
+s.quit()
+"#,
+        &[&i.ports.smtp.to_string()],
+    );
+}
+
+#[test]
+fn success_notices_when_asked() {
+    let i = running();
+    i.python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
+s.ehlo('c')
+s.mail('ann@example.com', ['ENVID=ok-1'])
+assert s.rcpt('joe@example.com', ['NOTIFY=SUCCESS'])[0] == 250
+assert s.data(b'Subject: tell me\r\n\r\nx\r\n')[0] == 250
+s.quit()
+"#,
+        &[&i.ports.smtp.to_string()],
+    );
+    i.wait_messages("user/joe/INBOX", 1);
+    let n = text(&i.wait_messages("user/ann/INBOX", 1)[0]);
+    assert!(n.contains("Action: delivered\r\nStatus: 2.0.0"), "{n}");
+    assert!(
+        n.contains("Content-Type: text/rfc822-headers"),
+        "success returns headers only: {n}"
+    );
+}

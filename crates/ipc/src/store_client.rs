@@ -256,8 +256,8 @@ impl StoreClient {
         .map(|_| ())
     }
 
-    /// Appends a message: writes it to a staged file (fsynced), then asks
-    /// stored to put it in place. Returns the new UID.
+    /// Appends a message: writes it to a staged file, then asks stored to
+    /// make it durable and put it in place. Returns the new UID.
     pub async fn append(
         &self,
         name: &str,
@@ -316,8 +316,10 @@ impl StoreClient {
                 .write(true)
                 .create_new(true)
                 .open(&p)?;
-            f.write_all(&body)?;
-            f.sync_all()
+            // No fsync here: stored syncs the file (with its internal date)
+            // before renaming it into the mailbox, and nobody sees it
+            // before then.
+            f.write_all(&body)
         })
         .await
         .map_err(|e| StoreError::Io(e.to_string()))?

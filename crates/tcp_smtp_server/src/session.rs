@@ -505,6 +505,15 @@ impl Session {
             self.fail(Reply::new(553, "5.1.7", "Sender address too long"));
             return;
         }
+        let probe = format!(
+            "{}|{from}|{}",
+            self.transport_info(),
+            self.user.as_deref().unwrap_or("")
+        );
+        if let Err(r) = access(&self.server.mta, "FROM_ACCESS", &probe) {
+            self.fail(r);
+            return;
+        }
         self.txn = Some(Transaction {
             from,
             params,
@@ -539,7 +548,8 @@ impl Session {
             // The bare `postmaster` of RFC 5321 §4.5.1.
             None => format!("postmaster@{}", self.server.host),
         };
-        match route(&self.server, &self.channel, &address, &from).await {
+        let transport = self.transport_info();
+        match route(&self.server, &transport, &self.channel, &address, &from).await {
             Ok(routes) => {
                 let notify = params.notify.map(|n| n.to_string());
                 let orcpt = params.orcpt.clone();
@@ -926,6 +936,19 @@ impl Session {
         }
     }
 
+    /// The access tables' view of this connection.
+    fn transport_info(&self) -> String {
+        let local: Option<SocketAddr> = self.local.parse().ok();
+        format!(
+            "TCP|{}|{}|{}|{}|SMTP/{}",
+            local.map_or_else(String::new, |a| a.ip().to_string()),
+            local.map_or(0, |a| a.port()),
+            self.peer.ip(),
+            self.peer.port(),
+            self.helo.as_deref().unwrap_or("")
+        )
+    }
+
     fn modifiers(&self) -> &'static str {
         match (self.esmtp, self.tls.is_some()) {
             (true, true) => "ET",
@@ -997,11 +1020,14 @@ impl Session {
     }
 }
 
-/// Where one recipient goes, or the refusal: rewriting, the relay
-/// check (ORIG_SEND_ACCESS), then the aliases and the directory, then
-/// SEND_ACCESS on each resulting recipient.
+/// Where one recipient goes, or the refusal: rewriting, the access
+/// tables before alias expansion (ORIG_SEND_ACCESS: the relay check;
+/// ORIG_MAIL_ACCESS), the aliases and the directory, then SEND_ACCESS and
+/// MAIL_ACCESS on each resulting recipient. `transport` is the
+/// connection's `TCP|server-ip|server-port|client-ip|client-port|SMTP/helo`.
 async fn route(
     server: &Server,
+    transport: &str,
     channel: &str,
     address: &str,
     from: &str,
@@ -1017,6 +1043,7 @@ async fn route(
         rewritten.channel, rewritten.address
     );
     access(mta, "ORIG_SEND_ACCESS", &probe)?;
+    access(mta, "ORIG_MAIL_ACCESS", &format!("{transport}|{probe}"))?;
     let resolved = resolver.resolve(address, from, channel).await?;
     for (addr, why) in &resolved.dropped {
         tracing::info!("{address}: member {addr} skipped: {why}");
@@ -1024,6 +1051,7 @@ async fn route(
     for r in &resolved.routes {
         let probe = format!("{channel}|{from}|{}|{}", r.channel, r.address);
         access(mta, "SEND_ACCESS", &probe)?;
+        access(mta, "MAIL_ACCESS", &format!("{transport}|{probe}"))?;
     }
     Ok(resolved.routes)
 }
