@@ -199,6 +199,20 @@ s.sendall(b'Subject: one\r\n\r\nline\n.\nMAIL FROM:<evil@example.org>\r\nstill o
 r = f.readline()
 assert r.startswith(b'250 2.0.0'), r
 assert f.readline().startswith(b'221'), 'QUIT answered'
+# CHUNKING: BDAT chunks, the last one ends the message.
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=20)
+f = s.makefile('rb')
+f.readline()
+s.sendall(b'EHLO chunk\r\n')
+while f.readline()[3:4] != b' ': pass
+body1, body2 = b'Subject: chunked\r\n\r\nfirst ', b'second\r\n'
+s.sendall(b'MAIL FROM:<x@example.org>\r\nRCPT TO:<ann@example.com>\r\n')
+assert f.readline().startswith(b'250') and f.readline().startswith(b'250')
+s.sendall(b'BDAT %d\r\n' % len(body1) + body1)
+assert f.readline().startswith(b'250'), 'first chunk'
+s.sendall(b'BDAT %d LAST\r\n' % len(body2) + body2)
+r = f.readline()
+assert r.startswith(b'250 2.0.0'), r
 "#,
         &[&i.ports.smtp.to_string()],
     );
@@ -210,6 +224,12 @@ assert f.readline().startswith(b'221'), 'QUIT answered'
         "one message, not two"
     );
     assert!(text(&msgs[0]).contains("line\n.\nMAIL FROM:<evil@example.org>\r\nstill one\r\n"));
+    let ann = i.wait_messages("user/ann/INBOX", 2);
+    assert!(
+        ann.iter()
+            .any(|m| text(m).contains("Subject: chunked\r\n\r\nfirst second\r\n")),
+        "BDAT chunks joined"
+    );
 }
 
 #[test]
@@ -282,10 +302,21 @@ assert r.startswith(b'503'), r  # no MAIL in this session
 }
 
 #[test]
-fn aliases_and_groups_expand() {
+fn aliases_groups_and_forwarding_expand() {
     let i = Install::configured();
     i.add_user("joe", "joe secret", &[]);
     i.add_user("ann", "ann secret", &[]);
+    // bob forwards everything to joe.
+    i.add_user(
+        "bob",
+        "bob secret",
+        &[
+            "-A",
+            "mailDeliveryOption:forward",
+            "-A",
+            "mailForwardingAddress:joe@example.com",
+        ],
+    );
     i.edit_config("aliases", |t| {
         format!("{t}\nteam@example.com: joe@example.com\n")
     });
@@ -308,6 +339,25 @@ fn aliases_and_groups_expand() {
         ],
     );
     assert_ok(&out, "commadmin group create");
+    // Only ann may send to the moderated list.
+    let out = i.sbin(
+        "commadmin",
+        &[
+            "group",
+            "create",
+            "-D",
+            "admin",
+            "-w",
+            "test password",
+            "-G",
+            "board",
+            "-m",
+            "joe@example.com",
+            "-A",
+            "mgrpAllowedBroadcaster:mailto:ann@example.com",
+        ],
+    );
+    assert_ok(&out, "commadmin group create board");
     i.start();
     i.python(
         r#"
@@ -315,13 +365,25 @@ import smtplib, sys
 s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
 assert s.sendmail('x@example.org', ['team@example.com'], b'Subject: alias\r\n\r\na\r\n') == {}
 assert s.sendmail('x@example.org', ['staff@example.com'], b'Subject: group\r\n\r\ng\r\n') == {}
+assert s.sendmail('x@example.org', ['bob@example.com'], b'Subject: forwarded\r\n\r\nf\r\n') == {}
+s.mail('x@example.org')
+code, msg = s.rcpt('board@example.com')
+assert code == 550 and msg.startswith(b'5.7.1'), (code, msg)
+s.rset()
+assert s.sendmail('ann@example.com', ['board@example.com'], b'Subject: board\r\n\r\nb\r\n') == {}
 s.quit()
 "#,
         &[&i.ports.smtp.to_string()],
     );
-    let joe = i.wait_messages("user/joe/INBOX", 2);
-    assert!(joe.iter().any(|m| text(m).contains("Subject: alias")));
-    assert!(joe.iter().any(|m| text(m).contains("Subject: group")));
+    let joe = i.wait_messages("user/joe/INBOX", 4);
+    for subject in ["alias", "group", "forwarded", "board"] {
+        assert!(
+            joe.iter()
+                .any(|m| text(m).contains(&format!("Subject: {subject}"))),
+            "{subject}"
+        );
+    }
+    assert!(i.messages("user/bob/INBOX").is_empty(), "bob forwards only");
     let ann = i.wait_messages("user/ann/INBOX", 1);
     assert!(text(&ann[0]).contains("Subject: group"));
 }
