@@ -490,9 +490,12 @@ fn fsync_dir(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// A finished file leaves the queue. The removal is not fsynced: every
+/// process sees it at once (so a killed program never delivers twice),
+/// and only a power cut could bring the file back — then the message is
+/// delivered again rather than lost, the side a mail system must err on.
 fn remove(path: &Path) -> std::io::Result<()> {
-    std::fs::remove_file(path)?;
-    fsync_dir(path)
+    std::fs::remove_file(path)
 }
 
 /// The same file under its next attempt name (time now), for a retry of

@@ -623,7 +623,11 @@ bitbucket-daemon
         }
         let ms = c.channel("ims-ms").unwrap();
         assert_eq!(ms.last_of(&["backoff"]).unwrap().args.len(), 6);
-        assert_eq!(ms.arg("maxjobs"), Some("7"));
+        assert_eq!(
+            ms.arg("maxjobs"),
+            Some("20"),
+            "its own maxjobs beats the default"
+        );
         assert!(c.channel("tcp_submit").unwrap().has("mustsaslserver"));
         assert!(c.channel("tcp_local").unwrap().has("maysaslserver"));
     }

@@ -9,6 +9,7 @@ pub mod acl;
 pub mod backup;
 pub mod db;
 pub mod expire;
+pub mod group;
 pub mod import;
 pub mod names;
 pub mod structure;
