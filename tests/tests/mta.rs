@@ -975,3 +975,127 @@ s.quit()
         "success returns headers only: {n}"
     );
 }
+
+/// A stand-in DNS server on UDP: MX and A records from its arguments
+/// (`mx:DOMAIN:PREF:HOST`, `a:HOST:IP`, `nullmx:DOMAIN`); other names are
+/// NXDOMAIN.
+const DNS: &str = r#"
+import socket, struct, sys
+port = int(sys.argv[1])
+mx, a, null = {}, {}, set()
+for spec in sys.argv[2:]:
+    kind, rest = spec.split(':', 1)
+    if kind == 'mx':
+        d, p, h = rest.split(':'); mx.setdefault(d, []).append((int(p), h))
+    elif kind == 'a':
+        h, ip = rest.split(':'); a[h] = ip
+    elif kind == 'nullmx':
+        null.add(rest)
+def name(labels):
+    return b''.join(bytes([len(l)]) + l.encode() for l in labels.split('.') if l) + b'\0'
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', port))
+while True:
+    q, peer = s.recvfrom(512)
+    tid = q[:2]; i = 12; labels = []
+    while q[i]:
+        labels.append(q[i+1:i+1+q[i]].decode()); i += 1 + q[i]
+    qname = '.'.join(labels).lower(); qtype = struct.unpack('>H', q[i+1:i+3])[0]
+    question = q[12:i+5]
+    answers = []
+    if qtype == 15 and qname in null:
+        answers.append(struct.pack('>HHIH', 15, 1, 60, 3) + struct.pack('>H', 0) + b'\0')
+    elif qtype == 15 and qname in mx:
+        for p, h in mx[qname]:
+            rd = struct.pack('>H', p) + name(h)
+            answers.append(struct.pack('>HHIH', 15, 1, 60, len(rd)) + rd)
+    elif qtype == 1 and qname in a:
+        answers.append(struct.pack('>HHIH', 1, 1, 60, 4) + socket.inet_aton(a[qname]))
+    known = qname in mx or qname in a or qname in null
+    rcode = 0 if known else 3
+    head = tid + struct.pack('>HHHHH', 0x8180 | rcode, 1, len(answers), 0, 0)
+    s.sendto(head + question + b''.join(b'\xc0\x0c' + r for r in answers), peer)
+"#;
+
+#[test]
+fn outbound_mail_follows_mx_records() {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &[]);
+    let dns_port = epistle_tests::free_port();
+    let sink_port = epistle_tests::free_port();
+    let sink_dir = i.dir.path().join("sink");
+    std::fs::create_dir_all(&sink_dir).unwrap();
+    let mut dns = std::process::Command::new("python3")
+        .args(["-c", DNS, &dns_port.to_string()])
+        .args([
+            "mx:partner.test:20:mx2.partner.test",
+            "mx:partner.test:10:mx1.partner.test",
+            "a:mx1.partner.test:127.0.0.1",
+            "a:mx2.partner.test:127.0.0.1",
+            "nullmx:nomail.test",
+        ])
+        .spawn()
+        .unwrap();
+    let mut sink = std::process::Command::new("python3")
+        .args([
+            "-c",
+            SINK,
+            &sink_port.to_string(),
+            sink_dir.to_str().unwrap(),
+        ])
+        .spawn()
+        .unwrap();
+    i.edit_config("option.dat", |t| {
+        format!("{t}\nDNS_SERVER=127.0.0.1:{dns_port}\n")
+    });
+    i.edit_config("imta.cnf", |t| {
+        t.replacen(
+            "tcp_local smtp mx single_sys",
+            &format!("tcp_local port {sink_port} smtp mx single_sys"),
+            1,
+        )
+    });
+    i.cnbuild();
+    i.start();
+    i.python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
+assert s.sendmail('joe@example.com', ['friend@partner.test'], b'Subject: by mx\r\n\r\nx\r\n') == {}
+assert s.sendmail('joe@example.com', ['a@nomail.test', 'b@nowhere.test'], b'Subject: nowhere\r\n\r\nx\r\n') == {}
+s.quit()
+"#,
+        &[&i.ports.smtp.to_string()],
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || std::fs::read_dir(&sink_dir)
+            .map(|d| d.count() >= 1)
+            .unwrap_or(false)),
+        "the MX host got the message"
+    );
+    let got = std::fs::read_to_string(sink_dir.join("msg1")).unwrap();
+    assert!(
+        got.contains("RCPT TO:<friend@partner.test>") && got.contains("Subject: by mx"),
+        "{got}"
+    );
+    let log = i.wait_mail_log(|l| l.contains(" D ") && l.contains("friend@partner.test"));
+    assert!(
+        log.contains("mx1.partner.test [127.0.0.1]"),
+        "the preferred MX: {log}"
+    );
+    // A null MX and a domain that does not exist come back at once.
+    let notice = text(&i.wait_messages("user/joe/INBOX", 1)[0]);
+    assert!(
+        notice
+            .contains("Final-Recipient: rfc822;a@nomail.test\r\nAction: failed\r\nStatus: 5.1.10"),
+        "{notice}"
+    );
+    assert!(
+        notice
+            .contains("Final-Recipient: rfc822;b@nowhere.test\r\nAction: failed\r\nStatus: 5.1.2"),
+        "{notice}"
+    );
+    let _ = dns.kill();
+    let _ = sink.kill();
+    let _ = dns.wait();
+    let _ = sink.wait();
+}
