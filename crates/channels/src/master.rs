@@ -21,7 +21,7 @@ use epistle_config::{Config, MsgSvrBase};
 use epistle_directory::Directory;
 use epistle_ipc::frame;
 use epistle_ipc::jobs::{JobReply, JobRequest};
-use epistle_mta::compiled::{COMPILED_NAME, CompiledConfig, MtaConfig};
+use epistle_mta::compiled::MtaConfig;
 use epistle_mta::maillog::{Action, MailLog, Record};
 use epistle_mta::queue::QueueDir;
 use epistle_mta::queuefile::{self, Envelope, Recipient};
@@ -113,10 +113,7 @@ impl Context {
     /// Loads what the channel needs; `base` and `config` come from the
     /// program's [`epistle_daemon::Daemon`].
     pub async fn load(channel: &str, base: MsgSvrBase, config: Config) -> anyhow::Result<Context> {
-        let path = base.config().join(COMPILED_NAME);
-        let mta = CompiledConfig::load(&path)
-            .and_then(|c| c.parse())
-            .with_context(|| format!("cannot load {}", path.display()))?;
+        let mta = MtaConfig::load(&base.config())?;
         if mta.imta.channel(channel).is_none() {
             anyhow::bail!("imta.cnf has no channel {channel}");
         }

@@ -16,9 +16,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use epistle_daemon::{Daemon, SignalEvent, Signals};
-use epistle_mta::compiled::{COMPILED_NAME, CompiledConfig, MtaConfig};
+use epistle_mta::compiled::MtaConfig;
 use epistle_mta::dispatcher_cnf::{ServiceSpec, services};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -97,10 +96,7 @@ async fn main() {
 }
 
 fn load_mta(d: &Daemon) -> anyhow::Result<MtaConfig> {
-    let path = d.base.config().join(COMPILED_NAME);
-    CompiledConfig::load(&path)
-        .and_then(|c| c.parse())
-        .with_context(|| format!("cannot load {}", path.display()))
+    Ok(MtaConfig::load(&d.base.config())?)
 }
 
 /// Binds every port of a service.

@@ -22,7 +22,7 @@ use anyhow::Context as _;
 use epistle_daemon::{Daemon, SignalEvent, Signals};
 use epistle_ipc::frame;
 use epistle_ipc::jobs::{JobReply, JobRequest};
-use epistle_mta::compiled::{COMPILED_NAME, CompiledConfig, MtaConfig};
+use epistle_mta::compiled::MtaConfig;
 use epistle_mta::job_cnf::{self, Master};
 use epistle_mta::maillog::{Action, MailLog, Record};
 use epistle_mta::optionfile::int;
@@ -154,10 +154,7 @@ async fn main() {
 }
 
 fn load_mta(d: &Daemon) -> anyhow::Result<MtaConfig> {
-    let path = d.base.config().join(COMPILED_NAME);
-    CompiledConfig::load(&path)
-        .and_then(|c| c.parse())
-        .with_context(|| format!("cannot load {}", path.display()))
+    Ok(MtaConfig::load(&d.base.config())?)
 }
 
 /// Starts channel programs where messages are due and limits allow, and

@@ -67,6 +67,20 @@ pub struct MtaConfig {
     pub aliases: Aliases,
 }
 
+impl MtaConfig {
+    /// The configuration in force: `config/imta.compiled` as the last
+    /// `imsimta cnbuild` wrote it, parsed. Errors name the file.
+    pub fn load(config_dir: &Path) -> Result<MtaConfig, BuildError> {
+        let path = config_dir.join(COMPILED_NAME);
+        CompiledConfig::load(&path)?
+            .parse()
+            .map_err(|e| BuildError::Corrupt {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })
+    }
+}
+
 fn option_file(files: &BTreeMap<String, String>, name: &str) -> Result<OptionFile, BuildError> {
     match files.get(name) {
         Some(text) => {

@@ -26,7 +26,7 @@ use std::process::ExitCode;
 
 use epistle_channels::client::{SmtpClient, Timeouts};
 use epistle_config::MsgSvrBase;
-use epistle_mta::compiled::{COMPILED_NAME, CompiledConfig};
+use epistle_mta::compiled::MtaConfig;
 use epistle_mta::dispatcher_cnf::services;
 
 const EX_USAGE: u8 = 64;
@@ -267,9 +267,7 @@ fn main() -> ExitCode {
 /// Where the local MTA listens: the SMTP service of the compiled
 /// dispatcher.cnf, on loopback when it listens everywhere.
 fn smtp_address(base: &MsgSvrBase) -> Result<SocketAddr, String> {
-    let path = base.config().join(COMPILED_NAME);
-    let mta = CompiledConfig::load(&path)
-        .and_then(|c| c.parse())
+    let mta = MtaConfig::load(&base.config())
         .map_err(|e| format!("cannot read the MTA configuration: {e}"))?;
     let specs = services(&mta.dispatcher).map_err(|e| e.to_string())?;
     let spec = specs

@@ -890,27 +890,15 @@ impl Store {
                 if !anchors.contains(&dir) {
                     anchors.push(dir);
                 }
-                rec.uidnext = uid + 1;
-                rec.highest_modseq += 1;
-                rec.messages += 1;
-                rec.size += p.size;
-                if !has(&p.flags, SEEN) {
-                    rec.unseen += 1;
-                }
-                let m = MessageRecord {
-                    flags: p.flags.clone(),
-                    internal_date: p.internal_date,
-                    size: p.size,
-                    modseq: rec.highest_modseq,
-                };
-                tx.open_table(MESSAGES)
-                    .db()?
-                    .insert((rec.id, uid), postcard::to_allocvec(&m).db()?.as_slice())
-                    .db()?;
-                tx.open_table(STRUCTURES)
-                    .db()?
-                    .insert((rec.id, uid), p.structure.as_slice())
-                    .db()?;
+                let m = index_message(
+                    &tx,
+                    &mut rec,
+                    uid,
+                    p.flags.clone(),
+                    p.internal_date,
+                    p.size,
+                    &p.structure,
+                )?;
                 boxes
                     .insert(p.key.as_str(), postcard::to_allocvec(&rec).db()?.as_slice())
                     .db()?;
@@ -1004,27 +992,7 @@ impl Store {
                 .map_err(|e| io("cannot sync", &src, e))?;
             fs::rename(&src, &dest).map_err(|e| io("cannot move the message into", &dir, e))?;
             sync_dir(&dir)?;
-            rec.uidnext = uid + 1;
-            rec.highest_modseq += 1;
-            rec.messages += 1;
-            rec.size += size;
-            if !has(&flags, SEEN) {
-                rec.unseen += 1;
-            }
-            let m = MessageRecord {
-                flags,
-                internal_date,
-                size,
-                modseq: rec.highest_modseq,
-            };
-            tx.open_table(MESSAGES)
-                .db()?
-                .insert((rec.id, uid), postcard::to_allocvec(&m).db()?.as_slice())
-                .db()?;
-            tx.open_table(STRUCTURES)
-                .db()?
-                .insert((rec.id, uid), structure.as_slice())
-                .db()?;
+            let m = index_message(&tx, &mut rec, uid, flags, internal_date, size, &structure)?;
             boxes
                 .insert(key.as_str(), postcard::to_allocvec(&rec).db()?.as_slice())
                 .db()?;
@@ -1897,6 +1865,41 @@ fn charge(
         quota: *quota,
         percent,
     }))
+}
+
+/// Adds one appended message to the index in `tx`: its record, its
+/// structure and the mailbox's counters (the caller stores `rec`).
+fn index_message(
+    tx: &redb::WriteTransaction,
+    rec: &mut MailboxRecord,
+    uid: u32,
+    flags: Vec<String>,
+    internal_date: i64,
+    size: u64,
+    structure: &[u8],
+) -> Result<MessageRecord, StoreError> {
+    rec.uidnext = uid + 1;
+    rec.highest_modseq += 1;
+    rec.messages += 1;
+    rec.size += size;
+    if !has(&flags, SEEN) {
+        rec.unseen += 1;
+    }
+    let m = MessageRecord {
+        flags,
+        internal_date,
+        size,
+        modseq: rec.highest_modseq,
+    };
+    tx.open_table(MESSAGES)
+        .db()?
+        .insert((rec.id, uid), postcard::to_allocvec(&m).db()?.as_slice())
+        .db()?;
+    tx.open_table(STRUCTURES)
+        .db()?
+        .insert((rec.id, uid), structure)
+        .db()?;
+    Ok(m)
 }
 
 /// Copies a user's directory (mailbox directories of immutable files),

@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use epistle_daemon::{Daemon, SignalEvent, Signals};
 use epistle_ipc::handoff::{Handoff, Link, WorkerReport};
-use epistle_mta::compiled::{COMPILED_NAME, CompiledConfig};
+use epistle_mta::compiled::MtaConfig;
 use epistle_mta::maillog::MailLog;
 use epistle_mta::queue::QueueDir;
 use tokio::task::JoinSet;
@@ -102,10 +102,7 @@ async fn run(d: Daemon, lmtp: bool) -> anyhow::Result<()> {
 }
 
 async fn load(d: &Daemon, lmtp: bool) -> anyhow::Result<Server> {
-    let compiled_path = d.base.config().join(COMPILED_NAME);
-    let mta = CompiledConfig::load(&compiled_path)
-        .and_then(|c| c.parse())
-        .with_context(|| format!("cannot load {}", compiled_path.display()))?;
+    let mta = MtaConfig::load(&d.base.config())?;
     let directory = match epistle_directory::open(&d.base, &d.config).await {
         Ok(dir) => Some(Arc::new(dir)),
         Err(e) => {
