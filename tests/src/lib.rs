@@ -197,6 +197,22 @@ impl Install {
         assert_ok(&self.sbin("start-msg", &[]), "start-msg");
     }
 
+    /// `start-msg SERVICE`, failing the test on an error.
+    pub fn start_service(&self, service: &str) {
+        assert_ok(
+            &self.sbin("start-msg", &[service]),
+            &format!("start-msg {service}"),
+        );
+    }
+
+    /// `stop-msg SERVICE`, failing the test on an error.
+    pub fn stop_service(&self, service: &str) {
+        assert_ok(
+            &self.sbin("stop-msg", &[service]),
+            &format!("stop-msg {service}"),
+        );
+    }
+
     /// Creates a user in the default domain with `commadmin`.
     pub fn add_user(&self, uid: &str, password: &str, extra: &[&str]) {
         let mut args = vec![

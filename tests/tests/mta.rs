@@ -393,10 +393,7 @@ fn a_failed_delivery_returns_a_notice_to_the_sender() {
     let i = running();
     // Queue a message for ann while the job controller is stopped, then
     // delete ann's mailbox: delivery fails permanently.
-    assert_ok(
-        &i.sbin("stop-msg", &["job_controller"]),
-        "stop-msg job_controller",
-    );
+    i.stop_service("job_controller");
     i.python(
         r#"
 import smtplib, sys
@@ -426,10 +423,7 @@ s.quit()
         ],
     );
     assert_ok(&out, "commadmin user modify");
-    assert_ok(
-        &i.sbin("start-msg", &["job_controller"]),
-        "start-msg job_controller",
-    );
+    i.start_service("job_controller");
     let notice = text(&i.wait_messages("user/joe/INBOX", 1)[0]);
     assert!(
         notice.contains("multipart/report; report-type=delivery-status"),
@@ -493,10 +487,7 @@ s.quit()
 fn qm_holds_releases_deletes_and_returns() {
     let i = running();
     // Messages wait while the job controller is down.
-    assert_ok(
-        &i.sbin("stop-msg", &["job_controller"]),
-        "stop-msg job_controller",
-    );
+    i.stop_service("job_controller");
     i.python(
         r#"
 import smtplib, sys
@@ -537,10 +528,7 @@ s.quit()
     assert_ok(&i.sbin("imsimta", &["qm", "return", &ids[2]]), "qm return");
     let unknown = i.sbin("imsimta", &["qm", "delete", "ZZNOSUCHFILE.00"]);
     assert!(!unknown.status.success());
-    assert_ok(
-        &i.sbin("start-msg", &["job_controller"]),
-        "start-msg job_controller",
-    );
+    i.start_service("job_controller");
     // The returned one comes back to ann as a notice; the held one waits.
     let ann = i.wait_messages("user/ann/INBOX", 1);
     assert!(
@@ -619,7 +607,7 @@ fn a_temporary_failure_stays_queued_and_is_retried() {
     });
     i.cnbuild();
     i.start();
-    assert_ok(&i.sbin("stop-msg", &["store"]), "stop-msg store");
+    i.stop_service("store");
     i.python(
         r#"
 import smtplib, sys
@@ -639,7 +627,7 @@ s.quit()
         }),
         "{dir}"
     );
-    assert_ok(&i.sbin("start-msg", &["store"]), "start-msg store");
+    i.start_service("store");
     assert!(text(&i.wait_messages("user/joe/INBOX", 1)[0]).contains("Subject: later"));
 }
 
@@ -807,7 +795,7 @@ fn sendmail_submits_through_the_local_mta() {
         "Bcc recipients get it: {a}"
     );
     // Without the MTA: a temporary failure (EX_TEMPFAIL), nothing lost silently.
-    assert_ok(&i.sbin("stop-msg", &["dispatcher"]), "stop-msg dispatcher");
+    i.stop_service("dispatcher");
     let mut child = std::process::Command::new(i.base.join("sbin/sendmail"))
         .arg("joe@example.com")
         .stdin(std::process::Stdio::piped())

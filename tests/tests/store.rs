@@ -287,26 +287,8 @@ fn hashdir_and_mboxutil() {
 /// append that would exceed mailQuota is refused as over quota.
 #[tokio::test]
 async fn directory_quotas_are_enforced_with_one_warning() {
-    let i = Install::new();
-    i.configure();
-    let made = i.sbin(
-        "commadmin",
-        &[
-            "user",
-            "create",
-            "-D",
-            "admin",
-            "-w",
-            "test password",
-            "-l",
-            "joe",
-            "-W",
-            "joe secret",
-            "-A",
-            "mailQuota:4K",
-        ],
-    );
-    assert_ok(&made, "commadmin user create");
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &["-A", "mailQuota:4K"]);
     assert_ok(&i.sbin("start-msg", &["store"]), "start-msg store");
     let (c, mut events) = client(&i).await;
     c.create("user/joe/INBOX").await.unwrap();
