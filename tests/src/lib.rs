@@ -290,6 +290,18 @@ impl Install {
         text
     }
 
+    /// Runs a Python 3 SMTP client script against this installation:
+    /// `port` is the SMTP port and `smtp()` an `smtplib.SMTP` connected to
+    /// it; smtplib, socket, ssl, subprocess, sys and time are imported.
+    pub fn smtp_script(&self, body: &str) -> String {
+        let script = format!(
+            "import smtplib, socket, ssl, subprocess, sys, time\n\
+             port = int(sys.argv[1])\n\
+             def smtp():\n    return smtplib.SMTP('127.0.0.1', port, timeout=20)\n{body}"
+        );
+        self.python(&script, &[&self.ports.smtp.to_string()])
+    }
+
     /// Runs a Python 3 script with arguments; the test fails when the
     /// script does (a failed assertion prints its traceback).
     pub fn python(&self, script: &str, args: &[&str]) -> String {

@@ -24,10 +24,9 @@ fn text(m: &[u8]) -> String {
 #[test]
 fn mail_is_delivered_into_the_store_with_a_trace_line() {
     let i = running();
-    let out = i.python(
+    let out = i.smtp_script(
         r#"
-import smtplib, sys
-s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
+s = smtp()
 code, ehlo = s.ehlo('client.example.org')
 assert code == 250, ehlo
 kw = ehlo.decode().split('\n')[1:]
@@ -41,7 +40,6 @@ assert refused == {}, refused
 print(s.vrfy('joe')[0])
 s.quit()
 "#,
-        &[&i.ports.smtp.to_string()],
     );
     assert_eq!(out.trim(), "252", "VRFY is off by default");
     for user in ["joe", "ann"] {
@@ -63,10 +61,8 @@ s.quit()
 #[test]
 fn unknown_users_and_relaying_are_refused_at_rcpt() {
     let i = running();
-    i.python(
+    i.smtp_script(
         r#"
-import smtplib, sys
-port = int(sys.argv[1])
 # An external client (127.0.0.2): local mail yes, relaying no, no AUTH in the clear.
 s = smtplib.SMTP('127.0.0.1', port, timeout=20, source_address=('127.0.0.2', 0))
 code, ehlo = s.ehlo('outside.example.net')
@@ -98,14 +94,13 @@ code, msg = s.rcpt('someone@elsewhere.org')
 assert code == 250, (code, msg)
 s.quit()
 # An internal client may relay without authentication.
-s = smtplib.SMTP('127.0.0.1', port, timeout=20)
+s = smtp()
 s.ehlo('inside')
 s.mail('joe@example.com')
 code, msg = s.rcpt('someone@elsewhere.org')
 assert code == 250, (code, msg)
 s.quit()
 "#,
-        &[&i.ports.smtp.to_string()],
     );
 }
 
@@ -180,10 +175,9 @@ fn swaks_sends_with_starttls_and_auth() {
 #[test]
 fn pipelined_commands_get_their_replies_in_order() {
     let i = running();
-    i.python(
+    i.smtp_script(
         r#"
-import socket, sys
-s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=20)
+s = socket.create_connection(('127.0.0.1', port), timeout=20)
 f = s.makefile('rb')
 assert f.readline().startswith(b'220 ')
 s.sendall(b'EHLO pipe\r\n')
@@ -200,7 +194,7 @@ r = f.readline()
 assert r.startswith(b'250 2.0.0'), r
 assert f.readline().startswith(b'221'), 'QUIT answered'
 # CHUNKING: BDAT chunks, the last one ends the message.
-s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=20)
+s = socket.create_connection(('127.0.0.1', port), timeout=20)
 f = s.makefile('rb')
 f.readline()
 s.sendall(b'EHLO chunk\r\n')
@@ -214,7 +208,6 @@ s.sendall(b'BDAT %d LAST\r\n' % len(body2) + body2)
 r = f.readline()
 assert r.startswith(b'250 2.0.0'), r
 "#,
-        &[&i.ports.smtp.to_string()],
     );
     let msgs = i.wait_messages("user/joe/INBOX", 1);
     std::thread::sleep(Duration::from_millis(300));
@@ -242,10 +235,9 @@ fn limits_give_the_proper_replies() {
     });
     i.cnbuild();
     i.start();
-    i.python(
+    i.smtp_script(
         r#"
-import socket, sys
-s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=20)
+s = socket.create_connection(('127.0.0.1', port), timeout=20)
 f = s.makefile('rb')
 def cmd(line):
     s.sendall(line + b'\r\n')
@@ -268,17 +260,15 @@ r = cmd(b'BOGUS')
 assert r.startswith(b'421'), r
 assert f.readline() == b'', 'closed after too many errors'
 "#,
-        &[&i.ports.smtp.to_string()],
     );
 }
 
 #[test]
 fn input_pipelined_after_starttls_is_discarded() {
     let i = running();
-    i.python(
+    i.smtp_script(
         r#"
-import socket, ssl, sys
-s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=20)
+s = socket.create_connection(('127.0.0.1', port), timeout=20)
 f = s.makefile('rb')
 f.readline()
 s.sendall(b'EHLO x\r\n')
@@ -297,7 +287,6 @@ t.sendall(b'RCPT TO:<joe@example.com>\r\n')
 r = tf.readline()
 assert r.startswith(b'503'), r  # no MAIL in this session
 "#,
-        &[&i.ports.smtp.to_string()],
     );
 }
 
@@ -359,10 +348,9 @@ fn aliases_groups_and_forwarding_expand() {
     );
     assert_ok(&out, "commadmin group create board");
     i.start();
-    i.python(
+    i.smtp_script(
         r#"
-import smtplib, sys
-s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
+s = smtp()
 assert s.sendmail('x@example.org', ['team@example.com'], b'Subject: alias\r\n\r\na\r\n') == {}
 assert s.sendmail('x@example.org', ['staff@example.com'], b'Subject: group\r\n\r\ng\r\n') == {}
 assert s.sendmail('x@example.org', ['bob@example.com'], b'Subject: forwarded\r\n\r\nf\r\n') == {}
@@ -373,7 +361,6 @@ s.rset()
 assert s.sendmail('ann@example.com', ['board@example.com'], b'Subject: board\r\n\r\nb\r\n') == {}
 s.quit()
 "#,
-        &[&i.ports.smtp.to_string()],
     );
     let joe = i.wait_messages("user/joe/INBOX", 4);
     for subject in ["alias", "group", "forwarded", "board"] {
@@ -394,10 +381,9 @@ fn a_failed_delivery_returns_a_notice_to_the_sender() {
     // Queue a message for ann while the job controller is stopped, then
     // delete ann's mailbox: delivery fails permanently.
     i.stop_service("job_controller");
-    i.python(
+    i.smtp_script(
         r#"
-import smtplib, sys
-s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
+s = smtp()
 s.ehlo('c')
 s.mail('joe@example.com', ['RET=HDRS', 'ENVID=env-42'])
 assert s.rcpt('ann@example.com', ['NOTIFY=FAILURE', 'ORCPT=rfc822;ann@example.com'])[0] == 250
@@ -405,7 +391,6 @@ code, _ = s.data(b'Subject: doomed\r\n\r\nsecret body\r\n')
 assert code == 250
 s.quit()
 "#,
-        &[&i.ports.smtp.to_string()],
     );
     let out = i.sbin(
         "commadmin",
@@ -457,14 +442,12 @@ fn held_users_mail_waits_in_the_hold_queue() {
     let i = Install::configured();
     i.add_user("joe", "joe secret", &["-A", "mailUserStatus:hold"]);
     i.start();
-    i.python(
+    i.smtp_script(
         r#"
-import smtplib, sys
-s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
+s = smtp()
 assert s.sendmail('x@example.org', ['joe@example.com'], b'Subject: held\r\n\r\nh\r\n') == {}
 s.quit()
 "#,
-        &[&i.ports.smtp.to_string()],
     );
     let hold = i.base.join("data/queue/hold");
     assert!(
@@ -488,16 +471,14 @@ fn qm_holds_releases_deletes_and_returns() {
     let i = running();
     // Messages wait while the job controller is down.
     i.stop_service("job_controller");
-    i.python(
+    i.smtp_script(
         r#"
-import smtplib, sys
-s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
+s = smtp()
 for n in range(3):
     assert s.sendmail('ann@example.com', ['joe@example.com'],
                       ('Subject: q%d\r\n\r\nbody %d\r\n' % (n, n)).encode()) == {}
 s.quit()
 "#,
-        &[&i.ports.smtp.to_string()],
     );
     let dir = i.sbin("imsimta", &["qm", "directory", "ims-ms"]);
     assert_ok(&dir, "qm directory");
@@ -608,14 +589,12 @@ fn a_temporary_failure_stays_queued_and_is_retried() {
     i.cnbuild();
     i.start();
     i.stop_service("store");
-    i.python(
+    i.smtp_script(
         r#"
-import smtplib, sys
-s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
+s = smtp()
 assert s.sendmail('x@example.org', ['joe@example.com'], b'Subject: later\r\n\r\nl\r\n') == {}
 s.quit()
 "#,
-        &[&i.ports.smtp.to_string()],
     );
     i.wait_mail_log(|l| l.contains(" Q ") && l.contains("joe@ims-ms-daemon"));
     // The message waits with its attempts counted in its name.
@@ -706,10 +685,9 @@ fn outbound_mail_goes_to_the_remote_server_with_per_recipient_results() {
     });
     i.cnbuild();
     i.start();
-    i.python(
+    i.smtp_script(
         r#"
-import smtplib, sys
-s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
+s = smtp()
 s.ehlo('c')
 s.mail('joe@example.com', ['ENVID=out-1'])
 for r in ['ok@partner.example', 'bad@partner.example', 'later@partner.example']:
@@ -717,7 +695,6 @@ for r in ['ok@partner.example', 'bad@partner.example', 'later@partner.example']:
 assert s.data(b'Subject: out\r\n\r\nto the partner\r\n')[0] == 250
 s.quit()
 "#,
-        &[&i.ports.smtp.to_string()],
     );
     assert!(
         wait_for(Duration::from_secs(20), || std::fs::read_dir(&sink_dir)
@@ -848,15 +825,13 @@ fn a_relay_delivers_to_a_store_host_over_lmtp() {
     relay.start();
     let routed = stdout(&relay.sbin("imsimta", &["test", "-rewrite", "joe@example.com"]));
     assert!(routed.contains("channel = lmtp_store"), "{routed}");
-    relay.python(
+    relay.smtp_script(
         r#"
-import smtplib, sys
-s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
+s = smtp()
 assert s.sendmail('x@example.org', ['joe@example.com', 'ann@example.com'],
                   b'Subject: via lmtp\r\n\r\nthrough the relay\r\n') == {}
 s.quit()
 "#,
-        &[&relay.ports.smtp.to_string()],
     );
     let m = text(&store.wait_messages("user/joe/INBOX", 1)[0]);
     assert!(
@@ -905,10 +880,8 @@ fn access_tables_connection_limits_and_timeouts() {
     i.edit_config("option.dat", |t| format!("{t}\nSMTP_COMMAND_TIMEOUT=2\n"));
     i.cnbuild();
     i.start();
-    i.python(
+    i.smtp_script(
         r#"
-import socket, smtplib, sys, time
-port = int(sys.argv[1])
 def conn(src):
     s = socket.socket(); s.bind((src, 0)); s.connect(('127.0.0.1', port)); s.settimeout(10)
     return s, s.makefile('rb')
@@ -926,7 +899,7 @@ assert l.startswith(b'421 4.7.0 Too many connections'), l
 t = time.time()
 l = a[1].readline()
 assert l.startswith(b'421 4.4.2') and time.time() - t < 8, l
-s = smtplib.SMTP('127.0.0.1', port, timeout=20)
+s = smtp()
 s.ehlo('x')
 code, msg = s.mail('spammer@bad.example')
 assert code == 550 and b'Sender refused' in msg, (code, msg)
@@ -936,24 +909,21 @@ assert code == 550 and msg.startswith(b'5.7.1'), (code, msg)
 assert s.rcpt('joe@example.com')[0] == 250
 s.quit()
 "#,
-        &[&i.ports.smtp.to_string()],
     );
 }
 
 #[test]
 fn success_notices_when_asked() {
     let i = running();
-    i.python(
+    i.smtp_script(
         r#"
-import smtplib, sys
-s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
+s = smtp()
 s.ehlo('c')
 s.mail('ann@example.com', ['ENVID=ok-1'])
 assert s.rcpt('joe@example.com', ['NOTIFY=SUCCESS'])[0] == 250
 assert s.data(b'Subject: tell me\r\n\r\nx\r\n')[0] == 250
 s.quit()
 "#,
-        &[&i.ports.smtp.to_string()],
     );
     i.wait_messages("user/joe/INBOX", 1);
     let n = text(&i.wait_messages("user/ann/INBOX", 1)[0]);
@@ -1044,15 +1014,13 @@ fn outbound_mail_follows_mx_records() {
     });
     i.cnbuild();
     i.start();
-    i.python(
+    i.smtp_script(
         r#"
-import smtplib, sys
-s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
+s = smtp()
 assert s.sendmail('joe@example.com', ['friend@partner.test'], b'Subject: by mx\r\n\r\nx\r\n') == {}
 assert s.sendmail('joe@example.com', ['a@nomail.test', 'b@nowhere.test'], b'Subject: nowhere\r\n\r\nx\r\n') == {}
 s.quit()
 "#,
-        &[&i.ports.smtp.to_string()],
     );
     assert!(
         wait_for(Duration::from_secs(20), || std::fs::read_dir(&sink_dir)
