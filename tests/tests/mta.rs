@@ -652,22 +652,39 @@ while True:
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
 
+/// The stand-in SMTP server of [`SINK`], stopped when dropped.
+struct Sink {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Sink {
+    fn start(i: &Install) -> Sink {
+        let port = epistle_tests::free_port();
+        let dir = i.dir.path().join("sink");
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = std::process::Command::new("python3")
+            .args(["-c", SINK, &port.to_string(), dir.to_str().unwrap()])
+            .spawn()
+            .unwrap();
+        Sink { child, port, dir }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn outbound_mail_goes_to_the_remote_server_with_per_recipient_results() {
     let i = Install::configured();
     i.add_user("joe", "joe secret", &[]);
-    let sink_port = epistle_tests::free_port();
-    let sink_dir = i.dir.path().join("sink");
-    std::fs::create_dir_all(&sink_dir).unwrap();
-    let mut sink = std::process::Command::new("python3")
-        .args([
-            "-c",
-            SINK,
-            &sink_port.to_string(),
-            sink_dir.to_str().unwrap(),
-        ])
-        .spawn()
-        .unwrap();
+    let sink = Sink::start(&i);
+    let (sink_port, sink_dir) = (sink.port, sink.dir.clone());
     // partner.example is routed to the stand-in by a channel of its own.
     i.edit_config("imta.cnf", |t| {
         t.replacen(
@@ -736,8 +753,6 @@ s.quit()
         queued.contains("to:   later@partner.example") && !queued.contains("ok@"),
         "{queued}"
     );
-    let _ = sink.kill();
-    let _ = sink.wait();
 }
 
 #[test]
@@ -979,9 +994,8 @@ fn outbound_mail_follows_mx_records() {
     let i = Install::configured();
     i.add_user("joe", "joe secret", &[]);
     let dns_port = epistle_tests::free_port();
-    let sink_port = epistle_tests::free_port();
-    let sink_dir = i.dir.path().join("sink");
-    std::fs::create_dir_all(&sink_dir).unwrap();
+    let sink = Sink::start(&i);
+    let (sink_port, sink_dir) = (sink.port, sink.dir.clone());
     let mut dns = std::process::Command::new("python3")
         .args(["-c", DNS, &dns_port.to_string()])
         .args([
@@ -990,15 +1004,6 @@ fn outbound_mail_follows_mx_records() {
             "a:mx1.partner.test:127.0.0.1",
             "a:mx2.partner.test:127.0.0.1",
             "nullmx:nomail.test",
-        ])
-        .spawn()
-        .unwrap();
-    let mut sink = std::process::Command::new("python3")
-        .args([
-            "-c",
-            SINK,
-            &sink_port.to_string(),
-            sink_dir.to_str().unwrap(),
         ])
         .spawn()
         .unwrap();
@@ -1051,7 +1056,6 @@ s.quit()
         "{notice}"
     );
     let _ = dns.kill();
-    let _ = sink.kill();
     let _ = dns.wait();
-    let _ = sink.wait();
+    drop(sink);
 }
