@@ -892,7 +892,9 @@ fn access_tables_connection_limits_and_timeouts() {
     i.edit_config("dispatcher.cnf", |t| {
         t.replace("MAX_CLIENT_CONNS=100", "MAX_CLIENT_CONNS=2")
     });
-    i.edit_config("option.dat", |t| format!("{t}\nSMTP_COMMAND_TIMEOUT=2\n"));
+    i.edit_config("option.dat", |t| {
+        format!("{t}\nSMTP_COMMAND_TIMEOUT=2\nSMTP_DATA_TIMEOUT=2\n")
+    });
     i.cnbuild();
     i.start();
     i.smtp_script(
@@ -914,6 +916,15 @@ assert l.startswith(b'421 4.7.0 Too many connections'), l
 t = time.time()
 l = a[1].readline()
 assert l.startswith(b'421 4.4.2') and time.time() - t < 8, l
+# So is one that stops in the middle of its message; nothing is queued.
+b = conn('127.0.0.1')
+assert b[1].readline().startswith(b'220')
+b[0].sendall(b'HELO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<joe@example.com>\r\nDATA\r\nSubject: half\r\n')
+for want in (b'250', b'250', b'250', b'354'):
+    l = b[1].readline()
+    assert l.startswith(want), (want, l)
+l = b[1].readline()
+assert l.startswith(b'421 4.4.2') and b'Timeout' in l, l
 s = smtp()
 s.ehlo('x')
 code, msg = s.mail('spammer@bad.example')

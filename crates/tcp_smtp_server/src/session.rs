@@ -150,17 +150,7 @@ impl Session {
             let line = match self.read_line(self.server.limits.command_timeout).await {
                 Ok(Some(line)) => line,
                 Ok(None) => return End::Closed,
-                Err(End::Shutdown) => {
-                    self.reply(Reply::new(
-                        421,
-                        "4.4.2",
-                        format!(
-                            "{} Timeout waiting for a command; closing",
-                            self.server.host
-                        ),
-                    ));
-                    return End::Shutdown;
-                }
+                Err(End::Shutdown) => return self.timed_out("a command"),
                 Err(e) => return e,
             };
             let command = match line {
@@ -171,6 +161,9 @@ impl Session {
                 Err(reply) => self.fail(reply),
                 Ok(cmd) => match self.command(cmd).await {
                     Ok(go_on) => go_on,
+                    // Only reading the message or an AUTH answer can
+                    // time out inside a command.
+                    Err(End::Shutdown) => return self.timed_out("the client"),
                     Err(end) => return end,
                 },
             };
@@ -186,6 +179,20 @@ impl Session {
                 return End::Shutdown;
             }
         }
+    }
+
+    /// RFC 5321 §4.5.3.2: a silent client gets 421 and the connection
+    /// closes.
+    fn timed_out(&mut self, waiting_for: &str) -> End {
+        self.reply(Reply::new(
+            421,
+            "4.4.2",
+            format!(
+                "{} Timeout waiting for {waiting_for}; closing",
+                self.server.host
+            ),
+        ));
+        End::Shutdown
     }
 
     /// Queues a reply that counts as an error; always continues.
@@ -728,7 +735,8 @@ impl Session {
         text.extend_from_slice(&message);
         let mut replies = Vec::with_capacity(txn.recipients.len());
         let store = self.store.get_or_insert_with(|| {
-            StoreDelivery::new(self.server.store_socket.clone(), Duration::ZERO)
+            // A full mailbox is the relay's to retry: always 4xx here.
+            StoreDelivery::new(self.server.store_socket.clone(), Duration::MAX)
         });
         let mut queued: Vec<Accepted> = Vec::new();
         let mut queued_index: Vec<usize> = Vec::new();
