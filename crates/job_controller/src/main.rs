@@ -283,8 +283,8 @@ fn discard_due(c: &mut Controller, channel: &str) {
         if let Err(e) = std::fs::remove_file(&path) {
             tracing::error!("cannot remove {path}: {e}");
         }
-        let (mta, queue) = (c.mta.clone(), c.queue.clone());
-        c.sched.finished(&mta, &queue, channel, &path, None);
+        let mta = c.mta.clone();
+        c.sched.finished(&mta, channel, &path, None);
     }
 }
 
@@ -321,8 +321,8 @@ async fn serve(mut conn: UnixStream, controller: Shared, wake: Arc<Notify>) {
                     requeued,
                 } => {
                     taken.retain(|(ch, p)| !(ch == &channel && p == &path));
-                    let (mta, queue) = (c.mta.clone(), c.queue.clone());
-                    c.sched.finished(&mta, &queue, &channel, &path, requeued);
+                    let mta = c.mta.clone();
+                    c.sched.finished(&mta, &channel, &path, requeued);
                     JobReply::Ok
                 }
                 JobRequest::Queues => JobReply::Queues {

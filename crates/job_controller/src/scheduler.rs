@@ -78,16 +78,21 @@ impl Scheduler {
     /// attempt (the file's time) plus the channel's backoff for the
     /// attempts made.
     pub fn due_time(mta: &MtaConfig, channel: &str, e: &QueueEntry) -> u64 {
-        let attempts = attempts_of(e.name()).unwrap_or(0);
+        Scheduler::due_after(mta, channel, e.name(), e.modified)
+    }
+
+    /// [`Scheduler::due_time`] from a file's name and time.
+    fn due_after(mta: &MtaConfig, channel: &str, name: &str, modified: SystemTime) -> u64 {
+        let attempts = attempts_of(name).unwrap_or(0);
         if attempts == 0 {
-            return ms(e.modified);
+            return ms(modified);
         }
         let delay = mta
             .imta
             .channel(channel)
             .and_then(|c| RetrySchedule::for_channel(c, Priority::Normal).ok())
             .map_or(Duration::from_secs(3600), |s| s.delay_after(attempts));
-        ms(e.modified) + delay.as_millis() as u64
+        ms(modified) + delay.as_millis() as u64
     }
 
     /// Re-reads every channel directory: new files are added, files gone
@@ -161,7 +166,6 @@ impl Scheduler {
     pub fn finished(
         &mut self,
         mta: &MtaConfig,
-        queue: &QueueDir,
         channel: &str,
         path: &str,
         requeued: Option<String>,
@@ -174,12 +178,11 @@ impl Scheduler {
         let due = if next == path {
             now_ms() + BUSY_RETRY.as_millis() as u64
         } else {
-            match queue.entries(channel).ok().and_then(|es| {
-                es.into_iter()
-                    .find(|e| e.path.display().to_string() == next)
-            }) {
-                Some(e) => Scheduler::due_time(mta, channel, &e),
-                None => return, // already gone (deleted by an administrator)
+            let p = std::path::Path::new(&next);
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            match std::fs::metadata(p).and_then(|m| m.modified()) {
+                Ok(modified) => Scheduler::due_after(mta, channel, name, modified),
+                Err(_) => return, // already gone (deleted by an administrator)
             }
         };
         state.insert(next, due);
