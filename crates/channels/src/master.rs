@@ -283,7 +283,9 @@ async fn settle(ctx: &Context, job: Job, mut outcomes: Vec<Outcome>) -> Option<P
     let mut records: Vec<(Action, &Recipient, String)> = Vec::new();
     for (r, outcome) in env.recipients.iter().zip(outcomes) {
         let notify = r.notify.as_deref().unwrap_or("").to_ascii_uppercase();
-        let never = notify == "NEVER";
+        // RFC 3461 §4.1: without NOTIFY, failures only; NOTIFY=SUCCESS alone
+        // asks for no failure notice.
+        let on_failure = notify.is_empty() || notify.contains("FAILURE");
         let status = |action, d: &Diagnostic| RecipientStatus {
             original: r.orcpt.clone(),
             final_recipient: r.address.clone(),
@@ -303,7 +305,7 @@ async fn settle(ctx: &Context, job: Job, mut outcomes: Vec<Outcome>) -> Option<P
                 records.push((Action::Dequeue, r, detail));
             }
             Outcome::Failed(d) => {
-                if !never {
+                if on_failure {
                     failed.push(status(DsnAction::Failed, &d));
                 }
                 records.push((Action::Return, r, d.text.clone()));
@@ -314,15 +316,17 @@ async fn settle(ctx: &Context, job: Job, mut outcomes: Vec<Outcome>) -> Option<P
                     text: format!("delivery time expired; last error: {}", d.text),
                     remote: d.remote,
                 };
-                if !never {
+                if on_failure {
                     failed.push(status(DsnAction::Failed, &d));
                 }
                 records.push((Action::Return, r, d.text.clone()));
             }
             Outcome::Deferred(d) => {
-                // Warnings unless the sender asked for failures only.
-                if warn && !never && (notify.is_empty() || notify.contains("DELAY")) {
+                // Warnings when asked, or by default (as the original's
+                // `notices` promise).
+                if warn && (notify.is_empty() || notify.contains("DELAY")) {
                     delayed.push(status(DsnAction::Delayed, &d));
+                    records.push((Action::Warning, r, "delay notice sent".into()));
                 }
                 records.push((Action::Requeue, r, d.text.clone()));
                 remaining.push(r.clone());
