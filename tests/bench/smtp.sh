@@ -36,7 +36,7 @@ wait_count() {
   local want=$1 fn=$2
   for _ in $(seq 1 6000); do
     [ "$($fn)" -ge "$want" ] && return 0
-    sleep 0.05
+    sleep 0.2
   done
   echo "timed out waiting for $want deliveries" >&2
   return 1

@@ -59,6 +59,37 @@ s.quit()
 }
 
 #[test]
+fn a_channel_program_lingers_for_more_work_and_queue_files_are_reused() {
+    let i = running();
+    let send = |subject: &str| {
+        i.smtp_script(&format!(
+            "s = smtp()\ns.sendmail('a@example.org', ['joe@example.com'], b'Subject: {subject}\\r\\n\\r\\nx\\r\\n')\ns.quit()\n"
+        ));
+    };
+    send("first");
+    i.wait_messages("user/joe/INBOX", 1);
+    let first = i.pids_of("ims_master");
+    assert_eq!(first.len(), 1, "one ims_master waits for more work");
+    // The spent queue file waits in the spare pool for the next message.
+    let spare = i.base.join("data/queue/.spare");
+    let spares = || std::fs::read_dir(&spare).map_or(0, |d| d.count());
+    assert!(wait_for(Duration::from_secs(5), || spares() == 1));
+    send("second");
+    i.wait_messages("user/joe/INBOX", 2);
+    assert_eq!(
+        i.pids_of("ims_master"),
+        first,
+        "the same program delivered it"
+    );
+    // The second message was written into that spare, which came back.
+    assert!(wait_for(Duration::from_secs(5), || spares() == 1));
+    // With nothing more to do it exits.
+    assert!(wait_for(Duration::from_secs(15), || i
+        .pids_of("ims_master")
+        .is_empty()));
+}
+
+#[test]
 fn unknown_users_and_relaying_are_refused_at_rcpt() {
     let i = running();
     i.smtp_script(

@@ -146,7 +146,8 @@ impl Context {
     }
 }
 
-/// Works due messages until the job controller has none (or goes away).
+/// Works due messages until the job controller has none for a while
+/// (or goes away).
 pub async fn run<D: Deliver>(ctx: &Context, deliverer: &mut D) -> anyhow::Result<()> {
     let socket = ctx.base.job_controller_socket();
     let mut jc = UnixStream::connect(&socket)
@@ -157,9 +158,14 @@ pub async fn run<D: Deliver>(ctx: &Context, deliverer: &mut D) -> anyhow::Result
             channel: ctx.channel.clone(),
         };
         frame::write(&mut jc, &take).await?;
-        let path = match frame::read::<JobReply>(&mut jc).await? {
-            JobReply::Job { path } => PathBuf::from(path),
-            _ => return Ok(()),
+        let path = match frame::read::<JobReply>(&mut jc).await {
+            Ok(JobReply::Job { path }) => PathBuf::from(path),
+            Ok(_) => return Ok(()),
+            // Stopped (stop-msg) while this program waited for work.
+            Err(_) => {
+                tracing::info!("the job controller went away; stopping");
+                return Ok(());
+            }
         };
         let requeued = match open_job(&path) {
             Ok(Some(job)) => {
@@ -364,7 +370,11 @@ async fn settle(ctx: &Context, job: Job, mut outcomes: Vec<Outcome>) -> Option<P
     }
     ctx.maillog.write(&log);
     if remaining.is_empty() {
-        if let Err(e) = remove(&job.path) {
+        // Not fsynced: every process sees the file gone at once (so a
+        // killed program never delivers twice), and only a power cut could
+        // bring it back — then the message is delivered again rather than
+        // lost, the side a mail system must err on.
+        if let Err(e) = ctx.queue.retire(&job.path) {
             tracing::error!("cannot remove {}: {e}", job.path.display());
         }
         return None;
@@ -489,14 +499,6 @@ fn fsync_dir(path: &Path) -> std::io::Result<()> {
         Some(dir) => File::open(dir)?.sync_all(),
         None => Ok(()),
     }
-}
-
-/// A finished file leaves the queue. The removal is not fsynced: every
-/// process sees it at once (so a killed program never delivers twice),
-/// and only a power cut could bring the file back — then the message is
-/// delivered again rather than lost, the side a mail system must err on.
-fn remove(path: &Path) -> std::io::Result<()> {
-    std::fs::remove_file(path)
 }
 
 /// The same file under its next attempt name (time now), for a retry of

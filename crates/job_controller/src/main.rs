@@ -35,6 +35,13 @@ use scheduler::{Scheduler, now_ms};
 
 /// A channel whose program cannot be started is not tried again sooner.
 const BROKEN_PROGRAM_PAUSE: Duration = Duration::from_secs(60);
+/// How long a channel program with nothing to do waits for work before it
+/// is told to exit: under a steady flow of mail the same programs keep
+/// delivering instead of a new one starting for every few messages.
+const PROGRAM_LINGER: Duration = Duration::from_secs(5);
+/// MAX_LIFE_AGE when job_controller.cnf does not set it: after this many
+/// seconds a program is told to exit at its next request.
+const DEFAULT_MAX_LIFE_AGE: u64 = 3600;
 
 struct Controller {
     mta: Arc<MtaConfig>,
@@ -46,6 +53,9 @@ struct Controller {
     pool_jobs: HashMap<String, usize>,
     /// Channels whose program failed to start, until when.
     broken: HashMap<String, Instant>,
+    /// Counts configuration reloads: a program started under an older
+    /// configuration is told to exit at its next request.
+    generation: u64,
 }
 
 type Shared = Arc<Mutex<Controller>>;
@@ -83,6 +93,7 @@ async fn main() {
         sched: Scheduler::new(),
         pool_jobs: HashMap::new(),
         broken: HashMap::new(),
+        generation: 0,
     }));
     {
         let mut c = lock(&controller);
@@ -97,13 +108,16 @@ async fn main() {
         d.fail(&e);
     }
     let wake = Arc::new(Notify::new());
+    // Lingering programs' Take requests wait on this.
+    let work_ready = Arc::new(Notify::new());
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut last_rescan = Instant::now();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((conn, _)) => {
-                    tokio::spawn(serve(conn, controller.clone(), wake.clone()));
+                    let shared = (controller.clone(), wake.clone(), work_ready.clone());
+                    tokio::spawn(serve(conn, shared));
                 }
                 Err(e) => tracing::warn!("accept on {}: {e}", socket.display()),
             },
@@ -117,6 +131,7 @@ async fn main() {
                             let mut c = lock(&controller);
                             c.mta = Arc::new(mta);
                             c.broken.clear();
+                            c.generation += 1;
                             let (queue, mta) = (c.queue.clone(), c.mta.clone());
                             c.sched.rescan(&queue, &mta);
                             tracing::info!("new MTA configuration in force");
@@ -147,7 +162,9 @@ async fn main() {
             }
             last_rescan = Instant::now();
         }
-        schedule(&controller, &wake);
+        if schedule(&controller, &wake) {
+            work_ready.notify_waiters();
+        }
     }
     let _ = std::fs::remove_file(&socket);
     tracing::info!("job controller stopped");
@@ -158,19 +175,26 @@ fn load_mta(d: &Daemon) -> anyhow::Result<MtaConfig> {
 }
 
 /// Starts channel programs where messages are due and limits allow, and
-/// empties the bitbucket.
-fn schedule(controller: &Shared, wake: &Arc<Notify>) {
+/// empties the bitbucket. Whether anything is due (for lingering
+/// programs).
+fn schedule(controller: &Shared, wake: &Arc<Notify>) -> bool {
     let mut c = lock(controller);
     let now = now_ms();
     let mta = c.mta.clone();
     let pools = job_cnf::pools(&mta.job_controller);
+    // No channel needs more programs than its maxjobs, so counting due
+    // messages stops there (the queue may hold many thousands).
     let channels: Vec<(String, usize, usize)> = c
         .sched
         .channels
         .iter()
-        .map(|(name, s)| (name.clone(), s.due_count(now), s.jobs))
+        .map(|(name, s)| {
+            let cap = job_cnf::max_jobs(&mta.imta, name).max(1);
+            (name.clone(), s.due_count_at_most(now, cap), s.jobs)
+        })
         .filter(|(_, due, _)| *due > 0)
         .collect();
+    let any_due = !channels.is_empty();
     for (channel, due, jobs) in channels {
         match job_cnf::master(&mta.job_controller, &channel) {
             Master::Program(program) => {
@@ -202,6 +226,7 @@ fn schedule(controller: &Shared, wake: &Arc<Notify>) {
             Master::Hold | Master::None => {}
         }
     }
+    any_due
 }
 
 fn start_program(
@@ -290,57 +315,31 @@ fn discard_due(c: &mut Controller, channel: &str) {
 
 /// One client: an SMTP server's notice, a channel program's work
 /// requests, or imsimta.
-async fn serve(mut conn: UnixStream, controller: Shared, wake: Arc<Notify>) {
+async fn serve(
+    mut conn: UnixStream,
+    (controller, wake, work_ready): (Shared, Arc<Notify>, Arc<Notify>),
+) {
     // Files this connection took and has not finished, by channel.
     let mut taken: Vec<(String, String)> = Vec::new();
+    // A channel program's connection lives as long as the program.
+    let started = Instant::now();
+    let generation = lock(&controller).generation;
     loop {
         let req = match frame::read::<JobRequest>(&mut conn).await {
             Ok(r) => r,
             Err(_) => break,
         };
-        let reply = {
-            let mut c = lock(&controller);
-            match req {
-                JobRequest::Enqueued { files } => {
-                    for f in files {
-                        c.sched.enqueued(&f.channel, f.path);
-                    }
-                    wake.notify_one();
-                    JobReply::Ok
-                }
-                JobRequest::Take { channel } => match c.sched.take(&channel) {
+        let reply = match req {
+            JobRequest::Take { channel } => {
+                match take_when_due(&controller, &work_ready, &channel, started, generation).await {
                     Some(path) => {
                         taken.push((channel, path.clone()));
                         JobReply::Job { path }
                     }
                     None => JobReply::Idle,
-                },
-                JobRequest::Finished {
-                    channel,
-                    path,
-                    requeued,
-                } => {
-                    taken.retain(|(ch, p)| !(ch == &channel && p == &path));
-                    let mta = c.mta.clone();
-                    c.sched.finished(&mta, &channel, &path, requeued);
-                    JobReply::Ok
-                }
-                JobRequest::Queues => JobReply::Queues {
-                    channels: c.sched.summary(),
-                },
-                JobRequest::Rebuild => {
-                    let (queue, mta) = (c.queue.clone(), c.mta.clone());
-                    c.sched.rescan(&queue, &mta);
-                    wake.notify_one();
-                    JobReply::Ok
-                }
-                JobRequest::RunNow { channel } => {
-                    c.sched.run_now(channel.as_deref());
-                    c.broken.clear();
-                    wake.notify_one();
-                    JobReply::Ok
                 }
             }
+            other => answer(&controller, &wake, &mut taken, other),
         };
         if frame::write(&mut conn, &reply).await.is_err() {
             break;
@@ -352,5 +351,89 @@ async fn serve(mut conn: UnixStream, controller: Shared, wake: Arc<Notify>) {
             c.sched.abandoned(channel, std::slice::from_ref(path));
         }
         wake.notify_one();
+    }
+}
+
+/// A channel program's next message: one due now, or the first to become
+/// due within [`PROGRAM_LINGER`]. `None` tells the program to exit — also
+/// when it has outlived MAX_LIFE_AGE or a configuration reload.
+async fn take_when_due(
+    controller: &Shared,
+    work_ready: &Notify,
+    channel: &str,
+    started: Instant,
+    generation: u64,
+) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + PROGRAM_LINGER;
+    loop {
+        // Registered before looking, so a wake-up between the look and
+        // the wait is not missed.
+        let ready = work_ready.notified();
+        tokio::pin!(ready);
+        ready.as_mut().enable();
+        {
+            let mut c = lock(controller);
+            let max_age = c
+                .mta
+                .job_controller
+                .global("MAX_LIFE_AGE")
+                .and_then(int)
+                .filter(|n| *n > 0)
+                .map_or(DEFAULT_MAX_LIFE_AGE, |n| n as u64);
+            if c.generation != generation || started.elapsed() >= Duration::from_secs(max_age) {
+                return None;
+            }
+            if let Some(path) = c.sched.take(channel) {
+                return Some(path);
+            }
+        }
+        if tokio::time::timeout_at(deadline, ready).await.is_err() {
+            return None;
+        }
+    }
+}
+
+/// Every request but Take, answered at once.
+fn answer(
+    controller: &Shared,
+    wake: &Notify,
+    taken: &mut Vec<(String, String)>,
+    req: JobRequest,
+) -> JobReply {
+    let mut c = lock(controller);
+    match req {
+        JobRequest::Enqueued { files } => {
+            for f in files {
+                c.sched.enqueued(&f.channel, f.path);
+            }
+            wake.notify_one();
+            JobReply::Ok
+        }
+        JobRequest::Take { .. } => JobReply::Idle,
+        JobRequest::Finished {
+            channel,
+            path,
+            requeued,
+        } => {
+            taken.retain(|(ch, p)| !(ch == &channel && p == &path));
+            let mta = c.mta.clone();
+            c.sched.finished(&mta, &channel, &path, requeued);
+            JobReply::Ok
+        }
+        JobRequest::Queues => JobReply::Queues {
+            channels: c.sched.summary(),
+        },
+        JobRequest::Rebuild => {
+            let (queue, mta) = (c.queue.clone(), c.mta.clone());
+            c.sched.rescan(&queue, &mta);
+            wake.notify_one();
+            JobReply::Ok
+        }
+        JobRequest::RunNow { channel } => {
+            c.sched.run_now(channel.as_deref());
+            c.broken.clear();
+            wake.notify_one();
+            JobReply::Ok
+        }
     }
 }

@@ -59,7 +59,15 @@ impl ChannelState {
 
     /// Waiting messages due at `now`.
     pub fn due_count(&self, now: u64) -> usize {
-        self.waiting.range(..(now + 1, String::new())).count()
+        self.due_count_at_most(now, usize::MAX)
+    }
+
+    /// [`ChannelState::due_count`], counting no further than `cap`.
+    pub fn due_count_at_most(&self, now: u64, cap: usize) -> usize {
+        self.waiting
+            .range(..(now + 1, String::new()))
+            .take(cap)
+            .count()
     }
 }
 

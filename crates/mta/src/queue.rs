@@ -34,6 +34,7 @@ impl QueueEntry {
 #[derive(Debug, Clone)]
 pub struct QueueDir {
     root: PathBuf,
+    spares: queuefile::SparePool,
 }
 
 fn io(what: &str, p: &Path, e: std::io::Error) -> QueueError {
@@ -43,8 +44,7 @@ fn io(what: &str, p: &Path, e: std::io::Error) -> QueueError {
 /// A channel name usable as a directory: no separators, no dot names.
 fn valid_channel(channel: &str) -> bool {
     !channel.is_empty()
-        && channel != "."
-        && channel != ".."
+        && !channel.starts_with('.')
         && channel
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
@@ -58,7 +58,11 @@ fn is_queue_file(name: &str) -> bool {
 
 impl QueueDir {
     pub fn new(root: impl Into<PathBuf>) -> QueueDir {
-        QueueDir { root: root.into() }
+        let root = root.into();
+        QueueDir {
+            spares: queuefile::SparePool::new(&root),
+            root,
+        }
     }
 
     pub fn channel_dir(&self, channel: &str) -> Result<PathBuf, QueueError> {
@@ -99,7 +103,12 @@ impl QueueDir {
                 % subdirs;
             dir = dir.join(format!("{spread:03}"));
         }
-        queuefile::stage(&dir, envelope, message)
+        queuefile::stage(&dir, &self.spares, envelope, message)
+    }
+
+    /// Takes a finished file out of the queue (into the spare pool).
+    pub fn retire(&self, path: &Path) -> std::io::Result<()> {
+        self.spares.retire(path)
     }
 
     /// The channels that have a queue directory.

@@ -7,11 +7,16 @@
 //! complemented base 36 (`ZZ` 0, `ZY` 1, `ZA` 25, `Z0` 35, `YZ` 36), and a
 //! held message ends in `.HELD`. A file is written under a temporary name
 //! starting with `$`, fsynced, renamed, and its directory fsynced, so a
-//! file with a final name is always whole. Pure codec plus that one write.
+//! file with a final name is always whole. Spent files are kept in a
+//! [`SparePool`] and rewritten for later messages. Pure codec plus the
+//! file mechanics.
 
 use std::fs::{self, File};
+use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// The line that ends the envelope.
 pub const SEPARATOR: &[u8] = b"\x01\x01\n";
@@ -193,8 +198,14 @@ fn io_err(what: &str, p: &Path, e: std::io::Error) -> QueueError {
     QueueError::Io(format!("{what} {}: {e}", p.display()))
 }
 
-/// Writes a queue file's content under a temporary name in `dir`.
-pub fn stage(dir: &Path, envelope: &Envelope, message: &[u8]) -> Result<Staged, QueueError> {
+/// Writes a queue file's content under a temporary name in `dir`,
+/// reusing a spare file from `spares` when one is free.
+pub fn stage(
+    dir: &Path,
+    spares: &SparePool,
+    envelope: &Envelope,
+    message: &[u8],
+) -> Result<Staged, QueueError> {
     fs::create_dir_all(dir).map_err(|e| io_err("cannot create", dir, e))?;
     let head = envelope.encode()?;
     let mut rnd = [0u8; 8];
@@ -203,15 +214,142 @@ pub fn stage(dir: &Path, envelope: &Envelope, message: &[u8]) -> Result<Staged, 
     let tmp = dir.join(format!("${id}.tmp"));
     let path = dir.join(format!("{}{id}.00", attempt_prefix(0)));
     let written = (|| -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
+        let mut f = match spares.take(&tmp) {
+            Some(f) => f,
+            None => File::create(&tmp)?,
+        };
         f.write_all(&head)?;
-        f.write_all(message)
+        f.write_all(message)?;
+        // A reused file may have been longer.
+        f.set_len((head.len() + message.len()) as u64)
     })();
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
         return Err(io_err("cannot write", &tmp, e));
     }
     Ok(Staged { tmp, path })
+}
+
+/// How many spent files the pool keeps at most: enough to take back a
+/// backlog of a few seconds at full rate.
+const SPARE_SLOTS: u64 = 4096;
+/// Larger spent files are deleted, so the pool holds at most
+/// SPARE_SLOTS × this much disk (256 MB) and usually far less.
+const SPARE_MAX_SIZE: u64 = 64 << 10;
+/// Slots tried before a spent file is deleted instead.
+const SPARE_PROBES: usize = 4;
+/// How long an empty pool is believed empty before it is listed again.
+const EMPTY_POOL_RECHECK: Duration = Duration::from_millis(200);
+
+/// Spent queue files kept for the next messages, in `<queue>/.spare/`.
+///
+/// A file that leaves the queue is renamed into the pool, and a new
+/// message is written into a spare instead of a fresh file: no inode is
+/// allocated or freed per message while delivery keeps up. That matters
+/// at high rates: ext4 without a journal will not reuse an inode freed
+/// within the last minute, so with a thousand creates and deletes a second
+/// every allocation scans past thousands of recently freed inodes. The
+/// pool is bounded by its slot names; a spent file that finds no free
+/// slot (or is large) is deleted. Clones share one listing of the pool.
+#[derive(Debug, Clone)]
+pub struct SparePool {
+    dir: PathBuf,
+    slots: u64,
+    listing: Arc<Mutex<Listing>>,
+}
+
+#[derive(Debug, Default)]
+struct Listing {
+    /// Spares seen at the last listing and not yet tried.
+    names: Vec<std::ffi::OsString>,
+    /// When a listing last found the pool empty.
+    empty_at: Option<Instant>,
+}
+
+impl SparePool {
+    /// The pool of the queue rooted at `queue_root`.
+    pub fn new(queue_root: &Path) -> SparePool {
+        SparePool::with_slots(queue_root, SPARE_SLOTS)
+    }
+
+    fn with_slots(queue_root: &Path, slots: u64) -> SparePool {
+        SparePool {
+            dir: queue_root.join(".spare"),
+            slots: slots.max(1),
+            listing: Arc::default(),
+        }
+    }
+
+    /// Moves a spare to `tmp` and opens it for rewriting; `None` when the
+    /// pool has none (the caller creates a file).
+    fn take(&self, tmp: &Path) -> Option<File> {
+        let mut listing = self.listing.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let Some(name) = listing.names.pop() else {
+                if listing
+                    .empty_at
+                    .is_some_and(|t| t.elapsed() < EMPTY_POOL_RECHECK)
+                {
+                    return None;
+                }
+                listing.names = fs::read_dir(&self.dir)
+                    .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                    .unwrap_or_default();
+                if listing.names.is_empty() {
+                    listing.empty_at = Some(Instant::now());
+                    return None;
+                }
+                listing.empty_at = None;
+                continue;
+            };
+            match fs::rename(self.dir.join(name), tmp) {
+                Ok(()) => {
+                    return match File::options().write(true).open(tmp) {
+                        Ok(f) => Some(f),
+                        // Not ours to write (left by another user): drop it.
+                        Err(_) => {
+                            let _ = fs::remove_file(tmp);
+                            None
+                        }
+                    };
+                }
+                // Taken by another process since the listing.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Takes a spent queue file out of the queue at once: into a free
+    /// slot of the pool, or deleted when none of the probed slots is free.
+    /// Not fsynced (see the channel programs' settle).
+    pub fn retire(&self, path: &Path) -> std::io::Result<()> {
+        use nix::errno::Errno;
+        use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+        if fs::metadata(path)?.len() > SPARE_MAX_SIZE {
+            return fs::remove_file(path);
+        }
+        for _ in 0..SPARE_PROBES {
+            let slot = self.dir.join(format!("{:04}", random_u64() % self.slots));
+            match renameat2(
+                AT_FDCWD,
+                path,
+                AT_FDCWD,
+                &slot,
+                RenameFlags::RENAME_NOREPLACE,
+            ) {
+                Ok(()) => return Ok(()),
+                Err(Errno::EEXIST) => continue,
+                Err(Errno::ENOENT) if !path.exists() => return Err(Errno::ENOENT.into()),
+                // The pool's directory is not there yet.
+                Err(Errno::ENOENT) => {
+                    fs::create_dir_all(&self.dir)?;
+                }
+                Err(_) => break,
+            }
+        }
+        fs::remove_file(path)
+    }
 }
 
 impl Staged {
@@ -280,16 +418,33 @@ pub fn commit_batch(mut batch: Vec<Staged>) -> Result<Vec<PathBuf>, QueueError> 
 }
 
 /// Writes a queue file into `dir` durably; returns its path.
-pub fn write(dir: &Path, envelope: &Envelope, message: &[u8]) -> Result<PathBuf, QueueError> {
-    stage(dir, envelope, message)?.commit()
+pub fn write(
+    dir: &Path,
+    spares: &SparePool,
+    envelope: &Envelope,
+    message: &[u8],
+) -> Result<PathBuf, QueueError> {
+    stage(dir, spares, envelope, message)?.commit()
 }
 
-/// Randomness for file names from the kernel.
+/// Cheap per-process randomness for choosing slots (not for names).
+fn random_u64() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = KEYS.get_or_init(Default::default).build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.finish()
+}
+
+/// Randomness for file names from the kernel (one open per process).
 fn getrandom(buf: &mut [u8]) {
     use std::io::Read;
-    let filled = File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(buf))
-        .is_ok();
+    static URANDOM: OnceLock<std::io::Result<File>> = OnceLock::new();
+    let filled = match URANDOM.get_or_init(|| File::open("/dev/urandom")) {
+        Ok(f) => (&*f).read_exact(buf).is_ok(),
+        Err(_) => false,
+    };
     if !filled {
         // A unique enough fallback: time and process.
         let t = std::time::SystemTime::now()
@@ -383,7 +538,7 @@ mod tests {
     #[test]
     fn written_files_are_whole() {
         let dir = std::env::temp_dir().join(format!("epistle-queue-test-{}", std::process::id()));
-        let p = write(&dir, &env(), b"message").unwrap();
+        let p = write(&dir, &SparePool::new(&dir), &env(), b"message").unwrap();
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
         assert!(name.starts_with("ZZ") && name.ends_with(".00"), "{name}");
         let data = fs::read(&p).unwrap();
@@ -397,6 +552,45 @@ mod tests {
                 .starts_with('$'))
         );
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn spent_files_are_reused_whole() {
+        use std::os::unix::fs::MetadataExt;
+        let root = std::env::temp_dir().join(format!("epistle-spare-test-{}", std::process::id()));
+        let dir = root.join("ims-ms");
+        // The SMTP server writes, a channel program retires: two processes.
+        let writer = || SparePool::with_slots(&root, 1);
+        let retirer = SparePool::with_slots(&root, 1);
+        let long = write(&dir, &writer(), &env(), &[b'x'; 9000]).unwrap();
+        let inode = fs::metadata(&long).unwrap().ino();
+        retirer.retire(&long).unwrap();
+        assert!(!long.exists());
+        // The next message goes into the same inode, cut to its length.
+        let short = write(&dir, &writer(), &env(), b"short").unwrap();
+        assert_eq!(fs::metadata(&short).unwrap().ino(), inode);
+        let data = fs::read(&short).unwrap();
+        let (e, at) = Envelope::decode(&data).unwrap();
+        assert_eq!((e, &data[at..]), (env(), &b"short"[..]));
+        // With the pool empty a file is created.
+        let fresh = write(&dir, &writer(), &env(), b"fresh").unwrap();
+        assert_ne!(fs::metadata(&fresh).unwrap().ino(), inode);
+        // A full pool deletes the spent file; it leaves the queue all the same.
+        retirer.retire(&short).unwrap();
+        retirer.retire(&fresh).unwrap();
+        assert!(!short.exists() && !fresh.exists());
+        let spare = fs::read_dir(root.join(".spare"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(spare.metadata().unwrap().ino(), inode);
+        // A large file is not kept.
+        let pool = SparePool::with_slots(&root.join("other"), 8);
+        let big = write(&dir, &pool, &env(), &vec![b'x'; 70_000]).unwrap();
+        pool.retire(&big).unwrap();
+        assert!(!big.exists() && !root.join("other/.spare").exists());
+        let _ = fs::remove_dir_all(&root);
     }
 
     proptest::proptest! {

@@ -30,7 +30,7 @@ impl Deliver for ImsMaster {
     }
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let channel = std::env::args().nth(1).unwrap_or_else(|| "ims-ms".into());
     let d = match Daemon::init_worker("ims_master", "ims_master") {

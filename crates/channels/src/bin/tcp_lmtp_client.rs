@@ -3,7 +3,7 @@
 //! over LMTP to the channel's `daemon` host (see
 //! `epistle_channels::outbound`) and exits when nothing is due.
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     epistle_channels::outbound::run_program("tcp_lmtp_client", "lmtp_store", true).await;
 }

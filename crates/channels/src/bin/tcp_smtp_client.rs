@@ -3,7 +3,7 @@
 //! recipients' mail hosts over SMTP (see `epistle_channels::outbound`)
 //! and exits when nothing is due.
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     epistle_channels::outbound::run_program("tcp_smtp_client", "tcp_local", false).await;
 }
