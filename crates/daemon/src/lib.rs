@@ -286,3 +286,47 @@ impl Drop for PidFile {
         }
     }
 }
+
+/// A protocol greeting from its `service.*.banner` template: `%h` the
+/// host, `%p` the protocol, `%P` the product, `%V` its version, `%%` a
+/// percent sign. Line breaks are dropped, so a banner cannot forge a
+/// second protocol line.
+pub fn banner(template: &str, host: &str, protocol: &str) -> String {
+    let mut out = String::new();
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            if c != '\r' && c != '\n' {
+                out.push(c);
+            }
+            continue;
+        }
+        match chars.next() {
+            Some('h') => out.push_str(host),
+            Some('p') => out.push_str(protocol),
+            Some('P') => out.push_str("Epistle"),
+            Some('V') => out.push_str(env!("CARGO_PKG_VERSION")),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod banner_tests {
+    #[test]
+    fn placeholders() {
+        assert_eq!(
+            super::banner("%h %p service (%P %V) 100%% %x\r\n* BYE", "mail", "IMAP4"),
+            format!(
+                "mail IMAP4 service (Epistle {}) 100% %x* BYE",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+    }
+}

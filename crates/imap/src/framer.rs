@@ -39,8 +39,10 @@ pub enum Frame {
     Incomplete,
     /// The client announced a synchronizing literal of `size` bytes and
     /// waits for a `+` continuation before sending it. Reported once;
-    /// the next call goes on reading the literal.
-    LiteralAnnounced { size: u64 },
+    /// the next call goes on reading the literal. `line_end` is where the
+    /// announcing line ends (to refuse the command instead, the caller
+    /// drops that much).
+    LiteralAnnounced { size: u64, line_end: usize },
     /// A line is longer than allowed: the command cannot be read. The
     /// connection should be answered BAD and closed, since where the
     /// next command starts is unknown.
@@ -134,7 +136,10 @@ impl Framer {
             self.scanned = end;
             self.literal_left = size;
             if sync {
-                return Frame::LiteralAnnounced { size };
+                return Frame::LiteralAnnounced {
+                    size,
+                    line_end: end,
+                };
             }
         }
     }
@@ -178,7 +183,13 @@ mod tests {
         assert_eq!(f.next(b"a NOOP\r\nb"), Frame::Complete(8));
         f.reset();
         let cmd = b"a LOGIN {3}\r\njoe {6+}\r\nsecret\r\n";
-        assert_eq!(f.next(&cmd[..13]), Frame::LiteralAnnounced { size: 3 });
+        assert_eq!(
+            f.next(&cmd[..13]),
+            Frame::LiteralAnnounced {
+                size: 3,
+                line_end: 13
+            }
+        );
         assert_eq!(f.next(&cmd[..14]), Frame::Incomplete);
         assert_eq!(f.next(cmd), Frame::Complete(cmd.len()));
         f.reset();

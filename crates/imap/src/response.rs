@@ -9,6 +9,11 @@ use crate::parser::{MONTHS, days_from_civil, is_atom_char};
 /// Longest string sent quoted; longer ones go as literals.
 const MAX_QUOTED: usize = 1000;
 
+/// A character a tag may hold (ASTRING-CHAR but `+`).
+pub fn is_tag_char(b: u8) -> bool {
+    (is_atom_char(b) || b == b']') && b != b'+'
+}
+
 /// A string: quoted when it can be (`utf8`: 8-bit text may be quoted,
 /// as IMAP4rev2 and UTF8=ACCEPT allow), else a literal.
 pub fn string(out: &mut Vec<u8>, s: &[u8], utf8: bool) {

@@ -1,0 +1,100 @@
+//! imapd: the IMAP server. Users read their mail here with any IMAP
+//! client; every mailbox operation goes to stored, the only writer of the
+//! store, and a mailbox's changes come back from stored as events, so a
+//! message delivered by another process shows at once.
+//!
+//! Start-up: configuration and log, bind the IMAP port (143, STARTTLS) and
+//! the IMAPS port (993), drop privileges, the directory and the TLS
+//! identity, tell the watcher, serve; on TERM stop accepting and let the
+//! open sessions go.
+
+mod render;
+mod search;
+mod selected;
+mod server;
+mod session;
+
+use std::sync::Arc;
+
+use epistle_daemon::{Daemon, SignalEvent, Signals};
+use tokio::net::TcpListener;
+
+use server::Server;
+
+#[tokio::main]
+async fn main() {
+    let mut d = match Daemon::init("imap", "imapd") {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("imapd: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let plain = match d.bind_tcp("service.imap.port", "imap") {
+        Ok(l) => l,
+        Err(e) => d.fail(&e),
+    };
+    let secure = if d.config.get_bool("service.imap.enablesslport") {
+        match d.bind_tcp("service.imap.sslport", "imaps") {
+            Ok(l) => l,
+            Err(e) => d.fail(&e),
+        }
+    } else {
+        None
+    };
+    if let Err(e) = d.drop_privileges() {
+        d.fail(&e);
+    }
+    let server = Arc::new(Server::load(&d).await);
+    if secure.is_some() && server.tls.is_none() {
+        d.fail(&anyhow::anyhow!(
+            "IMAPS needs the TLS certificate; fix local.ssl.certfile and local.ssl.keyfile \
+             or turn the port off with configutil -o service.imap.enablesslport -v no"
+        ));
+    }
+    let to_tokio = |l: Option<std::net::TcpListener>| l.map(TcpListener::from_std).transpose();
+    let (plain, secure) = match (to_tokio(plain), to_tokio(secure)) {
+        (Ok(p), Ok(s)) => (p, s),
+        (Err(e), _) | (_, Err(e)) => d.fail(&e.into()),
+    };
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => d.fail(&e.into()),
+    };
+    if let Err(e) = d.ready() {
+        d.fail(&e);
+    }
+    loop {
+        tokio::select! {
+            Some((conn, peer)) = accept(plain.as_ref()) => {
+                tokio::spawn(session::serve(server.clone(), conn, peer, false));
+            }
+            Some((conn, peer)) = accept(secure.as_ref()) => {
+                tokio::spawn(session::serve(server.clone(), conn, peer, true));
+            }
+            ev = signals.next() => match ev {
+                SignalEvent::Reload => d.reload(),
+                SignalEvent::Shutdown => break,
+            },
+        }
+    }
+    tracing::info!("imapd stopped");
+}
+
+/// The next connection on `listener`; never ready when there is none.
+async fn accept(
+    listener: Option<&TcpListener>,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    let Some(l) = listener else {
+        return std::future::pending().await;
+    };
+    match l.accept().await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            // Out of descriptors and the like: wait a little, go on.
+            tracing::warn!("accept: {e}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            None
+        }
+    }
+}

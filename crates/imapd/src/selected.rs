@@ -1,0 +1,1057 @@
+//! The selected mailbox: the session's numbered view of it (message
+//! sequence numbers are positions in `messages`), the changes other
+//! sessions made that wait to be reported, and the commands that work on
+//! messages — FETCH, STORE, SEARCH, COPY, MOVE, EXPUNGE, CLOSE, UNSELECT.
+//!
+//! Changes come from stored as events and are reported only where RFC
+//! 9051 §7.5.1 allows: EXPUNGE never during FETCH, STORE or SEARCH by
+//! sequence number, so the numbers a client holds stay right.
+
+use std::collections::VecDeque;
+
+use epistle_imap::command::{FetchAttr, SearchReturn, Section, SectionText, StoreMode};
+use epistle_imap::search::SearchKey;
+use epistle_imap::sequence::{SequenceSet, compact};
+use epistle_imap::{CommandBody, response};
+use epistle_ipc::store::{
+    FlagOp, MailboxInfo, MessageInfo, MessageStructure, StoreError, StoreEvent, StoreReply,
+    StoreRequest,
+};
+
+use crate::render;
+use crate::search::{self, Candidate, Extent};
+use crate::session::{Result, Session};
+
+const SYSTEM_FLAGS: [&str; 5] = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"];
+/// Changes kept for reporting before the view is rebuilt instead.
+const MAX_PENDING: usize = 100_000;
+
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub uid: u32,
+    pub flags: Vec<String>,
+    pub modseq: u64,
+    pub size: u64,
+    pub internal_date: i64,
+}
+
+impl Msg {
+    fn from_info(m: &MessageInfo) -> Msg {
+        Msg {
+            uid: m.uid,
+            flags: m.record.flags.clone(),
+            modseq: m.record.modseq,
+            size: m.record.size,
+            internal_date: m.record.internal_date,
+        }
+    }
+
+    pub fn has_flag(&self, f: &str) -> bool {
+        self.flags.iter().any(|x| x.eq_ignore_ascii_case(f))
+    }
+}
+
+pub struct Selected {
+    /// The store's name.
+    pub name: String,
+    pub read_only: bool,
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub highest_modseq: u64,
+    pub messages: Vec<Msg>,
+    pending: VecDeque<StoreEvent>,
+    /// Too many changes were waiting: the view is read again.
+    rebuild: bool,
+    /// SEARCHRES's saved result (UIDs).
+    pub saved: Vec<u32>,
+}
+
+impl Selected {
+    pub fn new(
+        name: String,
+        read_only: bool,
+        info: &MailboxInfo,
+        index: Vec<MessageInfo>,
+    ) -> Selected {
+        Selected {
+            name,
+            read_only,
+            uidvalidity: info.record.uidvalidity,
+            uidnext: info.record.uidnext,
+            highest_modseq: info.record.highest_modseq,
+            messages: index.iter().map(Msg::from_info).collect(),
+            pending: VecDeque::new(),
+            rebuild: false,
+            saved: Vec::new(),
+        }
+    }
+
+    /// The untagged lines that open a SELECT.
+    pub fn announce(&self, s: &mut Session) {
+        let mut keywords: Vec<&str> = SYSTEM_FLAGS.to_vec();
+        for m in &self.messages {
+            for f in &m.flags {
+                if !f.starts_with('\\') && !keywords.contains(&f.as_str()) && keywords.len() < 200 {
+                    keywords.push(f);
+                }
+            }
+        }
+        s.line(&format!("* FLAGS ({})", keywords.join(" ")));
+        if self.read_only {
+            s.line("* OK [PERMANENTFLAGS ()] Read-only mailbox");
+        } else {
+            s.line(&format!(
+                "* OK [PERMANENTFLAGS ({} \\*)] Flags permitted",
+                SYSTEM_FLAGS.join(" ")
+            ));
+        }
+        s.line(&format!("* {} EXISTS", self.messages.len()));
+        s.line("* 0 RECENT");
+        if let Some(i) = self.messages.iter().position(|m| !m.has_flag("\\Seen")) {
+            s.line(&format!("* OK [UNSEEN {}] First unseen", i + 1));
+        }
+        s.line(&format!(
+            "* OK [UIDVALIDITY {}] UIDs valid",
+            self.uidvalidity
+        ));
+        s.line(&format!(
+            "* OK [UIDNEXT {}] Predicted next UID",
+            self.uidnext
+        ));
+        if s.condstore {
+            s.line(&format!(
+                "* OK [HIGHESTMODSEQ {}] Highest",
+                self.highest_modseq
+            ));
+        }
+    }
+
+    /// Keeps another session's change for the next report.
+    pub fn queue(&mut self, ev: StoreEvent) {
+        if ev.mailbox() != self.name {
+            return;
+        }
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.clear();
+            self.rebuild = true;
+            return;
+        }
+        self.pending.push_back(ev);
+    }
+
+    fn position(&self, uid: u32) -> Option<usize> {
+        self.messages.binary_search_by_key(&uid, |m| m.uid).ok()
+    }
+
+    fn last_uid(&self) -> u32 {
+        self.messages.last().map_or(0, |m| m.uid)
+    }
+
+    /// One message's flags as an untagged FETCH.
+    fn flags_line(&self, s: &mut Session, i: usize) {
+        let m = &self.messages[i];
+        let mut l = format!("* {} FETCH (UID {} FLAGS ", i + 1, m.uid).into_bytes();
+        response::flags(&mut l, &m.flags);
+        if s.condstore {
+            l.extend_from_slice(format!(" MODSEQ ({})", m.modseq).as_bytes());
+        }
+        l.extend_from_slice(b")\r\n");
+        s.out.extend_from_slice(&l);
+    }
+
+    fn expunge_at(&mut self, s: &mut Session, i: usize) {
+        self.messages.remove(i);
+        s.line(&format!("* {} EXPUNGE", i + 1));
+    }
+
+    /// Reports waiting changes, in order; stops at an expunge when
+    /// expunges may not be reported now.
+    pub async fn report(&mut self, s: &mut Session, expunges: bool) -> Result<()> {
+        let before = self.messages.len();
+        let mut new_messages = false;
+        if self.rebuild && expunges {
+            self.rebuild = false;
+            self.resync(s).await?;
+        }
+        while let Some(ev) = self.pending.front() {
+            match ev {
+                StoreEvent::Expunged { uids, .. } => {
+                    if !expunges {
+                        break;
+                    }
+                    let mut uids = uids.clone();
+                    uids.sort_unstable();
+                    for uid in uids.iter().rev() {
+                        if let Some(i) = self.position(*uid) {
+                            self.expunge_at(s, i);
+                        }
+                    }
+                }
+                StoreEvent::Exists { uids, status, .. } => {
+                    if uids.iter().any(|u| *u > self.last_uid()) {
+                        new_messages = true;
+                    }
+                    self.uidnext = self.uidnext.max(status.uidnext);
+                }
+                StoreEvent::Flags {
+                    messages, status, ..
+                } => {
+                    self.highest_modseq = self.highest_modseq.max(status.highest_modseq);
+                    for m in messages.clone() {
+                        if let Some(i) = self.position(m.uid)
+                            && m.record.modseq > self.messages[i].modseq
+                        {
+                            self.messages[i].flags = m.record.flags.clone();
+                            self.messages[i].modseq = m.record.modseq;
+                            self.flags_line(s, i);
+                        }
+                    }
+                }
+                StoreEvent::Gone { .. } => {}
+            }
+            self.pending.pop_front();
+        }
+        if new_messages {
+            self.fetch_new(s).await?;
+        }
+        if self.messages.len() > before || new_messages {
+            s.line(&format!("* {} EXISTS", self.messages.len()));
+        }
+        Ok(())
+    }
+
+    /// Reads the index entries above the last UID this view has.
+    async fn fetch_new(&mut self, s: &mut Session) -> Result<()> {
+        let store = s.store()?;
+        loop {
+            let after = self.last_uid();
+            let reply = store
+                .request(StoreRequest::Messages {
+                    name: self.name.clone(),
+                    after,
+                })
+                .await;
+            let Ok(StoreReply::Messages { messages }) = reply else {
+                return Ok(());
+            };
+            let n = messages.len();
+            for m in &messages {
+                self.uidnext = self.uidnext.max(m.uid + 1);
+                self.highest_modseq = self.highest_modseq.max(m.record.modseq);
+                self.messages.push(Msg::from_info(m));
+            }
+            if n < epistle_ipc::store::INDEX_PAGE {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The view read again after changes were lost: what is gone is
+    /// reported expunged, flags that differ are reported, new messages
+    /// added.
+    async fn resync(&mut self, s: &mut Session) -> Result<()> {
+        let Ok(index) = s.store()?.messages(&self.name).await else {
+            return Ok(());
+        };
+        let now: std::collections::HashMap<u32, &MessageInfo> =
+            index.iter().map(|m| (m.uid, m)).collect();
+        for i in (0..self.messages.len()).rev() {
+            if !now.contains_key(&self.messages[i].uid) {
+                self.expunge_at(s, i);
+            }
+        }
+        for i in 0..self.messages.len() {
+            let m = now[&self.messages[i].uid];
+            if m.record.flags != self.messages[i].flags {
+                self.messages[i].flags = m.record.flags.clone();
+                self.messages[i].modseq = m.record.modseq;
+                self.flags_line(s, i);
+            }
+        }
+        let last = self.last_uid();
+        for m in index.iter().filter(|m| m.uid > last) {
+            self.messages.push(Msg::from_info(m));
+        }
+        Ok(())
+    }
+
+    /// Positions (0-based) a set names: message numbers, or UIDs.
+    fn resolve(&self, set: &SequenceSet, uid: bool) -> std::result::Result<Vec<usize>, String> {
+        if let SequenceSet::Saved = set {
+            return Ok(self
+                .saved
+                .iter()
+                .filter_map(|u| self.position(*u))
+                .collect());
+        }
+        if uid {
+            let largest = self.last_uid();
+            if largest == 0 {
+                return Ok(Vec::new());
+            }
+            let ranges = set.resolved(largest);
+            return Ok(self
+                .messages
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| ranges.iter().any(|(a, b)| *a <= m.uid && m.uid <= *b))
+                .map(|(i, _)| i)
+                .collect());
+        }
+        let n = self.messages.len() as u32;
+        if n == 0 {
+            return Err("No messages in the mailbox".into());
+        }
+        let mut out = Vec::new();
+        for (a, b) in set.resolved(n) {
+            if b > n {
+                return Err("Message sequence number out of range".into());
+            }
+            out.extend((a..=b).map(|i| (i - 1) as usize));
+        }
+        Ok(out)
+    }
+}
+
+/// Runs a command that needs the selected mailbox.
+pub async fn command(s: &mut Session, tag: &str, body: CommandBody) -> Result<()> {
+    let Some(mut sel) = s.selected.take() else {
+        s.line(&format!("{tag} BAD No mailbox selected"));
+        return Ok(());
+    };
+    // EXPUNGE responses would renumber what a FETCH, STORE or SEARCH by
+    // number is about.
+    let expunges_ok = !matches!(
+        body,
+        CommandBody::Fetch { uid: false, .. }
+            | CommandBody::Store { uid: false, .. }
+            | CommandBody::Search { uid: false, .. }
+    );
+    let keep = run(s, &mut sel, tag, body).await;
+    let keep = match keep {
+        Ok(k) => k,
+        Err(e) => {
+            s.selected = Some(sel);
+            return Err(e);
+        }
+    };
+    if keep {
+        // Collect what arrived meanwhile, then report.
+        s.selected = Some(sel);
+        s.report_changes(expunges_ok).await?;
+    }
+    Ok(())
+}
+
+/// The command's work; `false` when the mailbox is no longer selected.
+async fn run(s: &mut Session, sel: &mut Selected, tag: &str, body: CommandBody) -> Result<bool> {
+    match body {
+        CommandBody::Check => s.ok(tag, "CHECK completed"),
+        CommandBody::Close | CommandBody::Unselect => {
+            let close = matches!(body, CommandBody::Close);
+            let store = s.store()?;
+            if close && !sel.read_only {
+                let _ = store.expunge(&sel.name, None).await;
+            }
+            let _ = store.watch(&sel.name, false).await;
+            s.ok(
+                tag,
+                if close {
+                    "CLOSE completed"
+                } else {
+                    "UNSELECT completed"
+                },
+            );
+            return Ok(false);
+        }
+        CommandBody::Expunge(uids) => {
+            if sel.read_only {
+                s.line(&format!("{tag} NO [READ-ONLY] The mailbox is read-only"));
+                return Ok(true);
+            }
+            let only = match &uids {
+                Some(set) => match sel.resolve(set, true) {
+                    Ok(ix) => Some(ix.iter().map(|&i| sel.messages[i].uid).collect()),
+                    Err(e) => {
+                        s.line(&format!("{tag} BAD {e}"));
+                        return Ok(true);
+                    }
+                },
+                None => None,
+            };
+            match s.store()?.expunge(&sel.name, only).await {
+                Ok(mut gone) => {
+                    gone.sort_unstable();
+                    for uid in gone.iter().rev() {
+                        if let Some(i) = sel.position(*uid) {
+                            sel.expunge_at(s, i);
+                        }
+                    }
+                    s.ok(tag, "EXPUNGE completed");
+                }
+                Err(e) => s.store_error(tag, &e),
+            }
+        }
+        CommandBody::Fetch {
+            uid,
+            set,
+            items,
+            changed_since,
+            vanished: _,
+        } => fetch(s, sel, tag, uid, &set, items, changed_since).await?,
+        CommandBody::Store {
+            uid,
+            set,
+            unchanged_since,
+            mode,
+            silent,
+            flags,
+        } => {
+            store(s, sel, tag, uid, &set, unchanged_since, mode, silent, flags).await?;
+        }
+        CommandBody::Search {
+            uid,
+            ret,
+            charset,
+            criteria,
+        } => {
+            if charset.as_deref().is_some_and(|c| {
+                !c.eq_ignore_ascii_case("UTF-8") && !c.eq_ignore_ascii_case("US-ASCII")
+            }) {
+                s.line(&format!(
+                    "{tag} NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
+                ));
+                return Ok(true);
+            }
+            search_command(s, sel, tag, uid, ret, &criteria).await?;
+        }
+        CommandBody::Copy { uid, set, mailbox } => {
+            copy(s, sel, tag, uid, &set, &mailbox, false).await?;
+        }
+        CommandBody::Move { uid, set, mailbox } => {
+            copy(s, sel, tag, uid, &set, &mailbox, true).await?;
+        }
+        CommandBody::Sort { .. } | CommandBody::Thread { .. } => {
+            s.line(&format!("{tag} BAD Not supported"));
+        }
+        _ => s.line(&format!("{tag} BAD Unexpected command")),
+    }
+    Ok(true)
+}
+
+/// Whether fetching `a` reads the message file.
+fn needs_file(a: &FetchAttr) -> bool {
+    matches!(
+        a,
+        FetchAttr::Rfc822
+            | FetchAttr::Rfc822Header
+            | FetchAttr::Rfc822Text
+            | FetchAttr::Section { .. }
+            | FetchAttr::Binary { .. }
+            | FetchAttr::BinarySize { .. }
+    )
+}
+
+fn needs_structure(a: &FetchAttr) -> bool {
+    matches!(
+        a,
+        FetchAttr::Envelope
+            | FetchAttr::BodyStructure
+            | FetchAttr::Body
+            | FetchAttr::Section { .. }
+            | FetchAttr::Binary { .. }
+            | FetchAttr::BinarySize { .. }
+            | FetchAttr::Rfc822Header
+            | FetchAttr::Rfc822Text
+    )
+}
+
+/// Whether fetching `a` marks the message seen.
+fn sets_seen(a: &FetchAttr) -> bool {
+    matches!(
+        a,
+        FetchAttr::Rfc822
+            | FetchAttr::Rfc822Text
+            | FetchAttr::Section { peek: false, .. }
+            | FetchAttr::Binary { peek: false, .. }
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fetch(
+    s: &mut Session,
+    sel: &mut Selected,
+    tag: &str,
+    uid: bool,
+    set: &SequenceSet,
+    mut items: Vec<FetchAttr>,
+    changed_since: Option<u64>,
+) -> Result<()> {
+    let mut ix = match sel.resolve(set, uid) {
+        Ok(ix) => ix,
+        Err(e) => {
+            s.line(&format!("{tag} BAD {e}"));
+            return Ok(());
+        }
+    };
+    if uid && !items.contains(&FetchAttr::Uid) {
+        items.insert(0, FetchAttr::Uid);
+    }
+    if let Some(since) = changed_since {
+        s.condstore = true;
+        ix.retain(|&i| sel.messages[i].modseq > since);
+        if !items.contains(&FetchAttr::ModSeq) {
+            items.push(FetchAttr::ModSeq);
+        }
+    }
+    let store = s.store()?;
+    // Mark seen first, so the answer carries the new flags.
+    if !sel.read_only && items.iter().any(sets_seen) {
+        let unseen: Vec<u32> = ix
+            .iter()
+            .map(|&i| &sel.messages[i])
+            .filter(|m| !m.has_flag("\\Seen"))
+            .map(|m| m.uid)
+            .collect();
+        if !unseen.is_empty() {
+            if let Ok((changed, _, _)) = store
+                .store_flags(&sel.name, &unseen, FlagOp::Add, &["\\Seen".into()], None)
+                .await
+            {
+                for m in changed {
+                    if let Some(i) = sel.position(m.uid) {
+                        sel.messages[i].flags = m.record.flags;
+                        sel.messages[i].modseq = m.record.modseq;
+                    }
+                }
+            }
+            if !items.contains(&FetchAttr::Flags) {
+                items.push(FetchAttr::Flags);
+            }
+        }
+    }
+    let want_file = items.iter().any(needs_file);
+    let want_structure = items.iter().any(needs_structure);
+    let mut missing = false;
+    for i in ix {
+        let m = sel.messages[i].clone();
+        let structure = if want_structure {
+            match store.structure(&sel.name, m.uid).await {
+                Ok(st) => Some(st),
+                Err(_) => {
+                    missing = true;
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        let raw = if want_file {
+            let read = match store.message_path(&sel.name, m.uid).await {
+                Ok(p) => tokio::fs::read(p).await.ok(),
+                Err(_) => None,
+            };
+            match read {
+                Some(r) => Some(r),
+                None => {
+                    missing = true;
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        let mut l = format!("* {} FETCH (", i + 1).into_bytes();
+        for (n, a) in items.iter().enumerate() {
+            if n > 0 {
+                l.push(b' ');
+            }
+            fetch_item(&mut l, a, &m, structure.as_ref(), raw.as_deref(), s.utf8);
+        }
+        l.extend_from_slice(b")\r\n");
+        s.out.extend_from_slice(&l);
+        // Large answers go out as they are made.
+        if s.out.len() > 256 * 1024 {
+            s.flush().await?;
+        }
+    }
+    if missing {
+        s.line(&format!(
+            "{tag} NO [EXPUNGEISSUED] Some messages were expunged meanwhile"
+        ));
+    } else {
+        s.ok(tag, "FETCH completed");
+    }
+    Ok(())
+}
+
+fn fetch_item(
+    l: &mut Vec<u8>,
+    a: &FetchAttr,
+    m: &Msg,
+    st: Option<&MessageStructure>,
+    raw: Option<&[u8]>,
+    utf8: bool,
+) {
+    let raw = raw.unwrap_or_default();
+    let empty = MessageStructure::default();
+    let st = st.unwrap_or(&empty);
+    match a {
+        FetchAttr::Uid => l.extend_from_slice(format!("UID {}", m.uid).as_bytes()),
+        FetchAttr::Flags => {
+            l.extend_from_slice(b"FLAGS ");
+            response::flags(l, &m.flags);
+        }
+        FetchAttr::InternalDate => {
+            l.extend_from_slice(b"INTERNALDATE ");
+            l.extend_from_slice(response::date_time(m.internal_date, 0).as_bytes());
+        }
+        FetchAttr::Rfc822Size => l.extend_from_slice(format!("RFC822.SIZE {}", m.size).as_bytes()),
+        FetchAttr::ModSeq => l.extend_from_slice(format!("MODSEQ ({})", m.modseq).as_bytes()),
+        FetchAttr::Envelope => {
+            l.extend_from_slice(b"ENVELOPE ");
+            render::envelope(l, &st.envelope, utf8);
+        }
+        FetchAttr::BodyStructure => {
+            l.extend_from_slice(b"BODYSTRUCTURE ");
+            render::body_structure(l, &st.body, true, utf8);
+        }
+        FetchAttr::Body => {
+            l.extend_from_slice(b"BODY ");
+            render::body_structure(l, &st.body, false, utf8);
+        }
+        FetchAttr::Rfc822 => {
+            l.extend_from_slice(b"RFC822 ");
+            response::literal(l, raw);
+        }
+        FetchAttr::Rfc822Header => {
+            l.extend_from_slice(b"RFC822.HEADER ");
+            let h =
+                render::section(raw, st, &text_section(SectionText::Header)).unwrap_or_default();
+            response::literal(l, &h);
+        }
+        FetchAttr::Rfc822Text => {
+            l.extend_from_slice(b"RFC822.TEXT ");
+            let t = render::section(raw, st, &text_section(SectionText::Text)).unwrap_or_default();
+            response::literal(l, &t);
+        }
+        FetchAttr::Section {
+            section, partial, ..
+        } => {
+            l.extend_from_slice(b"BODY[");
+            section_spec(l, section);
+            l.push(b']');
+            let data = render::section(raw, st, section);
+            partial_data(l, data.as_deref(), *partial, false);
+        }
+        FetchAttr::Binary { part, partial, .. } => {
+            l.extend_from_slice(format!("BINARY[{}]", dotted(part)).as_bytes());
+            let data = binary(raw, st, part);
+            partial_data(l, data.as_deref(), *partial, true);
+        }
+        FetchAttr::BinarySize { part } => {
+            let size = binary(raw, st, part).map_or(0, |d| d.len());
+            l.extend_from_slice(format!("BINARY.SIZE[{}] {size}", dotted(part)).as_bytes());
+        }
+        FetchAttr::EmailId
+        | FetchAttr::ThreadId
+        | FetchAttr::SaveDate
+        | FetchAttr::Preview { .. } => {
+            l.extend_from_slice(b"UID ");
+            l.extend_from_slice(m.uid.to_string().as_bytes());
+        }
+    }
+}
+
+fn text_section(t: SectionText) -> Section {
+    Section {
+        part: Vec::new(),
+        text: Some(t),
+    }
+}
+
+fn dotted(part: &[u32]) -> String {
+    part.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn section_spec(l: &mut Vec<u8>, s: &Section) {
+    l.extend_from_slice(dotted(&s.part).as_bytes());
+    let Some(t) = &s.text else { return };
+    if !s.part.is_empty() {
+        l.push(b'.');
+    }
+    match t {
+        SectionText::Header => l.extend_from_slice(b"HEADER"),
+        SectionText::Text => l.extend_from_slice(b"TEXT"),
+        SectionText::Mime => l.extend_from_slice(b"MIME"),
+        SectionText::HeaderFields { not, fields } => {
+            l.extend_from_slice(if *not {
+                b"HEADER.FIELDS.NOT ("
+            } else {
+                b"HEADER.FIELDS ("
+            });
+            for (i, f) in fields.iter().enumerate() {
+                if i > 0 {
+                    l.push(b' ');
+                }
+                response::astring(l, f, false);
+            }
+            l.push(b')');
+        }
+    }
+}
+
+/// The decoded content of a part for BINARY (the whole body for `[]`).
+fn binary(raw: &[u8], st: &MessageStructure, part: &[u32]) -> Option<Vec<u8>> {
+    if part.is_empty() {
+        return Some(raw.to_vec());
+    }
+    let p = render::find_part(st, part)?;
+    render::decoded(raw, p)
+}
+
+/// ` <origin>` and the data (NIL when absent), cut to the partial range.
+fn partial_data(l: &mut Vec<u8>, data: Option<&[u8]>, partial: Option<(u32, u32)>, binary: bool) {
+    let Some(data) = data else {
+        l.extend_from_slice(b" NIL");
+        return;
+    };
+    let data = match partial {
+        Some((origin, len)) => {
+            l.extend_from_slice(format!("<{origin}>").as_bytes());
+            let a = (origin as usize).min(data.len());
+            let b = a.saturating_add(len as usize).min(data.len());
+            &data[a..b]
+        }
+        None => data,
+    };
+    l.push(b' ');
+    if binary && data.contains(&0) {
+        l.push(b'~');
+    }
+    response::literal(l, data);
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn store(
+    s: &mut Session,
+    sel: &mut Selected,
+    tag: &str,
+    uid: bool,
+    set: &SequenceSet,
+    unchanged_since: Option<u64>,
+    mode: StoreMode,
+    silent: bool,
+    flags: Vec<String>,
+) -> Result<()> {
+    if sel.read_only {
+        s.line(&format!("{tag} NO [READ-ONLY] The mailbox is read-only"));
+        return Ok(());
+    }
+    if flags.iter().any(|f| f.eq_ignore_ascii_case("\\Recent")) {
+        s.line(&format!("{tag} BAD \\Recent cannot be stored"));
+        return Ok(());
+    }
+    let ix = match sel.resolve(set, uid) {
+        Ok(ix) => ix,
+        Err(e) => {
+            s.line(&format!("{tag} BAD {e}"));
+            return Ok(());
+        }
+    };
+    if unchanged_since.is_some() {
+        s.condstore = true;
+    }
+    let uids: Vec<u32> = ix.iter().map(|&i| sel.messages[i].uid).collect();
+    let op = match mode {
+        StoreMode::Add => FlagOp::Add,
+        StoreMode::Remove => FlagOp::Remove,
+        StoreMode::Replace => FlagOp::Replace,
+    };
+    let (changed, refused) = match s
+        .store()?
+        .store_flags(&sel.name, &uids, op, &flags, unchanged_since)
+        .await
+    {
+        Ok((changed, refused, info)) => {
+            sel.highest_modseq = sel.highest_modseq.max(info.record.highest_modseq);
+            (changed, refused)
+        }
+        Err(e) => {
+            s.store_error(tag, &e);
+            return Ok(());
+        }
+    };
+    for m in &changed {
+        if let Some(i) = sel.position(m.uid) {
+            sel.messages[i].flags = m.record.flags.clone();
+            sel.messages[i].modseq = m.record.modseq;
+        }
+    }
+    for &i in &ix {
+        let m = &sel.messages[i];
+        if refused.contains(&m.uid) {
+            continue;
+        }
+        let was_changed = changed.iter().any(|c| c.uid == m.uid);
+        if silent && !(was_changed && unchanged_since.is_some()) {
+            continue;
+        }
+        let mut l = format!("* {} FETCH (", i + 1).into_bytes();
+        if uid {
+            l.extend_from_slice(format!("UID {} ", m.uid).as_bytes());
+        }
+        if silent {
+            l.extend_from_slice(format!("MODSEQ ({}))\r\n", m.modseq).as_bytes());
+            s.out.extend_from_slice(&l);
+            continue;
+        }
+        l.extend_from_slice(b"FLAGS ");
+        response::flags(&mut l, &m.flags);
+        if s.condstore {
+            l.extend_from_slice(format!(" MODSEQ ({})", m.modseq).as_bytes());
+        }
+        l.extend_from_slice(b")\r\n");
+        s.out.extend_from_slice(&l);
+    }
+    if refused.is_empty() {
+        s.ok(tag, "STORE completed");
+    } else {
+        let mut nums: Vec<u32> = refused
+            .iter()
+            .filter_map(|u| {
+                sel.position(*u)
+                    .map(|i| if uid { *u } else { i as u32 + 1 })
+            })
+            .collect();
+        nums.sort_unstable();
+        s.ok(
+            tag,
+            &format!("[MODIFIED {}] Conditional STORE failed", compact(&nums)),
+        );
+    }
+    Ok(())
+}
+
+async fn search_command(
+    s: &mut Session,
+    sel: &mut Selected,
+    tag: &str,
+    uid: bool,
+    ret: Option<Vec<SearchReturn>>,
+    key: &SearchKey,
+) -> Result<()> {
+    let hits = match evaluate(s, sel, key).await {
+        Ok(h) => h,
+        Err(e) => {
+            s.store_error(tag, &e);
+            return Ok(());
+        }
+    };
+    let modseq = if search::uses_modseq(key) {
+        s.condstore = true;
+        hits.iter().map(|&i| sel.messages[i].modseq).max()
+    } else {
+        None
+    };
+    let nums: Vec<u32> = hits
+        .iter()
+        .map(|&i| {
+            if uid {
+                sel.messages[i].uid
+            } else {
+                i as u32 + 1
+            }
+        })
+        .collect();
+    let Some(ret) = ret else {
+        let mut l = String::from("* SEARCH");
+        for n in &nums {
+            l.push_str(&format!(" {n}"));
+        }
+        if let Some(m) = modseq {
+            l.push_str(&format!(" (MODSEQ {m})"));
+        }
+        s.line(&l);
+        s.ok(tag, "SEARCH completed");
+        return Ok(());
+    };
+    // RETURN () means ALL.
+    let ret = if ret.is_empty() {
+        vec![SearchReturn::All]
+    } else {
+        ret
+    };
+    if ret.contains(&SearchReturn::Save) {
+        sel.saved = hits.iter().map(|&i| sel.messages[i].uid).collect();
+    }
+    let mut l = format!("* ESEARCH (TAG \"{tag}\")");
+    if uid {
+        l.push_str(" UID");
+    }
+    for r in &ret {
+        match r {
+            SearchReturn::Min if !nums.is_empty() => l.push_str(&format!(" MIN {}", nums[0])),
+            SearchReturn::Max if !nums.is_empty() => {
+                l.push_str(&format!(" MAX {}", nums[nums.len() - 1]));
+            }
+            SearchReturn::All if !nums.is_empty() => {
+                let mut sorted = nums.clone();
+                sorted.sort_unstable();
+                l.push_str(&format!(" ALL {}", compact(&sorted)));
+            }
+            SearchReturn::Count => l.push_str(&format!(" COUNT {}", nums.len())),
+            _ => {}
+        }
+    }
+    if let Some(m) = modseq {
+        l.push_str(&format!(" MODSEQ {m}"));
+    }
+    // SAVE alone answers nothing but the tagged OK.
+    if ret != [SearchReturn::Save] {
+        s.line(&l);
+    }
+    s.ok(tag, "SEARCH completed");
+    Ok(())
+}
+
+/// The positions of the messages `key` matches.
+async fn evaluate(
+    s: &mut Session,
+    sel: &Selected,
+    key: &SearchKey,
+) -> std::result::Result<Vec<usize>, StoreError> {
+    let store = s
+        .store
+        .clone()
+        .ok_or_else(|| StoreError::Io("no store".into()))?;
+    let content = search::needs_content(key);
+    let extent = Extent {
+        largest_seq: sel.messages.len() as u32,
+        largest_uid: sel.last_uid(),
+        saved: &sel.saved,
+    };
+    let mut hits = Vec::new();
+    for (i, m) in sel.messages.iter().enumerate() {
+        let (raw, sent) = if content {
+            let raw = match store.message_path(&sel.name, m.uid).await {
+                Ok(p) => tokio::fs::read(p).await.ok(),
+                Err(_) => None,
+            };
+            let sent = match store.structure(&sel.name, m.uid).await {
+                Ok(st) => search::sent_date(st.envelope.date.as_deref()),
+                Err(_) => None,
+            };
+            (raw, sent)
+        } else {
+            (None, None)
+        };
+        let c = Candidate {
+            seq: i as u32 + 1,
+            msg: m,
+            raw: raw.as_deref(),
+            sent,
+        };
+        if search::matches(key, &c, &extent) {
+            hits.push(i);
+        }
+    }
+    Ok(hits)
+}
+
+async fn copy(
+    s: &mut Session,
+    sel: &mut Selected,
+    tag: &str,
+    uid: bool,
+    set: &SequenceSet,
+    mailbox: &str,
+    moving: bool,
+) -> Result<()> {
+    if moving && sel.read_only {
+        s.line(&format!("{tag} NO [READ-ONLY] The mailbox is read-only"));
+        return Ok(());
+    }
+    let Some(to) = s.store_name(tag, mailbox, false) else {
+        return Ok(());
+    };
+    let ix = match sel.resolve(set, uid) {
+        Ok(ix) => ix,
+        Err(e) => {
+            s.line(&format!("{tag} BAD {e}"));
+            return Ok(());
+        }
+    };
+    let verb = if moving { "MOVE" } else { "COPY" };
+    if ix.is_empty() {
+        s.ok(tag, &format!("{verb} completed (no messages)"));
+        return Ok(());
+    }
+    let uids: Vec<u32> = ix.iter().map(|&i| sel.messages[i].uid).collect();
+    let store = s.store()?;
+    let dest = match store.status(&to).await {
+        Ok(d) => d,
+        Err(StoreError::NoMailbox(_)) => {
+            s.line(&format!("{tag} NO [TRYCREATE] No such mailbox"));
+            return Ok(());
+        }
+        Err(e) => {
+            s.store_error(tag, &e);
+            return Ok(());
+        }
+    };
+    let req = if moving {
+        StoreRequest::Move {
+            from: sel.name.clone(),
+            uids,
+            to,
+        }
+    } else {
+        StoreRequest::Copy {
+            from: sel.name.clone(),
+            uids,
+            to,
+        }
+    };
+    let pairs = match store.request(req).await {
+        Ok(StoreReply::Copied { pairs }) => pairs,
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            s.store_error(tag, &e);
+            return Ok(());
+        }
+    };
+    let src: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+    let dst: Vec<u32> = pairs.iter().map(|p| p.1).collect();
+    let code = format!(
+        "[COPYUID {} {} {}]",
+        dest.record.uidvalidity,
+        join_uids(&src),
+        join_uids(&dst)
+    );
+    if moving {
+        s.line(&format!("* OK {code} Moved"));
+        let mut gone = src.clone();
+        gone.sort_unstable();
+        for uid in gone.iter().rev() {
+            if let Some(i) = sel.position(*uid) {
+                sel.expunge_at(s, i);
+            }
+        }
+        s.ok(tag, "MOVE completed");
+    } else {
+        s.ok(tag, &format!("{code} COPY completed"));
+    }
+    Ok(())
+}
+
+/// UIDs in the order given (COPYUID pairs them by position).
+fn join_uids(uids: &[u32]) -> String {
+    uids.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}

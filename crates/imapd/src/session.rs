@@ -1,0 +1,1219 @@
+//! One IMAP connection: reads commands through the codec's framer, runs
+//! them in the state RFC 9051 allows (not authenticated, authenticated,
+//! selected), and writes the answers. Login, the mailbox commands and
+//! APPEND live here; what needs a selected mailbox is in `selected.rs`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use epistle_daemon::Io;
+use epistle_directory::Auth;
+use epistle_imap::command::{BadCommand, ListCommand, StatusItem};
+use epistle_imap::{Command, CommandBody, Frame, Framer, response};
+use epistle_ipc::store::{MailboxInfo, StoreError, StoreEvent, StoreReply, StoreRequest};
+use epistle_ipc::store_client::StoreClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::selected::Selected;
+use crate::server::{MAX_LINE, PREAUTH_TIMEOUT, Server};
+
+/// Why a session ends.
+#[derive(Debug)]
+pub enum End {
+    /// The client went away, or the connection failed.
+    Closed,
+    /// We said BYE.
+    Bye,
+}
+
+pub type Result<T> = std::result::Result<T, End>;
+
+/// Where other users' shared folders appear.
+pub const OTHER_USERS: &str = "Other Users";
+
+/// Serves one accepted connection to the end.
+pub async fn serve(server: Arc<Server>, conn: TcpStream, peer: SocketAddr, implicit_tls: bool) {
+    let _ = conn.set_nodelay(true);
+    if !server.enter() {
+        let mut conn = conn;
+        let _ = conn
+            .write_all(b"* BYE Too many connections, try again later\r\n")
+            .await;
+        tracing::warn!(target: "Network", "[{peer}] refused: service.imap.maxsessions reached");
+        return;
+    }
+    let stream: Box<dyn Io> = if implicit_tls {
+        let Some(acceptor) = server.tls.clone() else {
+            server.leave();
+            return;
+        };
+        match tokio::time::timeout(PREAUTH_TIMEOUT, acceptor.accept(conn)).await {
+            Ok(Ok(s)) => Box::new(s),
+            _ => {
+                server.leave();
+                return;
+            }
+        }
+    } else {
+        Box::new(conn)
+    };
+    let mut s = Session::new(server.clone(), stream, peer, implicit_tls);
+    let _ = s.run().await;
+    s.log_close();
+    server.leave();
+}
+
+pub struct Session {
+    pub server: Arc<Server>,
+    stream: Box<dyn Io>,
+    pub tls: bool,
+    pub peer: SocketAddr,
+    inbuf: Vec<u8>,
+    pub out: Vec<u8>,
+    framer: Framer,
+    /// The logged-in user's id.
+    pub user: Option<String>,
+    pub store: Option<StoreClient>,
+    events: Option<mpsc::Receiver<StoreEvent>>,
+    pub selected: Option<Selected>,
+    /// UTF8=ACCEPT enabled: names and strings in UTF-8.
+    pub utf8: bool,
+    /// CONDSTORE enabled (or implied by a CONDSTORE command).
+    pub condstore: bool,
+    login_at: Option<chrono::DateTime<chrono::Local>>,
+    started: Instant,
+    bytes_in: u64,
+    bytes_out: u64,
+    folders: u32,
+}
+
+impl Session {
+    fn new(server: Arc<Server>, stream: Box<dyn Io>, peer: SocketAddr, tls: bool) -> Session {
+        let limits = server.limits();
+        Session {
+            server,
+            stream,
+            tls,
+            peer,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            framer: Framer::new(limits),
+            user: None,
+            store: None,
+            events: None,
+            selected: None,
+            utf8: false,
+            condstore: false,
+            login_at: None,
+            started: Instant::now(),
+            bytes_in: 0,
+            bytes_out: 0,
+            folders: 0,
+        }
+    }
+
+    /// Appends an untagged or continuation line (CRLF added).
+    pub fn line(&mut self, text: &str) {
+        self.out.extend_from_slice(text.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    pub async fn flush(&mut self) -> Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        self.bytes_out += out.len() as u64;
+        let written = tokio::time::timeout(Duration::from_secs(300), async {
+            self.stream.write_all(&out).await?;
+            self.stream.flush().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(End::Closed),
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        if self.user.is_some() {
+            self.server.idle_timeout
+        } else {
+            PREAUTH_TIMEOUT
+        }
+    }
+
+    /// Reads more input, taking store events meanwhile (kept for the next
+    /// point where they may be reported). Says BYE on timeout.
+    async fn fill(&mut self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.timeout();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let events = self.events.as_mut();
+            tokio::select! {
+                read = self.stream.read(&mut chunk) => {
+                    return match read {
+                        Ok(0) | Err(_) => Err(End::Closed),
+                        Ok(n) => {
+                            self.bytes_in += n as u64;
+                            self.inbuf.extend_from_slice(&chunk[..n]);
+                            Ok(())
+                        }
+                    };
+                }
+                Some(ev) = next_event(events) => {
+                    if let Some(sel) = self.selected.as_mut() {
+                        sel.queue(ev);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.line("* BYE Autologout; idle for too long");
+                    let _ = self.flush().await;
+                    return Err(End::Bye);
+                }
+            }
+        }
+    }
+
+    async fn run(&mut self) -> Result<()> {
+        let greeting = format!(
+            "* OK [CAPABILITY {}] {}",
+            self.capabilities(),
+            self.server.greeting
+        );
+        self.line(&greeting);
+        self.flush().await?;
+        loop {
+            match self.framer.next(&self.inbuf) {
+                Frame::Complete(n) => {
+                    let raw: Vec<u8> = self.inbuf.drain(..n).collect();
+                    self.framer.reset();
+                    match Command::parse(&raw) {
+                        Ok(cmd) => {
+                            if let Err(end) = self.command(cmd).await {
+                                let _ = self.flush().await;
+                                return Err(end);
+                            }
+                        }
+                        Err(BadCommand { tag, error }) => {
+                            let tag = tag.unwrap_or_else(|| "*".into());
+                            self.line(&format!("{tag} BAD {error}"));
+                        }
+                    }
+                }
+                Frame::Incomplete => {
+                    self.flush().await?;
+                    self.fill().await?;
+                }
+                Frame::LiteralAnnounced { size, line_end } => {
+                    // Only APPEND carries large literals.
+                    if size > MAX_LINE as u64 && !is_append(&self.inbuf[..line_end]) {
+                        let tag = tag_of(&self.inbuf[..line_end]);
+                        self.inbuf.drain(..line_end);
+                        self.framer.reset();
+                        self.line(&format!("{tag} BAD Literal too large for this command"));
+                    } else {
+                        self.line("+ Ready for literal data");
+                        self.flush().await?;
+                    }
+                }
+                Frame::LiteralTooLarge {
+                    sync: true,
+                    line_end,
+                    ..
+                } => {
+                    let tag = tag_of(&self.inbuf[..line_end]);
+                    self.inbuf.drain(..line_end);
+                    self.framer.reset();
+                    self.line(&format!(
+                        "{tag} NO [TOOBIG] Messages are limited to {} bytes",
+                        self.server.append_limit
+                    ));
+                }
+                Frame::LiteralTooLarge { sync: false, .. } => {
+                    self.line("* BYE [TOOBIG] Literal too large");
+                    self.flush().await?;
+                    return Err(End::Bye);
+                }
+                Frame::LineTooLong => {
+                    self.line("* BYE Command line too long");
+                    self.flush().await?;
+                    return Err(End::Bye);
+                }
+                Frame::TooManyLiterals => {
+                    self.line("* BYE Too many literals in one command");
+                    self.flush().await?;
+                    return Err(End::Bye);
+                }
+            }
+        }
+    }
+
+    pub fn capabilities(&self) -> String {
+        let mut caps = vec!["IMAP4rev1", "LITERAL+", "SASL-IR", "ENABLE", "ID", "IDLE"];
+        if self.user.is_none() {
+            if !self.tls && self.server.tls.is_some() {
+                caps.push("STARTTLS");
+            }
+            if self.plaintext_allowed() {
+                caps.push("AUTH=PLAIN");
+            } else {
+                caps.push("LOGINDISABLED");
+            }
+            return caps.join(" ");
+        }
+        caps.extend([
+            "NAMESPACE",
+            "UIDPLUS",
+            "MOVE",
+            "UNSELECT",
+            "CHILDREN",
+            "LIST-EXTENDED",
+            "LIST-STATUS",
+            "ESEARCH",
+            "SEARCHRES",
+            "CONDSTORE",
+            "UTF8=ACCEPT",
+            "STATUS=SIZE",
+        ]);
+        let mut s = caps.join(" ");
+        s.push_str(&format!(" APPENDLIMIT={}", self.server.append_limit));
+        s
+    }
+
+    /// Passwords may be sent: over TLS, from loopback, or when the
+    /// administrator allows it everywhere.
+    fn plaintext_allowed(&self) -> bool {
+        self.tls || self.peer.ip().is_loopback() || self.server.allow_plaintext
+    }
+
+    /// Runs one command and writes its answers (tagged line included).
+    async fn command(&mut self, cmd: Command) -> Result<()> {
+        let Command { tag, body } = cmd;
+        // Commands that need a state the session is not in.
+        let authed = self.user.is_some();
+        let needs_auth = !matches!(
+            body,
+            CommandBody::Capability
+                | CommandBody::Noop
+                | CommandBody::Logout
+                | CommandBody::Id(_)
+                | CommandBody::StartTls
+                | CommandBody::Login { .. }
+                | CommandBody::Authenticate { .. }
+        );
+        if needs_auth && !authed {
+            self.line(&format!("{tag} BAD Log in first"));
+            return Ok(());
+        }
+        if authed
+            && matches!(
+                body,
+                CommandBody::StartTls
+                    | CommandBody::Login { .. }
+                    | CommandBody::Authenticate { .. }
+            )
+        {
+            self.line(&format!("{tag} BAD Already logged in"));
+            return Ok(());
+        }
+        match body {
+            CommandBody::Capability => {
+                let caps = self.capabilities();
+                self.line(&format!("* CAPABILITY {caps}"));
+                self.ok(&tag, "CAPABILITY completed");
+            }
+            CommandBody::Noop | CommandBody::Check => {
+                self.report_changes(true).await?;
+                self.ok(&tag, "NOOP completed");
+            }
+            CommandBody::Logout => {
+                self.line("* BYE Logging out");
+                self.ok(&tag, "LOGOUT completed");
+                self.flush().await?;
+                return Err(End::Bye);
+            }
+            CommandBody::Id(_) => {
+                let mut line = b"* ID (\"name\" \"Epistle\" \"version\" ".to_vec();
+                response::string(&mut line, env!("CARGO_PKG_VERSION").as_bytes(), false);
+                line.extend_from_slice(b")\r\n");
+                self.out.extend_from_slice(&line);
+                self.ok(&tag, "ID completed");
+            }
+            CommandBody::StartTls => return self.starttls(&tag).await,
+            CommandBody::Login { user, password } => {
+                if !self.plaintext_allowed() {
+                    self.line(&format!(
+                        "{tag} NO [PRIVACYREQUIRED] Use STARTTLS or IMAPS before sending a password"
+                    ));
+                    return Ok(());
+                }
+                self.login(&tag, &user, &password, "plaintext").await?;
+            }
+            CommandBody::Authenticate { mechanism, initial } => {
+                self.authenticate(&tag, &mechanism, initial).await?;
+            }
+            CommandBody::Enable(caps) => {
+                let mut enabled = Vec::new();
+                for c in caps {
+                    match c.as_str() {
+                        "UTF8=ACCEPT" => {
+                            self.utf8 = true;
+                            enabled.push(c);
+                        }
+                        "CONDSTORE" => {
+                            self.condstore = true;
+                            enabled.push(c);
+                        }
+                        _ => {}
+                    }
+                }
+                self.line(format!("* ENABLED {}", enabled.join(" ")).trim_end());
+                self.ok(&tag, "ENABLE completed");
+            }
+            CommandBody::Namespace => {
+                let mut l = b"* NAMESPACE ((\"\" \"/\")) ((".to_vec();
+                response::string(&mut l, format!("{OTHER_USERS}/").as_bytes(), false);
+                l.extend_from_slice(b" \"/\")) NIL\r\n");
+                self.out.extend_from_slice(&l);
+                self.ok(&tag, "NAMESPACE completed");
+            }
+            CommandBody::Create {
+                mailbox,
+                special_use: _,
+            } => {
+                let Some(name) = self.store_name(&tag, &mailbox, true) else {
+                    return Ok(());
+                };
+                let r = self.store()?.create(&name).await.map(|_| ());
+                self.answer(&tag, "CREATE", r);
+            }
+            CommandBody::Delete(mailbox) => {
+                let Some(name) = self.store_name(&tag, &mailbox, false) else {
+                    return Ok(());
+                };
+                if self.selected.as_ref().is_some_and(|s| s.name == name) {
+                    self.unselect().await;
+                }
+                let r = self
+                    .store()?
+                    .request(StoreRequest::Delete { name })
+                    .await
+                    .map(|_| ());
+                self.answer(&tag, "DELETE", r);
+            }
+            CommandBody::Rename { from, to } => {
+                let (Some(old), Some(new)) = (
+                    self.store_name(&tag, &from, false),
+                    self.store_name(&tag, &to, true),
+                ) else {
+                    return Ok(());
+                };
+                let r = self
+                    .store()?
+                    .request(StoreRequest::Rename { old, new })
+                    .await
+                    .map(|_| ());
+                self.answer(&tag, "RENAME", r);
+            }
+            CommandBody::Subscribe(mailbox) => self.subscribe(&tag, &mailbox, true).await?,
+            CommandBody::Unsubscribe(mailbox) => self.subscribe(&tag, &mailbox, false).await?,
+            CommandBody::List(list) => self.list(&tag, list).await?,
+            CommandBody::Lsub { reference, pattern } => {
+                let list = ListCommand {
+                    selection: vec!["SUBSCRIBED".into()],
+                    reference,
+                    patterns: vec![pattern],
+                    ..ListCommand::default()
+                };
+                self.list_as(&tag, list, "LSUB").await?;
+            }
+            CommandBody::Status { mailbox, items } => {
+                let Some(name) = self.store_name(&tag, &mailbox, false) else {
+                    return Ok(());
+                };
+                match self.status_line(&mailbox, &name, &items).await {
+                    Ok(line) => {
+                        self.out.extend_from_slice(&line);
+                        self.ok(&tag, "STATUS completed");
+                    }
+                    Err(e) => self.store_error(&tag, &e),
+                }
+            }
+            CommandBody::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+                binary: _,
+            } => self.append(&tag, &mailbox, flags, date, message).await?,
+            CommandBody::Idle => self.idle(&tag).await?,
+            CommandBody::Select {
+                mailbox,
+                read_only,
+                params,
+            } => {
+                let Some(name) = self.store_name(&tag, &mailbox, false) else {
+                    return Ok(());
+                };
+                if params.condstore || params.qresync.is_some() {
+                    self.condstore = true;
+                }
+                self.select(&tag, name, read_only).await?;
+            }
+            CommandBody::Compress(_) => {
+                self.line(&format!("{tag} NO Compression is not offered"));
+            }
+            CommandBody::GetQuota(_)
+            | CommandBody::GetQuotaRoot(_)
+            | CommandBody::SetQuota { .. }
+            | CommandBody::GetAcl(_)
+            | CommandBody::SetAcl { .. }
+            | CommandBody::DeleteAcl { .. }
+            | CommandBody::ListRights { .. }
+            | CommandBody::MyRights(_) => {
+                self.line(&format!("{tag} BAD Not supported"));
+            }
+            other => {
+                if self.selected.is_none() {
+                    self.line(&format!("{tag} BAD No mailbox selected"));
+                } else {
+                    crate::selected::command(self, &tag, other).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&mut self, tag: &str, mailbox: &str, on: bool) -> Result<()> {
+        let Some(name) = self.store_name(tag, mailbox, false) else {
+            return Ok(());
+        };
+        let user = self.user.clone().unwrap_or_default();
+        let r = self
+            .store()?
+            .request(StoreRequest::Subscribe { user, name, on })
+            .await
+            .map(|_| ());
+        self.answer(tag, if on { "SUBSCRIBE" } else { "UNSUBSCRIBE" }, r);
+        Ok(())
+    }
+
+    pub fn ok(&mut self, tag: &str, text: &str) {
+        self.line(&format!("{tag} OK {text}"));
+    }
+
+    /// The tagged answer to a store operation.
+    fn answer(&mut self, tag: &str, what: &str, r: std::result::Result<(), StoreError>) {
+        match r {
+            Ok(()) => self.ok(tag, &format!("{what} completed")),
+            Err(e) => self.store_error(tag, &e),
+        }
+    }
+
+    /// A store error as the tagged NO (or BAD) it means to a client.
+    pub fn store_error(&mut self, tag: &str, e: &StoreError) {
+        let line = match e {
+            StoreError::NoMailbox(_) => format!("{tag} NO [NONEXISTENT] No such mailbox"),
+            StoreError::Exists(_) => format!("{tag} NO [ALREADYEXISTS] Mailbox already exists"),
+            StoreError::Invalid(why) => format!("{tag} NO [CANNOT] {}", one_line(why)),
+            StoreError::Refused(_) => format!("{tag} NO [NOPERM] Permission denied"),
+            StoreError::OverQuota(_) => format!("{tag} NO [OVERQUOTA] Quota exceeded"),
+            StoreError::Io(_) | StoreError::Db(_) => {
+                tracing::error!(target: "Store", "[{}] {e}", self.peer);
+                format!("{tag} NO [SERVERBUG] The message store failed; try again")
+            }
+        };
+        self.line(&line);
+    }
+
+    pub fn store(&self) -> Result<StoreClient> {
+        self.store.clone().ok_or(End::Closed)
+    }
+
+    /// The store's name for a client's mailbox name, or a NO said.
+    /// `creating`: wildcards and other names a new mailbox cannot take
+    /// are refused too.
+    pub fn store_name(&mut self, tag: &str, client: &str, creating: bool) -> Option<String> {
+        let user = self.user.clone().unwrap_or_default();
+        match store_name(&user, client, self.utf8, creating) {
+            Some(n) => Some(n),
+            None => {
+                self.line(&format!("{tag} NO [CANNOT] Invalid mailbox name"));
+                None
+            }
+        }
+    }
+
+    async fn starttls(&mut self, tag: &str) -> Result<()> {
+        let Some(acceptor) = self.server.tls.clone().filter(|_| !self.tls) else {
+            self.line(&format!("{tag} BAD STARTTLS is not available"));
+            return Ok(());
+        };
+        self.ok(tag, "Begin TLS negotiation now");
+        self.flush().await?;
+        // Anything pipelined after STARTTLS came in the clear: dropped.
+        self.inbuf.clear();
+        self.framer.reset();
+        let plain = std::mem::replace(&mut self.stream, Box::new(tokio::io::empty()));
+        match tokio::time::timeout(PREAUTH_TIMEOUT, acceptor.accept(plain)).await {
+            Ok(Ok(s)) => {
+                self.stream = Box::new(s);
+                self.tls = true;
+                Ok(())
+            }
+            _ => Err(End::Closed),
+        }
+    }
+
+    async fn authenticate(
+        &mut self,
+        tag: &str,
+        mechanism: &str,
+        initial: Option<String>,
+    ) -> Result<()> {
+        if mechanism != "PLAIN" {
+            self.line(&format!(
+                "{tag} NO [CANNOT] Unsupported authentication mechanism"
+            ));
+            return Ok(());
+        }
+        if !self.plaintext_allowed() {
+            self.line(&format!(
+                "{tag} NO [PRIVACYREQUIRED] Use STARTTLS or IMAPS before sending a password"
+            ));
+            return Ok(());
+        }
+        let response = match initial {
+            Some(ir) if ir == "=" => String::new(),
+            Some(ir) => ir,
+            None => {
+                self.line("+ ");
+                self.flush().await?;
+                self.read_line().await?
+            }
+        };
+        if response == "*" {
+            self.line(&format!("{tag} BAD Authentication cancelled"));
+            return Ok(());
+        }
+        match epistle_directory::sasl::plain(&response) {
+            Ok(c) => {
+                if !c.authzid.is_empty() && c.authzid != c.login {
+                    self.bad_login(tag, &c.login, "authorization identity differs")
+                        .await;
+                    return Ok(());
+                }
+                self.login(tag, &c.login, &c.password, "PLAIN").await
+            }
+            Err(_) => {
+                self.line(&format!("{tag} BAD Malformed PLAIN response"));
+                Ok(())
+            }
+        }
+    }
+
+    /// A bare line from the client (SASL responses, DONE).
+    async fn read_line(&mut self) -> Result<String> {
+        loop {
+            if let Some(nl) = self.inbuf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.inbuf.drain(..=nl).collect();
+                let text = String::from_utf8_lossy(&line);
+                return Ok(text.trim_end_matches(['\r', '\n']).to_string());
+            }
+            if self.inbuf.len() > MAX_LINE {
+                self.line("* BYE Line too long");
+                self.flush().await?;
+                return Err(End::Bye);
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn login(&mut self, tag: &str, login: &str, password: &str, how: &str) -> Result<()> {
+        let Some(dir) = self.server.directory.clone() else {
+            self.line(&format!(
+                "{tag} NO [UNAVAILABLE] The directory is unavailable; try again later"
+            ));
+            return Ok(());
+        };
+        match dir.authenticate(login, password).await {
+            Ok(Auth::Ok(user)) => {
+                let (store, events) = match StoreClient::connect(&self.server.store_socket).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(target: "Store", "[{}] {e}", self.peer);
+                        self.line(&format!("{tag} NO [UNAVAILABLE] The message store is unavailable; try again later"));
+                        return Ok(());
+                    }
+                };
+                if let Err(e) = store
+                    .request(StoreRequest::ActAs {
+                        user: user.uid.clone(),
+                    })
+                    .await
+                {
+                    tracing::error!(target: "Store", "[{}] {e}", self.peer);
+                    self.line(&format!(
+                        "{tag} NO [UNAVAILABLE] The message store is unavailable; try again later"
+                    ));
+                    return Ok(());
+                }
+                // INBOX always exists (RFC 9051 §5.1).
+                match store.create(&format!("user/{}/INBOX", user.uid)).await {
+                    Ok(_) | Err(StoreError::Exists(_)) => {}
+                    Err(e) => {
+                        tracing::error!(target: "Store", "cannot create the INBOX of {}: {e}", user.uid)
+                    }
+                }
+                self.server.login_succeeded(self.peer.ip());
+                tracing::info!(
+                    target: "Account",
+                    "login [{}] {} {how}{}",
+                    self.peer,
+                    user.uid,
+                    if self.tls { " TLS" } else { "" }
+                );
+                self.user = Some(user.uid.clone());
+                self.store = Some(store);
+                self.events = Some(events);
+                self.login_at = Some(chrono::Local::now());
+                let caps = self.capabilities();
+                self.ok(tag, &format!("[CAPABILITY {caps}] Logged in"));
+                Ok(())
+            }
+            Ok(Auth::Denied(why)) => {
+                self.bad_login(tag, login, &why.reason()).await;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(target: "Account", "[{}] directory error at login of {login}: {e}", self.peer);
+                self.line(&format!(
+                    "{tag} NO [UNAVAILABLE] Temporary authentication failure"
+                ));
+                Ok(())
+            }
+        }
+    }
+
+    /// One answer for every reason, after a delay that grows with the
+    /// address's recent failures.
+    async fn bad_login(&mut self, tag: &str, login: &str, reason: &str) {
+        tracing::warn!(
+            target: "Account",
+            "badlogin: [{}] plaintext {} {reason}",
+            self.peer,
+            one_line(login)
+        );
+        let delay = self.server.failed_login(self.peer.ip());
+        tokio::time::sleep(delay).await;
+        self.line(&format!(
+            "{tag} NO [AUTHENTICATIONFAILED] Authentication failed"
+        ));
+    }
+
+    fn log_close(&self) {
+        let who = self
+            .user
+            .clone()
+            .unwrap_or_else(|| "[unauthenticated]".into());
+        let at = self
+            .login_at
+            .map(|t| t.format("%Y/%-m/%-d %H:%M:%S").to_string())
+            .unwrap_or_else(|| "-".into());
+        let d = self.started.elapsed().as_secs();
+        tracing::info!(
+            target: "Account",
+            "close [{}] {who} {at} {}:{:02}:{:02} {} {} {}",
+            self.peer,
+            d / 3600,
+            d % 3600 / 60,
+            d % 60,
+            self.bytes_in,
+            self.bytes_out,
+            self.folders
+        );
+    }
+
+    async fn select(&mut self, tag: &str, name: String, read_only: bool) -> Result<()> {
+        if self.selected.is_some() {
+            self.unselect().await;
+            self.line("* OK [CLOSED] Previous mailbox closed");
+        }
+        let store = self.store()?;
+        let info = match store.status(&name).await {
+            Ok(i) => i,
+            Err(e) => {
+                self.store_error(tag, &e);
+                return Ok(());
+            }
+        };
+        let index = match store.messages(&name).await {
+            Ok(m) => m,
+            Err(e) => {
+                self.store_error(tag, &e);
+                return Ok(());
+            }
+        };
+        if let Err(e) = store.watch(&name, true).await {
+            self.store_error(tag, &e);
+            return Ok(());
+        }
+        // Events from before the index was read are stale.
+        if let Some(ev) = self.events.as_mut() {
+            while ev.try_recv().is_ok() {}
+        }
+        let sel = Selected::new(name, read_only, &info, index);
+        sel.announce(self);
+        self.selected = Some(sel);
+        self.folders += 1;
+        let mode = if read_only { "READ-ONLY" } else { "READ-WRITE" };
+        self.ok(
+            tag,
+            &format!(
+                "[{mode}] {} completed",
+                if read_only { "EXAMINE" } else { "SELECT" }
+            ),
+        );
+        Ok(())
+    }
+
+    pub async fn unselect(&mut self) {
+        if let Some(sel) = self.selected.take()
+            && let Some(store) = &self.store
+        {
+            let _ = store.watch(&sel.name, false).await;
+        }
+    }
+
+    /// Reports what other sessions changed in the selected mailbox
+    /// (`expunges`: EXPUNGE responses are allowed now).
+    pub async fn report_changes(&mut self, expunges: bool) -> Result<()> {
+        if let Some(ev) = self.events.as_mut() {
+            while let Ok(e) = ev.try_recv() {
+                if let Some(sel) = self.selected.as_mut() {
+                    sel.queue(e);
+                }
+            }
+        }
+        if let Some(mut sel) = self.selected.take() {
+            let reported = sel.report(self, expunges).await;
+            self.selected = Some(sel);
+            reported?;
+        }
+        Ok(())
+    }
+
+    async fn idle(&mut self, tag: &str) -> Result<()> {
+        self.line("+ idling");
+        self.report_changes(true).await?;
+        self.flush().await?;
+        let deadline = tokio::time::Instant::now() + self.server.idle_timeout;
+        loop {
+            if let Some(nl) = self.inbuf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.inbuf.drain(..=nl).collect();
+                if line.trim_ascii().eq_ignore_ascii_case(b"DONE") {
+                    self.ok(tag, "IDLE terminated");
+                } else {
+                    self.line(&format!("{tag} BAD Expected DONE"));
+                }
+                return Ok(());
+            }
+            if self.inbuf.len() > MAX_LINE {
+                self.line("* BYE Line too long");
+                self.flush().await?;
+                return Err(End::Bye);
+            }
+            let mut chunk = [0u8; 4096];
+            let events = self.events.as_mut();
+            tokio::select! {
+                read = self.stream.read(&mut chunk) => match read {
+                    Ok(0) | Err(_) => return Err(End::Closed),
+                    Ok(n) => {
+                        self.bytes_in += n as u64;
+                        self.inbuf.extend_from_slice(&chunk[..n]);
+                    }
+                },
+                Some(ev) = next_event(events) => {
+                    if let Some(sel) = self.selected.as_mut() {
+                        sel.queue(ev);
+                    }
+                    self.report_changes(true).await?;
+                    self.flush().await?;
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.line("* BYE Autologout; idle for too long");
+                    self.flush().await?;
+                    return Err(End::Bye);
+                }
+            }
+        }
+    }
+
+    async fn append(
+        &mut self,
+        tag: &str,
+        mailbox: &str,
+        flags: Vec<String>,
+        date: Option<i64>,
+        message: Vec<u8>,
+    ) -> Result<()> {
+        let Some(name) = self.store_name(tag, mailbox, false) else {
+            return Ok(());
+        };
+        if flags.iter().any(|f| f.eq_ignore_ascii_case("\\Recent")) {
+            self.line(&format!("{tag} BAD \\Recent cannot be set"));
+            return Ok(());
+        }
+        if message.is_empty() {
+            self.line(&format!("{tag} NO An empty message cannot be appended"));
+            return Ok(());
+        }
+        let date = date.unwrap_or_else(|| chrono::Utc::now().timestamp());
+        let store = self.store()?;
+        match store.append(&name, &message, &flags, date).await {
+            Ok((uid, info)) => {
+                self.report_changes(true).await?;
+                self.ok(
+                    tag,
+                    &format!(
+                        "[APPENDUID {} {uid}] APPEND completed",
+                        info.record.uidvalidity
+                    ),
+                );
+            }
+            Err(StoreError::NoMailbox(_)) => {
+                self.line(&format!("{tag} NO [TRYCREATE] No such mailbox"));
+            }
+            Err(e) => self.store_error(tag, &e),
+        }
+        Ok(())
+    }
+
+    async fn status_line(
+        &mut self,
+        client: &str,
+        name: &str,
+        items: &[StatusItem],
+    ) -> std::result::Result<Vec<u8>, StoreError> {
+        let store = self
+            .store
+            .clone()
+            .ok_or_else(|| StoreError::Io("no store".into()))?;
+        let info = store.status(name).await?;
+        let deleted = if items.contains(&StatusItem::Deleted) {
+            store
+                .messages(name)
+                .await?
+                .iter()
+                .filter(|m| m.record.flags.iter().any(|f| f == "\\Deleted"))
+                .count()
+        } else {
+            0
+        };
+        let mut l = b"* STATUS ".to_vec();
+        response::mailbox(&mut l, client_display(client), self.utf8);
+        l.extend_from_slice(b" (");
+        let r = &info.record;
+        let parts: Vec<String> = items
+            .iter()
+            .map(|i| {
+                let v = match i {
+                    StatusItem::Messages => r.messages.to_string(),
+                    StatusItem::UidNext => r.uidnext.to_string(),
+                    StatusItem::UidValidity => r.uidvalidity.to_string(),
+                    StatusItem::Unseen => r.unseen.to_string(),
+                    StatusItem::Deleted => deleted.to_string(),
+                    StatusItem::Size => r.size.to_string(),
+                    StatusItem::Recent => "0".into(),
+                    StatusItem::HighestModSeq => r.highest_modseq.to_string(),
+                    StatusItem::AppendLimit => self.server.append_limit.to_string(),
+                    StatusItem::MailboxId => format!("(M{})", r.id),
+                };
+                format!("{} {v}", i.name())
+            })
+            .collect();
+        l.extend_from_slice(parts.join(" ").as_bytes());
+        l.extend_from_slice(b")\r\n");
+        Ok(l)
+    }
+
+    async fn list(&mut self, tag: &str, list: ListCommand) -> Result<()> {
+        self.list_as(tag, list, "LIST").await
+    }
+
+    async fn list_as(&mut self, tag: &str, list: ListCommand, verb: &str) -> Result<()> {
+        let user = self.user.clone().unwrap_or_default();
+        let store = self.store()?;
+        // LIST "" "": the hierarchy separator.
+        if list.patterns.iter().all(String::is_empty) && verb == "LIST" {
+            self.line("* LIST (\\Noselect) \"/\" \"\"");
+            self.ok(tag, "LIST completed");
+            return Ok(());
+        }
+        let boxes = match store.list(&format!("user/{user}/")).await {
+            Ok(b) => b,
+            Err(e) => {
+                self.store_error(tag, &e);
+                return Ok(());
+            }
+        };
+        let subscribed: Vec<String> = match store
+            .request(StoreRequest::Subscriptions { user: user.clone() })
+            .await
+        {
+            Ok(StoreReply::Names { names }) => names,
+            _ => Vec::new(),
+        };
+        let only_subscribed = list.selection.iter().any(|s| s == "SUBSCRIBED");
+        let names: Vec<(String, &MailboxInfo)> = boxes
+            .iter()
+            .filter_map(|b| client_name(&user, &b.name).map(|c| (c, b)))
+            .collect();
+        let mut patterns: Vec<String> = Vec::new();
+        for p in &list.patterns {
+            let decoded = if self.utf8 {
+                Some(p.clone())
+            } else {
+                epistle_imap::utf7::decode(p)
+            };
+            let Some(p) = decoded else { continue };
+            patterns.push(format!("{}{p}", list.reference));
+        }
+        for (client, info) in &names {
+            if !patterns.iter().any(|p| matches_pattern(p, client)) {
+                continue;
+            }
+            let is_sub = subscribed.iter().any(|s| s == &info.name);
+            if only_subscribed && !is_sub {
+                continue;
+            }
+            let children = names.iter().any(|(c, _)| {
+                c.len() > client.len()
+                    && c.starts_with(client.as_str())
+                    && c.as_bytes()[client.len()] == b'/'
+            });
+            let mut attrs = vec![if children {
+                "\\HasChildren"
+            } else {
+                "\\HasNoChildren"
+            }];
+            if is_sub && (list.returns.subscribed || only_subscribed) && verb == "LIST" {
+                attrs.push("\\Subscribed");
+            }
+            if let Some(special) = special_use(client) {
+                attrs.push(special);
+            }
+            let mut l = format!("* {verb} ({}) \"/\" ", attrs.join(" ")).into_bytes();
+            response::mailbox(&mut l, client, self.utf8);
+            l.extend_from_slice(b"\r\n");
+            self.out.extend_from_slice(&l);
+            if let Some(items) = &list.returns.status {
+                let items = items.clone();
+                if let Ok(line) = self.status_line(client, &info.name, &items).await {
+                    self.out.extend_from_slice(&line);
+                }
+            }
+        }
+        self.ok(tag, &format!("{verb} completed"));
+        Ok(())
+    }
+}
+
+async fn next_event(rx: Option<&mut mpsc::Receiver<StoreEvent>>) -> Option<StoreEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The well-known folders and their RFC 6154 attributes.
+fn special_use(client: &str) -> Option<&'static str> {
+    match client {
+        "Drafts" => Some("\\Drafts"),
+        "Sent" => Some("\\Sent"),
+        "Trash" => Some("\\Trash"),
+        "Junk" => Some("\\Junk"),
+        "Archive" => Some("\\Archive"),
+        _ => None,
+    }
+}
+
+/// A client name for display: INBOX in its canonical spelling.
+fn client_display(client: &str) -> &str {
+    if client.eq_ignore_ascii_case("INBOX") {
+        "INBOX"
+    } else {
+        client
+    }
+}
+
+/// Whether a LIST pattern (`*` anything, `%` anything but the separator)
+/// matches a name. Iterative, so no pattern can make it run away.
+pub fn matches_pattern(pattern: &str, name: &str) -> bool {
+    let (p, n) = (pattern.as_bytes(), name.as_bytes());
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize, bool)> = None;
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == b'*' || p[pi] == b'%') {
+            star = Some((pi, ni, p[pi] == b'%'));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == n[ni] {
+            pi += 1;
+            ni += 1;
+        } else if let Some((sp, sn, percent)) = star {
+            if percent && n[sn] == b'/' {
+                return false;
+            }
+            pi = sp + 1;
+            ni = sn + 1;
+            star = Some((sp, sn + 1, percent));
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && (p[pi] == b'*' || p[pi] == b'%') {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// The store's name (`user/<uid>/<folder>`) of a client's mailbox name;
+/// `None` for a name no mailbox can have.
+pub fn store_name(user: &str, client: &str, utf8: bool, creating: bool) -> Option<String> {
+    let name = if utf8 {
+        client.to_string()
+    } else {
+        epistle_imap::utf7::decode(client)?
+    };
+    let name = name.strip_suffix('/').unwrap_or(&name);
+    if name.is_empty()
+        || name.len() > 512
+        || name.starts_with('/')
+        || name.chars().any(|c| c.is_control())
+        || (creating && name.contains(['*', '%']))
+    {
+        return None;
+    }
+    let parts: Vec<&str> = name.split('/').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
+        return None;
+    }
+    if parts[0] == OTHER_USERS {
+        if parts.len() < 3 {
+            return None;
+        }
+        return Some(format!("user/{}", parts[1..].join("/")));
+    }
+    if parts[0].eq_ignore_ascii_case("INBOX") {
+        let rest = &parts[1..];
+        if rest.is_empty() {
+            return Some(format!("user/{user}/INBOX"));
+        }
+        return Some(format!("user/{user}/INBOX/{}", rest.join("/")));
+    }
+    Some(format!("user/{user}/{name}"))
+}
+
+/// The client's name for a store name, as `user` sees it.
+pub fn client_name(user: &str, store: &str) -> Option<String> {
+    let rest = store.strip_prefix("user/")?;
+    let (owner, folder) = rest.split_once('/')?;
+    if owner == user {
+        Some(folder.to_string())
+    } else {
+        Some(format!("{OTHER_USERS}/{owner}/{folder}"))
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(200).collect()
+}
+
+fn tag_of(line: &[u8]) -> String {
+    let end = line
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
+        .unwrap_or(line.len());
+    let tag = String::from_utf8_lossy(&line[..end]).into_owned();
+    if tag.is_empty() || !tag.bytes().all(epistle_imap::response::is_tag_char) {
+        "*".into()
+    } else {
+        tag
+    }
+}
+
+fn is_append(line: &[u8]) -> bool {
+    let mut words = line.split(|&b| b == b' ');
+    let _tag = words.next();
+    words
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"APPEND"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        assert!(matches_pattern("*", "Lists/rust"));
+        assert!(matches_pattern("%", "INBOX"));
+        assert!(!matches_pattern("%", "Lists/rust"));
+        assert!(matches_pattern("Lists/%", "Lists/rust"));
+        assert!(matches_pattern("L*t", "Lists/rust"));
+        assert!(!matches_pattern("L%t", "Lists/rust"));
+        assert!(matches_pattern("INBOX", "INBOX"));
+        assert!(!matches_pattern("INBOX", "INBOXES"));
+        assert!(matches_pattern(
+            "%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%x",
+            "abcdefghijklmnopqrstuvwxyzx"
+        ));
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            store_name("joe", "inbox", false, false).as_deref(),
+            Some("user/joe/INBOX")
+        );
+        assert_eq!(
+            store_name("joe", "Sent", false, false).as_deref(),
+            Some("user/joe/Sent")
+        );
+        assert_eq!(
+            store_name("joe", "Entw&APw-rfe", false, false).as_deref(),
+            Some("user/joe/Entwürfe")
+        );
+        assert_eq!(
+            store_name("joe", "Other Users/ann/Shared", false, false).as_deref(),
+            Some("user/ann/Shared")
+        );
+        for bad in [
+            "",
+            "/abs",
+            "a//b",
+            "../x",
+            "a/../b",
+            "Other Users/ann",
+            "Entw\u{fc}rfe",
+        ] {
+            assert_eq!(store_name("joe", bad, false, false), None, "{bad}");
+        }
+        assert_eq!(store_name("joe", "a*", false, true), None);
+        assert_eq!(
+            client_name("joe", "user/joe/INBOX").as_deref(),
+            Some("INBOX")
+        );
+        assert_eq!(
+            client_name("joe", "user/ann/x").as_deref(),
+            Some("Other Users/ann/x")
+        );
+    }
+}

@@ -1,0 +1,240 @@
+//! imapd end to end: a configured installation with the store and the
+//! IMAP server on a loopback port, driven by Python's imaplib and raw
+//! sockets. Mail comes in through the MTA like a user's would.
+
+use std::time::Duration;
+
+use epistle_tests::{Install, wait_for};
+
+/// An installation with users joe and ann and everything started.
+fn running() -> Install {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &[]);
+    i.add_user("ann", "ann secret", &[]);
+    i.start();
+    i
+}
+
+/// Runs a Python script with `port` and an `imap()` helper defined.
+fn imap_script(i: &Install, body: &str) -> String {
+    let script = format!(
+        "import imaplib, socket, ssl, sys, time\n\
+         port = int(sys.argv[1])\n\
+         smtp_port = int(sys.argv[2])\n\
+         def imap():\n    return imaplib.IMAP4('127.0.0.1', port, timeout=20)\n\
+         def send(to, subject, body='Hello\\r\\n'):\n    import smtplib\n    s = smtplib.SMTP('127.0.0.1', smtp_port, timeout=20)\n    s.sendmail('sender@example.org', [to], ('From: Sender <sender@example.org>\\r\\nTo: ' + to + '\\r\\nSubject: ' + subject + '\\r\\nMessage-ID: <' + subject.replace(' ', '.') + '@example.org>\\r\\nDate: Tue, 1 Dec 2026 03:00:00 +0000\\r\\n\\r\\n' + body).encode())\n    s.quit()\n\
+         def raw(lines):\n    s = socket.create_connection(('127.0.0.1', port), 20)\n    f = s.makefile('rb')\n    out = [f.readline().decode()]\n    for l in lines:\n        s.sendall(l.encode() + b'\\r\\n')\n        tag = l.split(' ')[0]\n        while True:\n            r = f.readline().decode()\n            out.append(r)\n            if r.startswith(tag + ' ') or r.startswith('+') or not r:\n                break\n    s.close()\n    return ''.join(out)\n\
+         {body}"
+    );
+    i.python(
+        &script,
+        &[&i.ports.imap.to_string(), &i.ports.smtp.to_string()],
+    )
+}
+
+#[test]
+fn a_full_imaplib_session() {
+    let i = running();
+    let out = imap_script(
+        &i,
+        r#"
+send('joe@example.com', 'first one')
+send('joe@example.com', 'second one', 'Line one\r\nfind-me here\r\n')
+c = imap()
+assert 'IMAP4REV1' in c.capabilities, c.capabilities
+typ, _ = c.login('joe', 'joe secret')
+assert typ == 'OK'
+for _ in range(100):
+    typ, data = c.status('INBOX', '(MESSAGES UNSEEN UIDNEXT)')
+    if b'MESSAGES 2' in data[0]:
+        break
+    time.sleep(0.1)
+assert b'MESSAGES 2' in data[0] and b'UNSEEN 2' in data[0], data
+typ, data = c.select('INBOX')
+assert typ == 'OK' and data == [b'2'], data
+typ, data = c.fetch('1:2', '(UID FLAGS RFC822.SIZE ENVELOPE BODY.PEEK[HEADER.FIELDS (SUBJECT)])')
+assert typ == 'OK', data
+text = repr(data)
+assert 'first one' in text and 'second one' in text and '"Sender" NIL "sender" "example.org"' in text, text
+# Delivery order is not promised: find the second message by subject.
+typ, data = c.search(None, 'SUBJECT', '"second one"')
+second = data[0].decode()
+typ, data = c.search(None, 'BODY', 'find-me')
+assert data == [second.encode()], data
+typ, data = c.uid('SEARCH', 'SUBJECT', 'first')
+uid1 = int(data[0])
+typ, data = c.fetch(second, '(BODY[TEXT])')
+assert b'find-me here' in data[0][1], data
+typ, data = c.fetch(second, '(FLAGS)')
+assert b'\\Seen' in data[0], data
+typ, data = c.store('1', '+FLAGS', '(\\Flagged $Work)')
+assert b'\\Flagged' in data[0] and b'$Work' in data[0], data
+c.create('Archive')
+typ, data = c.list('""', '*')
+names = b' '.join(data)
+assert b'INBOX' in names and b'Archive' in names, data
+typ, data = c.uid('COPY', str(uid1), 'Archive')
+assert typ == 'OK', data
+typ, code = c.response('COPYUID')
+assert code[0].split()[1] == str(uid1).encode(), code
+typ, data = c.uid('MOVE', str(uid1), 'Archive')
+assert typ == 'OK', data
+typ, data = c.select('INBOX')
+assert data == [b'1'], data
+typ, data = c.append('INBOX', '(\\Seen)', None, b'Subject: appended\r\n\r\nbody\r\n')
+assert typ == 'OK' and b'APPENDUID' in data[0], data
+c.noop()
+typ, data = c.search(None, 'ALL')
+assert data == [b'1 2'], data
+c.store('2', '+FLAGS', '\\Deleted')
+typ, data = c.expunge()
+assert data == [b'2'], data
+typ, data = c.status('Archive', '(MESSAGES)')
+assert b'MESSAGES 2' in data[0], data
+c.logout()
+print('ok')
+"#,
+    );
+    assert_eq!(out.trim(), "ok");
+    let log = std::fs::read_to_string(i.base.join("log/imap/imap")).unwrap_or_default();
+    assert!(
+        log.contains("login [127.0.0.1:") && log.contains(" joe plaintext"),
+        "{log}"
+    );
+    assert!(log.contains("close [127.0.0.1:"), "{log}");
+}
+
+#[test]
+fn protocol_corners_and_bad_input() {
+    let i = running();
+    let out = imap_script(
+        &i,
+        r#"
+t = raw(['a1 CAPABILITY', 'a2 LOGIN joe {10}'])
+assert 'AUTH=PLAIN' in t and 'a1 OK' in t and t.endswith('+ Ready for literal data\r\n'), t
+t = raw(['b1 FROB', 'b2 SELECT INBOX', '* NOOP', 'b3 LOGIN joe "wrong"', 'b4 APPEND INBOX {99999999999}'])
+assert 'b1 BAD' in t and 'b2 BAD Log in first' in t and '* BAD' in t, t
+assert 'b3 NO [AUTHENTICATIONFAILED]' in t, t
+assert 'b4 NO [TOOBIG]' in t, t
+t = raw(['c1 LOGIN joe "joe secret"', 'c2 SELECT "../etc"', 'c3 SELECT INBOX', 'c4 FETCH 5 FLAGS', 'c5 LOGOUT'])
+assert 'c2 NO' in t and 'c3 OK [READ-WRITE]' in t and 'c4 BAD' in t and '* BYE' in t, t
+# AUTHENTICATE PLAIN with an initial response, then with a continuation.
+import base64
+ir = base64.b64encode(b'\0joe\0joe secret').decode()
+t = raw(['d1 AUTHENTICATE PLAIN ' + ir])
+assert 'd1 OK' in t, t
+s = socket.create_connection(('127.0.0.1', port), 20)
+f = s.makefile('rb')
+f.readline()
+s.sendall(b'e1 AUTHENTICATE PLAIN\r\n')
+assert f.readline().startswith(b'+')
+s.sendall(ir.encode() + b'\r\n')
+assert f.readline().startswith(b'e1 OK')
+# An over-long line ends the session.
+s.sendall(b'e2 NOOP ' + b'x' * 70000 + b'\r\n')
+assert f.readline().startswith(b'* BYE')
+print('ok')
+"#,
+    );
+    assert_eq!(out.trim(), "ok");
+}
+
+#[test]
+fn idle_shows_a_delivery_at_once_and_two_sessions_see_each_others_changes() {
+    let i = running();
+    let out = imap_script(
+        &i,
+        r#"
+send('ann@example.com', 'one')
+a = imap(); a.login('ann', 'ann secret')
+for _ in range(100):
+    if b'MESSAGES 1' in a.status('INBOX', '(MESSAGES)')[1][0]:
+        break
+    time.sleep(0.1)
+a.select('INBOX')
+b = imap(); b.login('ann', 'ann secret'); b.select('INBOX')
+# b flags message 1; a sees the change at its next command.
+b.store('1', '+FLAGS', '(\\Answered)')
+# The change reaches a's session as an event; it shows at a's next command.
+for _ in range(50):
+    a.noop()
+    if any(b'\\Answered' in (d or b'') for d in a.untagged_responses.get('FETCH', [])):
+        break
+    time.sleep(0.1)
+else:
+    raise AssertionError(a.untagged_responses)
+# a expunges while b is in a FETCH by number: no EXPUNGE in b's FETCH answer.
+a.store('1', '+FLAGS', '(\\Deleted)')
+a.expunge()
+typ, data = b.fetch('1', '(FLAGS)')
+assert 'EXPUNGE' not in b.untagged_responses, b.untagged_responses
+for _ in range(50):
+    b.noop()
+    if b.untagged_responses.get('EXPUNGE') == [b'1']:
+        break
+    time.sleep(0.1)
+else:
+    raise AssertionError(b.untagged_responses)
+# IDLE: a delivery shows up without a command.
+s = socket.create_connection(('127.0.0.1', port), 20)
+f = s.makefile('rb')
+f.readline()
+s.sendall(b'i1 LOGIN ann "ann secret"\r\ni2 SELECT INBOX\r\n')
+while not f.readline().startswith(b'i2 OK'):
+    pass
+s.sendall(b'i3 IDLE\r\n')
+assert f.readline().startswith(b'+')
+send('ann@example.com', 'two')
+line = f.readline()
+assert line == b'* 1 EXISTS\r\n', line
+s.sendall(b'DONE\r\n')
+assert f.readline().startswith(b'i3 OK')
+print('ok')
+"#,
+    );
+    assert_eq!(out.trim(), "ok");
+    assert!(wait_for(Duration::from_secs(1), || true));
+}
+
+#[test]
+fn curl_reads_over_starttls_and_imaps() {
+    let i = Install::configured();
+    let sslport = epistle_tests::free_port();
+    for (p, v) in [
+        ("service.imap.enablesslport", "yes".to_string()),
+        ("service.imap.sslport", sslport.to_string()),
+    ] {
+        epistle_tests::assert_ok(&i.configutil(&["-o", p, "-v", &v]), "configutil");
+    }
+    i.add_user("joe", "joe secret", &[]);
+    i.start();
+    imap_script(
+        &i,
+        r#"
+send('joe@example.com', 'for curl', 'curl was here\r\n')
+c = imap(); c.login('joe', 'joe secret')
+for _ in range(100):
+    if b'MESSAGES 1' in c.status('INBOX', '(MESSAGES)')[1][0]:
+        break
+    time.sleep(0.1)
+"#,
+    );
+    let curl = |url: String, extra: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-S", "-k", "--max-time", "20", "-u", "joe:joe secret"])
+            .args(extra)
+            .arg(url)
+            .output()
+            .unwrap();
+        epistle_tests::assert_ok(&out, "curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let plain = i.ports.imap;
+    let m = curl(format!("imap://127.0.0.1:{plain}/INBOX;UID=1"), &["--ssl-reqd"]);
+    assert!(m.contains("Subject: for curl") && m.contains("curl was here"), "{m}");
+    let m = curl(format!("imaps://127.0.0.1:{sslport}/INBOX;UID=1"), &[]);
+    assert!(m.contains("curl was here"), "{m}");
+    // A listing of the mailboxes.
+    let l = curl(format!("imaps://127.0.0.1:{sslport}/"), &[]);
+    assert!(l.contains("INBOX"), "{l}");
+}
