@@ -230,11 +230,186 @@ for _ in range(100):
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let plain = i.ports.imap;
-    let m = curl(format!("imap://127.0.0.1:{plain}/INBOX;UID=1"), &["--ssl-reqd"]);
-    assert!(m.contains("Subject: for curl") && m.contains("curl was here"), "{m}");
+    let m = curl(
+        format!("imap://127.0.0.1:{plain}/INBOX;UID=1"),
+        &["--ssl-reqd"],
+    );
+    assert!(
+        m.contains("Subject: for curl") && m.contains("curl was here"),
+        "{m}"
+    );
     let m = curl(format!("imaps://127.0.0.1:{sslport}/INBOX;UID=1"), &[]);
     assert!(m.contains("curl was here"), "{m}");
     // A listing of the mailboxes.
     let l = curl(format!("imaps://127.0.0.1:{sslport}/"), &[]);
     assert!(l.contains("INBOX"), "{l}");
+}
+
+/// Runs mbsync with a configuration syncing joe's mailboxes into `maildir`.
+fn mbsync(i: &Install, maildir: &std::path::Path) -> String {
+    let rc = i.dir.path().join("mbsyncrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "IMAPAccount test\nHost 127.0.0.1\nPort {port}\nUser joe\nPass \"joe secret\"\n\
+             SSLType None\nAuthMechs LOGIN\n\n\
+             IMAPStore remote\nAccount test\n\n\
+             MaildirStore local\nPath {dir}/\nInbox {dir}/INBOX\nSubFolders Verbatim\n\n\
+             Channel sync\nFar :remote:\nNear :local:\nPatterns *\nCreate Both\n\
+             Expunge Both\nSync All\nSyncState *\n",
+            port = i.ports.imap,
+            dir = maildir.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new("mbsync")
+        .arg("-c")
+        .arg(&rc)
+        .arg("-a")
+        .output()
+        .unwrap();
+    epistle_tests::assert_ok(&out, "mbsync");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Files of a maildir folder (`cur` and `new`).
+fn maildir_files(folder: &std::path::Path) -> Vec<std::path::PathBuf> {
+    ["cur", "new"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(folder.join(d)).into_iter().flatten())
+        .flatten()
+        .map(|e| e.path())
+        .collect()
+}
+
+#[test]
+fn mbsync_syncs_both_ways_with_flags() {
+    let i = running();
+    imap_script(
+        &i,
+        r#"
+send('joe@example.com', 'sync one')
+send('joe@example.com', 'sync two')
+c = imap(); c.login('joe', 'joe secret')
+for _ in range(100):
+    if b'MESSAGES 2' in c.status('INBOX', '(MESSAGES)')[1][0]:
+        break
+    time.sleep(0.1)
+c.create('Lists')
+"#,
+    );
+    let maildir = i.dir.path().join("maildir");
+    std::fs::create_dir_all(&maildir).unwrap();
+    mbsync(&i, &maildir);
+    let inbox = maildir.join("INBOX");
+    let files = maildir_files(&inbox);
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(maildir.join("Lists").exists());
+    // Read one locally (the S flag), and write a new one into Lists.
+    let one = files
+        .iter()
+        .find(|f| std::fs::read_to_string(f).unwrap().contains("sync one"))
+        .unwrap();
+    let name = one.file_name().unwrap().to_string_lossy().into_owned();
+    let seen = match name.split_once(":2,") {
+        Some((base, flags)) => format!("{base}:2,{flags}S"),
+        None => format!("{name}:2,S"),
+    };
+    std::fs::rename(one, inbox.join("cur").join(seen)).unwrap();
+    std::fs::write(
+        maildir.join("Lists/new/1700000000.local.host"),
+        "From: joe@example.com\r\nSubject: written offline\r\n\r\nlocal\r\n",
+    )
+    .unwrap();
+    mbsync(&i, &maildir);
+    let out = imap_script(
+        &i,
+        r#"
+c = imap(); c.login('joe', 'joe secret')
+c.select('INBOX')
+typ, data = c.search(None, 'SEEN')
+seen = data[0].split()
+typ, data = c.fetch(seen[0], '(BODY.PEEK[HEADER.FIELDS (SUBJECT)])')
+assert b'sync one' in data[0][1], data
+typ, data = c.search(None, 'UNSEEN')
+two = data[0].decode()
+c.store(two, '+FLAGS', '(\\Flagged)')
+c.select('Lists')
+typ, data = c.fetch('1:*', '(BODY.PEEK[HEADER.FIELDS (SUBJECT)])')
+assert b'written offline' in data[0][1], data
+print(len(seen))
+"#,
+    );
+    assert_eq!(out.trim(), "1");
+    // The flag set on the server comes down.
+    mbsync(&i, &maildir);
+    let flagged: Vec<_> = maildir_files(&inbox)
+        .into_iter()
+        .filter(|f| {
+            f.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .split_once(":2,")
+                .is_some_and(|(_, fl)| fl.contains('F'))
+        })
+        .collect();
+    assert_eq!(flagged.len(), 1, "{:?}", maildir_files(&inbox));
+}
+
+#[test]
+fn mutt_reads_moves_and_deletes_in_batch() {
+    let i = running();
+    imap_script(
+        &i,
+        r#"
+for s in ['keep-me', 'move-me', 'delete-me']:
+    send('joe@example.com', s)
+c = imap(); c.login('joe', 'joe secret')
+for _ in range(100):
+    if b'MESSAGES 3' in c.status('INBOX', '(MESSAGES)')[1][0]:
+        break
+    time.sleep(0.1)
+c.create('Archive')
+"#,
+    );
+    let rc = i.dir.path().join("muttrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "set folder=\"imap://joe@127.0.0.1:{port}/\"\nset imap_pass=\"joe secret\"\n\
+             set spoolfile=\"+INBOX\"\nset ssl_starttls=no\nset ssl_force_tls=no\n\
+             set confirmappend=no\nset confirmcreate=no\nset delete=yes\nset move=no\n\
+             set mail_check=0\nset timeout=1\nset wait_key=no\nset header_cache=\"\"\n",
+            port = i.ports.imap
+        ),
+    )
+    .unwrap();
+    let keys = "<search>~s keep-me<enter><display-message><exit>\
+                <tag-pattern>~s move-me<enter><tag-prefix><save-message>=Archive<enter>\
+                <tag-pattern>~s delete-me<enter><tag-prefix><delete-message>\
+                <sync-mailbox><quit>";
+    let cmd = format!("mutt -n -F {} -e 'push \"{keys}\"'", rc.display());
+    let out = std::process::Command::new("timeout")
+        .args(["60", "script", "-qec", &cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    epistle_tests::assert_ok(&out, "mutt");
+    let out = imap_script(
+        &i,
+        r#"
+c = imap(); c.login('joe', 'joe secret')
+c.select('INBOX')
+typ, data = c.fetch('1:*', '(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])')
+inbox = repr(data)
+c.select('Archive')
+typ, data = c.fetch('1:*', '(BODY.PEEK[HEADER.FIELDS (SUBJECT)])')
+archive = repr(data)
+assert 'keep-me' in inbox and '\\\\Seen' in inbox, inbox
+assert 'move-me' not in inbox and 'delete-me' not in inbox, inbox
+assert 'move-me' in archive, archive
+print('ok')
+"#,
+    );
+    assert_eq!(out.trim(), "ok");
 }
