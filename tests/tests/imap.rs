@@ -413,3 +413,51 @@ print('ok')
     );
     assert_eq!(out.trim(), "ok");
 }
+
+#[test]
+fn shared_folders_by_acl_and_quota() {
+    let i = Install::configured();
+    for (p, v) in [
+        ("store.defaultmailboxquota", "2M"),
+        ("store.defaultmessagequota", "100"),
+    ] {
+        epistle_tests::assert_ok(&i.configutil(&["-o", p, "-v", v]), "configutil");
+    }
+    i.add_user("joe", "joe secret", &[]);
+    i.add_user("ann", "ann secret", &[]);
+    i.start();
+    let out = imap_script(
+        &i,
+        r#"
+j = imap(); j.login('joe', 'joe secret')
+j.create('Shared')
+j.append('Shared', None, None, b'Subject: for the team\r\n\r\nshared body\r\n')
+typ, data = j.getquotaroot('INBOX')
+assert typ == 'OK', data
+quota = repr(data)
+assert 'STORAGE 1 2048' in quota and 'MESSAGE 1 100' in quota, quota
+a = imap(); a.login('ann', 'ann secret')
+typ, data = a.select('"Other Users/joe/Shared"')
+assert typ == 'NO', data
+typ, data = j.setacl('Shared', 'ann', 'lr')
+assert typ == 'OK', data
+typ, data = j.getacl('Shared')
+assert b'ann lr' in data[0], data
+typ, data = a.myrights('"Other Users/joe/Shared"')
+assert b'lr' in data[0], data
+typ, data = a.select('"Other Users/joe/Shared"', readonly=True)
+assert typ == 'OK' and data == [b'1'], data
+typ, data = a.fetch('1', '(BODY.PEEK[TEXT])')
+assert b'shared body' in data[0][1], data
+# Read rights only: no flag changes, no appends.
+typ, data = a.append('"Other Users/joe/Shared"', None, None, b'Subject: x\r\n\r\ny\r\n')
+assert typ == 'NO', data
+typ, data = j.deleteacl('Shared', 'ann')
+assert typ == 'OK', data
+typ, data = a.myrights('"Other Users/joe/Shared"')
+assert typ == 'NO' or b'lr' not in data[0], data
+print('ok')
+"#,
+    );
+    assert_eq!(out.trim(), "ok");
+}

@@ -31,6 +31,12 @@ pub enum End {
 
 pub type Result<T> = std::result::Result<T, End>;
 
+/// Most bytes one read asks for.
+const READ_CHUNK: usize = 4096;
+/// A buffer grown by a large command or answer is given back when the
+/// session goes idle, so idle sessions stay small.
+const IDLE_BUFFER: usize = 16 * 1024;
+
 /// Where other users' shared folders appear.
 pub const OTHER_USERS: &str = "Other Users";
 
@@ -150,16 +156,17 @@ impl Session {
     /// point where they may be reported). Says BYE on timeout.
     async fn fill(&mut self) -> Result<()> {
         let deadline = tokio::time::Instant::now() + self.timeout();
-        let mut chunk = [0u8; 16 * 1024];
         loop {
+            // Read straight into the buffer: no per-session read array
+            // lives in the session's future while it waits.
+            self.inbuf.reserve(READ_CHUNK);
             let events = self.events.as_mut();
             tokio::select! {
-                read = self.stream.read(&mut chunk) => {
+                read = self.stream.read_buf(&mut self.inbuf) => {
                     return match read {
                         Ok(0) | Err(_) => Err(End::Closed),
                         Ok(n) => {
                             self.bytes_in += n as u64;
-                            self.inbuf.extend_from_slice(&chunk[..n]);
                             Ok(())
                         }
                     };
@@ -206,6 +213,12 @@ impl Session {
                 }
                 Frame::Incomplete => {
                     self.flush().await?;
+                    if self.inbuf.capacity() > IDLE_BUFFER && self.inbuf.len() < IDLE_BUFFER {
+                        self.inbuf.shrink_to(IDLE_BUFFER);
+                    }
+                    if self.out.capacity() > IDLE_BUFFER {
+                        self.out = Vec::new();
+                    }
                     self.fill().await?;
                 }
                 Frame::LiteralAnnounced { size, line_end } => {
@@ -278,6 +291,11 @@ impl Session {
             "CONDSTORE",
             "UTF8=ACCEPT",
             "STATUS=SIZE",
+            "QUOTA",
+            "QUOTA=RES-STORAGE",
+            "QUOTA=RES-MESSAGE",
+            "ACL",
+            "RIGHTS=kxte",
         ]);
         let mut s = caps.join(" ");
         s.push_str(&format!(" APPENDLIMIT={}", self.server.append_limit));
@@ -467,15 +485,83 @@ impl Session {
             CommandBody::Compress(_) => {
                 self.line(&format!("{tag} NO Compression is not offered"));
             }
-            CommandBody::GetQuota(_)
-            | CommandBody::GetQuotaRoot(_)
-            | CommandBody::SetQuota { .. }
-            | CommandBody::GetAcl(_)
-            | CommandBody::SetAcl { .. }
-            | CommandBody::DeleteAcl { .. }
-            | CommandBody::ListRights { .. }
-            | CommandBody::MyRights(_) => {
-                self.line(&format!("{tag} BAD Not supported"));
+            CommandBody::GetQuotaRoot(mailbox) => {
+                if self.store_name(&tag, &mailbox, false).is_none() {
+                    return Ok(());
+                }
+                let mut l = b"* QUOTAROOT ".to_vec();
+                response::mailbox(&mut l, client_display(&mailbox), self.utf8);
+                l.extend_from_slice(b" \"\"\r\n");
+                self.out.extend_from_slice(&l);
+                self.quota(&tag, "GETQUOTAROOT").await?;
+            }
+            CommandBody::GetQuota(root) => {
+                if root.is_empty() {
+                    self.quota(&tag, "GETQUOTA").await?;
+                } else {
+                    self.line(&format!("{tag} NO [NONEXISTENT] No such quota root"));
+                }
+            }
+            CommandBody::SetQuota { .. } => {
+                self.line(&format!(
+                    "{tag} NO [NOPERM] Quotas are set in the directory (commadmin user modify)"
+                ));
+            }
+            CommandBody::GetAcl(mailbox) => {
+                let Some(name) = self.store_name(&tag, &mailbox, false) else {
+                    return Ok(());
+                };
+                match self.store()?.request(StoreRequest::GetAcl { name }).await {
+                    Ok(StoreReply::Acl { acl }) => self.acl_line(&tag, &mailbox, &acl),
+                    Ok(_) => self.line(&format!("{tag} NO [SERVERBUG] Unexpected answer")),
+                    Err(e) => self.store_error(&tag, &e),
+                }
+            }
+            CommandBody::SetAcl {
+                mailbox,
+                identifier,
+                rights,
+            } => {
+                self.set_acl(&tag, &mailbox, identifier, Some(rights))
+                    .await?
+            }
+            CommandBody::DeleteAcl {
+                mailbox,
+                identifier,
+            } => self.set_acl(&tag, &mailbox, identifier, None).await?,
+            CommandBody::ListRights {
+                mailbox,
+                identifier,
+            } => {
+                if self.store_name(&tag, &mailbox, false).is_none() {
+                    return Ok(());
+                }
+                let mut l = b"* LISTRIGHTS ".to_vec();
+                response::mailbox(&mut l, client_display(&mailbox), self.utf8);
+                l.push(b' ');
+                response::astring(&mut l, &identifier, self.utf8);
+                // Nothing is always granted; each right stands alone.
+                l.extend_from_slice(b" \"\" l r s w i p k x t e a\r\n");
+                self.out.extend_from_slice(&l);
+                self.ok(&tag, "LISTRIGHTS completed");
+            }
+            CommandBody::MyRights(mailbox) => {
+                let Some(name) = self.store_name(&tag, &mailbox, false) else {
+                    return Ok(());
+                };
+                match self.store()?.request(StoreRequest::MyRights { name }).await {
+                    Ok(StoreReply::Rights { rights }) => {
+                        let mut l = b"* MYRIGHTS ".to_vec();
+                        response::mailbox(&mut l, client_display(&mailbox), self.utf8);
+                        l.push(b' ');
+                        response::astring(&mut l, &rights, self.utf8);
+                        l.extend_from_slice(b"\r\n");
+                        self.out.extend_from_slice(&l);
+                        self.ok(&tag, "MYRIGHTS completed");
+                    }
+                    Ok(_) => self.line(&format!("{tag} NO [SERVERBUG] Unexpected answer")),
+                    Err(e) => self.store_error(&tag, &e),
+                }
             }
             other => {
                 if self.selected.is_none() {
@@ -485,6 +571,84 @@ impl Session {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// `* QUOTA "" (…)` for the user's own account, then the tagged OK.
+    async fn quota(&mut self, tag: &str, verb: &str) -> Result<()> {
+        let user = self.user.clone().unwrap_or_default();
+        match self
+            .store()?
+            .request(StoreRequest::QuotaUsage { user })
+            .await
+        {
+            Ok(StoreReply::Quota {
+                bytes,
+                messages,
+                limit_bytes,
+                limit_messages,
+                ..
+            }) => {
+                let mut res = Vec::new();
+                if let Some(limit) = limit_bytes {
+                    // STORAGE counts units of 1024 octets.
+                    res.push(format!("STORAGE {} {}", bytes.div_ceil(1024), limit / 1024));
+                }
+                if let Some(limit) = limit_messages {
+                    res.push(format!("MESSAGE {messages} {limit}"));
+                }
+                self.line(&format!("* QUOTA \"\" ({})", res.join(" ")));
+                self.ok(tag, &format!("{verb} completed"));
+            }
+            Ok(_) => self.line(&format!("{tag} NO [SERVERBUG] Unexpected answer")),
+            Err(e) => self.store_error(tag, &e),
+        }
+        Ok(())
+    }
+
+    fn acl_line(&mut self, tag: &str, mailbox: &str, acl: &[(String, String)]) {
+        let mut l = b"* ACL ".to_vec();
+        response::mailbox(&mut l, client_display(mailbox), self.utf8);
+        for (id, rights) in acl {
+            l.push(b' ');
+            response::astring(&mut l, id, self.utf8);
+            l.push(b' ');
+            response::astring(&mut l, rights, self.utf8);
+        }
+        l.extend_from_slice(b"\r\n");
+        self.out.extend_from_slice(&l);
+        self.ok(tag, "GETACL completed");
+    }
+
+    async fn set_acl(
+        &mut self,
+        tag: &str,
+        mailbox: &str,
+        identifier: String,
+        rights: Option<String>,
+    ) -> Result<()> {
+        let Some(name) = self.store_name(tag, mailbox, false) else {
+            return Ok(());
+        };
+        if let Some(r) = &rights {
+            let letters = r.trim_start_matches(['+', '-']);
+            if let Some(bad) = letters.chars().find(|c| !"lrswipkxteacd".contains(*c)) {
+                self.line(&format!("{tag} BAD [INVALID] Unknown right {bad}"));
+                return Ok(());
+            }
+        }
+        let verb = if rights.is_some() {
+            "SETACL"
+        } else {
+            "DELETEACL"
+        };
+        let req = StoreRequest::SetAcl {
+            name,
+            identifier,
+            rights,
+        };
+        let r = self.store()?.request(req).await.map(|_| ());
+        self.answer(tag, verb, r);
         Ok(())
     }
 
@@ -827,15 +991,12 @@ impl Session {
                 self.flush().await?;
                 return Err(End::Bye);
             }
-            let mut chunk = [0u8; 4096];
+            self.inbuf.reserve(READ_CHUNK);
             let events = self.events.as_mut();
             tokio::select! {
-                read = self.stream.read(&mut chunk) => match read {
+                read = self.stream.read_buf(&mut self.inbuf) => match read {
                     Ok(0) | Err(_) => return Err(End::Closed),
-                    Ok(n) => {
-                        self.bytes_in += n as u64;
-                        self.inbuf.extend_from_slice(&chunk[..n]);
-                    }
+                    Ok(n) => self.bytes_in += n as u64,
                 },
                 Some(ev) = next_event(events) => {
                     if let Some(sel) = self.selected.as_mut() {

@@ -263,6 +263,11 @@ pub enum StoreReply {
         /// deferring once `store.quotagraceperiod` hours have passed.
         #[serde(default)]
         over_since: Option<i64>,
+        /// The limits that apply (none: unlimited, or not enforced).
+        #[serde(default)]
+        limit_bytes: Option<u64>,
+        #[serde(default)]
+        limit_messages: Option<u64>,
     },
     Acl {
         acl: Vec<(String, String)>,

@@ -130,6 +130,7 @@ async fn quota_for(sh: &Shared, req: &StoreRequest) -> Quota {
         StoreRequest::Append { name, .. } => owner(name),
         StoreRequest::Copy { to, .. } => owner(to),
         StoreRequest::Move { from, to, .. } if owner(from) != owner(to) => owner(to),
+        StoreRequest::QuotaUsage { user } => Some(user.clone()),
         _ => None,
     };
     match target {
@@ -488,6 +489,8 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota, reader: Option<&str>) -> 
                         bytes,
                         messages,
                         over_since,
+                        limit_bytes: quota.bytes,
+                        limit_messages: quota.messages,
                     },
                     vec![],
                 )
