@@ -461,3 +461,46 @@ print('ok')
     );
     assert_eq!(out.trim(), "ok");
 }
+
+#[test]
+fn sort_thread_esearch_condstore_and_binary() {
+    let i = running();
+    let out = imap_script(
+        &i,
+        r#"
+c = imap(); c.login('joe', 'joe secret')
+msgs = [
+    (b'Subject: Re: budget\r\nFrom: Zed <zed@example.com>\r\nDate: Tue, 3 Nov 2026 10:00:00 +0000\r\n\r\nz\r\n'),
+    (b'Subject: budget\r\nFrom: Amy <amy@example.com>\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\n\r\na\r\n'),
+    (b'Subject: lunch\r\nFrom: Bob <bob@example.com>\r\nDate: Sun, 1 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\naMOpbGxv\r\n'),
+]
+for m in msgs:
+    c.append('INBOX', None, None, m)
+c.select('INBOX')
+typ, data = c.sort('(SUBJECT DATE)', 'UTF-8', 'ALL')
+assert data == [b'2 1 3'], data
+typ, data = c.sort('(REVERSE FROM)', 'UTF-8', 'ALL')
+assert data == [b'1 3 2'], data
+typ, data = c.thread('ORDEREDSUBJECT', 'UTF-8', 'ALL')
+assert data == [b'(3)(2 1)'], data
+c.uid('SEARCH', 'RETURN', '(MIN MAX COUNT)', 'ALL')
+typ, data = c.response('ESEARCH')
+assert data[0].startswith(b'(TAG ') and b'UID MIN 1 MAX 3 COUNT 3' in data[0], data
+typ, data = c.search(None, 'RETURN', '(SAVE)', 'FROM', 'amy')
+typ, data = c.fetch('$', '(UID)')
+assert data == [b'2 (UID 2)'], data
+typ, data = c.fetch('3', '(BINARY[1] BINARY.SIZE[1])')
+assert 'héllo'.encode() in data[0][1] and b'BINARY.SIZE[1] 6' in data[1], data
+typ, data = c.fetch('1:3', '(UID) (CHANGEDSINCE 1)')
+assert typ == 'OK' and all(b'MODSEQ' in d for d in data), data
+typ, data = c.fetch('1', '(MODSEQ)')
+modseq = int(data[0].split(b'MODSEQ (')[1].split(b')')[0])
+typ, data = c._simple_command('STORE', '1', '(UNCHANGEDSINCE %d)' % (modseq - 1), '+FLAGS', '(\\Seen)')
+assert typ == 'OK' and b'MODIFIED 1' in data[0], (typ, data)
+typ, data = c._simple_command('STORE', '1', '(UNCHANGEDSINCE %d)' % modseq, '+FLAGS', '(\\Seen)')
+assert typ == 'OK' and b'MODIFIED' not in data[0], (typ, data)
+print('ok')
+"#,
+    );
+    assert_eq!(out.trim(), "ok");
+}

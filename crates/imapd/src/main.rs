@@ -13,6 +13,7 @@ mod search;
 mod selected;
 mod server;
 mod session;
+mod sort;
 
 use std::sync::Arc;
 

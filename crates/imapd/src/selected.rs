@@ -431,12 +431,109 @@ async fn run(s: &mut Session, sel: &mut Selected, tag: &str, body: CommandBody) 
         CommandBody::Move { uid, set, mailbox } => {
             copy(s, sel, tag, uid, &set, &mailbox, true).await?;
         }
-        CommandBody::Sort { .. } | CommandBody::Thread { .. } => {
-            s.line(&format!("{tag} BAD Not supported"));
+        CommandBody::Sort {
+            uid,
+            ret: _,
+            criteria,
+            charset,
+            keys,
+        } => {
+            if !supported_charset(&charset) {
+                s.line(&format!(
+                    "{tag} NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
+                ));
+                return Ok(true);
+            }
+            match sort_items(s, sel, &keys, uid).await {
+                Ok((structures, hits)) => {
+                    let mut items = to_sort_items(sel, &structures, &hits, uid);
+                    let order = crate::sort::sort(&mut items, &criteria);
+                    let list: Vec<String> = order.iter().map(u32::to_string).collect();
+                    s.line(format!("* SORT {}", list.join(" ")).trim_end());
+                    s.ok(tag, "SORT completed");
+                }
+                Err(e) => s.store_error(tag, &e),
+            }
+        }
+        CommandBody::Thread {
+            uid,
+            algorithm,
+            charset,
+            keys,
+        } => {
+            if !supported_charset(&charset) {
+                s.line(&format!(
+                    "{tag} NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
+                ));
+                return Ok(true);
+            }
+            if algorithm != epistle_imap::command::ThreadAlgorithm::OrderedSubject {
+                s.line(&format!("{tag} NO Only THREAD=ORDEREDSUBJECT is offered"));
+                return Ok(true);
+            }
+            match sort_items(s, sel, &keys, uid).await {
+                Ok((structures, hits)) => {
+                    let mut items = to_sort_items(sel, &structures, &hits, uid);
+                    let threads = crate::sort::ordered_subject(&mut items);
+                    s.line(format!("* THREAD {threads}").trim_end());
+                    s.ok(tag, "THREAD completed");
+                }
+                Err(e) => s.store_error(tag, &e),
+            }
         }
         _ => s.line(&format!("{tag} BAD Unexpected command")),
     }
     Ok(true)
+}
+
+fn supported_charset(c: &str) -> bool {
+    c.eq_ignore_ascii_case("UTF-8") || c.eq_ignore_ascii_case("US-ASCII")
+}
+
+/// The matching messages and their structures, for SORT and THREAD.
+async fn sort_items(
+    s: &mut Session,
+    sel: &Selected,
+    keys: &SearchKey,
+    _uid: bool,
+) -> std::result::Result<(Vec<MessageStructure>, Vec<usize>), StoreError> {
+    let hits = evaluate(s, sel, keys).await?;
+    let store = s
+        .store
+        .clone()
+        .ok_or_else(|| StoreError::Io("no store".into()))?;
+    let mut structures = Vec::with_capacity(hits.len());
+    for &i in &hits {
+        structures.push(
+            store
+                .structure(&sel.name, sel.messages[i].uid)
+                .await
+                .unwrap_or_default(),
+        );
+    }
+    Ok((structures, hits))
+}
+
+fn to_sort_items<'a>(
+    sel: &Selected,
+    structures: &'a [MessageStructure],
+    hits: &[usize],
+    uid: bool,
+) -> Vec<crate::sort::SortItem<'a>> {
+    hits.iter()
+        .zip(structures)
+        .map(|(&i, st)| {
+            let m = &sel.messages[i];
+            crate::sort::SortItem {
+                seq: i as u32 + 1,
+                number: if uid { m.uid } else { i as u32 + 1 },
+                internal_date: m.internal_date,
+                size: m.size,
+                envelope: &st.envelope,
+                sent: search::sent_date(st.envelope.date.as_deref()).unwrap_or(m.internal_date),
+            }
+        })
+        .collect()
 }
 
 /// Whether fetching `a` reads the message file.

@@ -296,6 +296,10 @@ impl Session {
             "QUOTA=RES-MESSAGE",
             "ACL",
             "RIGHTS=kxte",
+            "SORT",
+            "SORT=DISPLAY",
+            "THREAD=ORDEREDSUBJECT",
+            "BINARY",
         ]);
         let mut s = caps.join(" ");
         s.push_str(&format!(" APPENDLIMIT={}", self.server.append_limit));
