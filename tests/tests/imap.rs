@@ -504,3 +504,34 @@ print('ok')
     );
     assert_eq!(out.trim(), "ok");
 }
+
+#[test]
+fn qresync_reports_what_vanished_and_changed() {
+    let i = running();
+    let out = imap_script(
+        &i,
+        r#"
+c = imap(); c.login('joe', 'joe secret')
+for n in range(3):
+    c.append('INBOX', None, None, b'Subject: m%d\r\n\r\nx\r\n' % n)
+c.select('INBOX')
+t = raw(['a LOGIN joe "joe secret"', 'b ENABLE QRESYNC', 'c SELECT INBOX'])
+validity = t.split('[UIDVALIDITY ')[1].split(']')[0]
+modseq = t.split('[HIGHESTMODSEQ ')[1].split(']')[0]
+assert '* ENABLED QRESYNC' in t, t
+c.store('2', '+FLAGS', '(\\Deleted)')
+c.expunge()
+c.store('2', '+FLAGS', '(\\Flagged)')
+t = raw(['a LOGIN joe "joe secret"', 'b SELECT INBOX (QRESYNC (%s %s 1:3))' % (validity, modseq)])
+assert 'b BAD' in t, t
+t = raw(['a LOGIN joe "joe secret"', 'b ENABLE QRESYNC', 'c SELECT INBOX (QRESYNC (%s %s 1:3))' % (validity, modseq),
+         'd UID FETCH 1:* (FLAGS) (CHANGEDSINCE %s VANISHED)' % modseq, 'e STORE 1 +FLAGS (\\Deleted)', 'f EXPUNGE'])
+assert '* VANISHED (EARLIER) 2\r\n' in t, t
+assert '* 2 FETCH (UID 3 FLAGS (\\Flagged) MODSEQ (' in t, t
+assert t.count('* VANISHED (EARLIER) 2\r\n') == 2, t
+assert '* VANISHED 1\r\n' in t and 'EXPUNGE\r\n' not in t.replace('f EXPUNGE', ''), t
+print('ok')
+"#,
+    );
+    assert_eq!(out.trim(), "ok");
+}

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-use epistle_imap::command::{FetchAttr, SearchReturn, Section, SectionText, StoreMode};
+use epistle_imap::command::{FetchAttr, QResync, SearchReturn, Section, SectionText, StoreMode};
 use epistle_imap::search::SearchKey;
 use epistle_imap::sequence::{SequenceSet, compact};
 use epistle_imap::{CommandBody, response};
@@ -126,6 +126,24 @@ impl Selected {
         }
     }
 
+    /// QRESYNC at SELECT (RFC 7162 §3.2.5): what vanished and what
+    /// changed since the client's mod-sequence, before the tagged OK.
+    pub fn resynchronize(&self, s: &mut Session, q: &QResync) {
+        let known = q
+            .known_uids
+            .as_ref()
+            .map(|k| k.resolved(self.uidnext.saturating_sub(1).max(1)));
+        let missing = self.missing_uids(known.as_deref());
+        if !missing.is_empty() {
+            s.line(&format!("* VANISHED (EARLIER) {missing}"));
+        }
+        for i in 0..self.messages.len() {
+            if self.messages[i].modseq > q.modseq {
+                self.flags_line(s, i);
+            }
+        }
+    }
+
     /// Keeps another session's change for the next report.
     pub fn queue(&mut self, ev: StoreEvent) {
         if ev.mailbox() != self.name {
@@ -159,9 +177,70 @@ impl Selected {
         s.out.extend_from_slice(&l);
     }
 
-    fn expunge_at(&mut self, s: &mut Session, i: usize) {
-        self.messages.remove(i);
-        s.line(&format!("* {} EXPUNGE", i + 1));
+    /// Takes messages out of the view and says so: one EXPUNGE per
+    /// message (highest number first, so each number is right when
+    /// read), or with QRESYNC one VANISHED for them all.
+    fn expunge_uids(&mut self, s: &mut Session, uids: &[u32]) {
+        let mut gone: Vec<(usize, u32)> = uids
+            .iter()
+            .filter_map(|&u| self.position(u).map(|i| (i, u)))
+            .collect();
+        gone.sort_unstable();
+        gone.dedup();
+        for &(i, _) in gone.iter().rev() {
+            self.messages.remove(i);
+            if !s.qresync {
+                s.line(&format!("* {} EXPUNGE", i + 1));
+            }
+        }
+        if s.qresync && !gone.is_empty() {
+            let mut u: Vec<u32> = gone.iter().map(|g| g.1).collect();
+            u.sort_unstable();
+            s.line(&format!("* VANISHED {}", compact(&u)));
+        }
+    }
+
+    /// UIDs below UIDNEXT (and within `within`, when given) that are not
+    /// in the mailbox: what QRESYNC reports as VANISHED (EARLIER). Without
+    /// a record of expunges, every missing UID is named; RFC 7162 lets a
+    /// server name UIDs the client never saw.
+    pub fn missing_uids(&self, within: Option<&[(u32, u32)]>) -> String {
+        let top = self.uidnext.saturating_sub(1);
+        let mut ranges: Vec<(u32, u32)> = Vec::new();
+        let mut next = 1u32;
+        for m in self
+            .messages
+            .iter()
+            .map(|m| m.uid)
+            .chain([top.saturating_add(1)])
+        {
+            if m > next {
+                ranges.push((next, m - 1));
+            }
+            next = m.saturating_add(1);
+        }
+        if let Some(w) = within {
+            ranges = ranges
+                .into_iter()
+                .flat_map(|(a, b)| {
+                    w.iter().filter_map(move |&(x, y)| {
+                        let (lo, hi) = (a.max(x), b.min(y));
+                        (lo <= hi).then_some((lo, hi))
+                    })
+                })
+                .collect();
+        }
+        ranges
+            .iter()
+            .map(|&(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}:{b}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Reports waiting changes, in order; stops at an expunge when
@@ -179,13 +258,8 @@ impl Selected {
                     if !expunges {
                         break;
                     }
-                    let mut uids = uids.clone();
-                    uids.sort_unstable();
-                    for uid in uids.iter().rev() {
-                        if let Some(i) = self.position(*uid) {
-                            self.expunge_at(s, i);
-                        }
-                    }
+                    let uids = uids.clone();
+                    self.expunge_uids(s, &uids);
                 }
                 StoreEvent::Exists { uids, status, .. } => {
                     if uids.iter().any(|u| *u > self.last_uid()) {
@@ -255,11 +329,13 @@ impl Selected {
         };
         let now: std::collections::HashMap<u32, &MessageInfo> =
             index.iter().map(|m| (m.uid, m)).collect();
-        for i in (0..self.messages.len()).rev() {
-            if !now.contains_key(&self.messages[i].uid) {
-                self.expunge_at(s, i);
-            }
-        }
+        let gone: Vec<u32> = self
+            .messages
+            .iter()
+            .map(|m| m.uid)
+            .filter(|u| !now.contains_key(u))
+            .collect();
+        self.expunge_uids(s, &gone);
         for i in 0..self.messages.len() {
             let m = now[&self.messages[i].uid];
             if m.record.flags != self.messages[i].flags {
@@ -380,13 +456,8 @@ async fn run(s: &mut Session, sel: &mut Selected, tag: &str, body: CommandBody) 
                 None => None,
             };
             match s.store()?.expunge(&sel.name, only).await {
-                Ok(mut gone) => {
-                    gone.sort_unstable();
-                    for uid in gone.iter().rev() {
-                        if let Some(i) = sel.position(*uid) {
-                            sel.expunge_at(s, i);
-                        }
-                    }
+                Ok(gone) => {
+                    sel.expunge_uids(s, &gone);
                     s.ok(tag, "EXPUNGE completed");
                 }
                 Err(e) => s.store_error(tag, &e),
@@ -397,8 +468,21 @@ async fn run(s: &mut Session, sel: &mut Selected, tag: &str, body: CommandBody) 
             set,
             items,
             changed_since,
-            vanished: _,
-        } => fetch(s, sel, tag, uid, &set, items, changed_since).await?,
+            vanished,
+        } => {
+            if vanished {
+                if !s.qresync {
+                    s.line(&format!("{tag} BAD VANISHED needs ENABLE QRESYNC"));
+                    return Ok(true);
+                }
+                let within = set.resolved(sel.uidnext.saturating_sub(1).max(1));
+                let missing = sel.missing_uids(Some(&within));
+                if !missing.is_empty() {
+                    s.line(&format!("* VANISHED (EARLIER) {missing}"));
+                }
+            }
+            fetch(s, sel, tag, uid, &set, items, changed_since).await?;
+        }
         CommandBody::Store {
             uid,
             set,
@@ -1131,13 +1215,7 @@ async fn copy(
     );
     if moving {
         s.line(&format!("* OK {code} Moved"));
-        let mut gone = src.clone();
-        gone.sort_unstable();
-        for uid in gone.iter().rev() {
-            if let Some(i) = sel.position(*uid) {
-                sel.expunge_at(s, i);
-            }
-        }
+        sel.expunge_uids(s, &src);
         s.ok(tag, "MOVE completed");
     } else {
         s.ok(tag, &format!("{code} COPY completed"));

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use epistle_daemon::Io;
 use epistle_directory::Auth;
-use epistle_imap::command::{BadCommand, ListCommand, StatusItem};
+use epistle_imap::command::{BadCommand, ListCommand, QResync, StatusItem};
 use epistle_imap::{Command, CommandBody, Frame, Framer, response};
 use epistle_ipc::store::{MailboxInfo, StoreError, StoreEvent, StoreReply, StoreRequest};
 use epistle_ipc::store_client::StoreClient;
@@ -89,6 +89,8 @@ pub struct Session {
     pub utf8: bool,
     /// CONDSTORE enabled (or implied by a CONDSTORE command).
     pub condstore: bool,
+    /// QRESYNC enabled: expunges are reported as VANISHED.
+    pub qresync: bool,
     login_at: Option<chrono::DateTime<chrono::Local>>,
     started: Instant,
     bytes_in: u64,
@@ -113,6 +115,7 @@ impl Session {
             selected: None,
             utf8: false,
             condstore: false,
+            qresync: false,
             login_at: None,
             started: Instant::now(),
             bytes_in: 0,
@@ -289,6 +292,7 @@ impl Session {
             "ESEARCH",
             "SEARCHRES",
             "CONDSTORE",
+            "QRESYNC",
             "UTF8=ACCEPT",
             "STATUS=SIZE",
             "QUOTA",
@@ -390,6 +394,11 @@ impl Session {
                             self.condstore = true;
                             enabled.push(c);
                         }
+                        "QRESYNC" => {
+                            self.condstore = true;
+                            self.qresync = true;
+                            enabled.push(c);
+                        }
                         _ => {}
                     }
                 }
@@ -481,10 +490,14 @@ impl Session {
                 let Some(name) = self.store_name(&tag, &mailbox, false) else {
                     return Ok(());
                 };
+                if params.qresync.is_some() && !self.qresync {
+                    self.line(&format!("{tag} BAD QRESYNC must be enabled first"));
+                    return Ok(());
+                }
                 if params.condstore || params.qresync.is_some() {
                     self.condstore = true;
                 }
-                self.select(&tag, name, read_only).await?;
+                self.select(&tag, name, read_only, params.qresync).await?;
             }
             CommandBody::Compress(_) => {
                 self.line(&format!("{tag} NO Compression is not offered"));
@@ -906,7 +919,13 @@ impl Session {
         );
     }
 
-    async fn select(&mut self, tag: &str, name: String, read_only: bool) -> Result<()> {
+    async fn select(
+        &mut self,
+        tag: &str,
+        name: String,
+        read_only: bool,
+        qresync: Option<QResync>,
+    ) -> Result<()> {
         if self.selected.is_some() {
             self.unselect().await;
             self.line("* OK [CLOSED] Previous mailbox closed");
@@ -936,6 +955,9 @@ impl Session {
         }
         let sel = Selected::new(name, read_only, &info, index);
         sel.announce(self);
+        if let Some(q) = qresync.filter(|q| q.uidvalidity == sel.uidvalidity) {
+            sel.resynchronize(self, &q);
+        }
         self.selected = Some(sel);
         self.folders += 1;
         let mode = if read_only { "READ-ONLY" } else { "READ-WRITE" };
