@@ -535,3 +535,22 @@ print('ok')
     );
     assert_eq!(out.trim(), "ok");
 }
+
+#[test]
+fn special_use_folders() {
+    let i = running();
+    let out = imap_script(
+        &i,
+        r#"
+t = raw(['a LOGIN joe "joe secret"', 'b CREATE "Sent Items" (USE (\\Sent))', 'c CREATE Everything (USE (\\All))',
+         'd CREATE Plain', 'e RENAME "Sent Items" "Sent Mail"', 'f LIST (SPECIAL-USE) "" "*"', 'g LIST "" "*"'])
+assert 'b OK' in t and 'c NO [USEATTR]' in t and 'e OK' in t, t
+assert '* LIST (\\HasNoChildren \\Sent) "/" "Sent Mail"' in t, t
+f_part = t.split('f OK')[0].split('e OK')[1]
+assert 'Plain' not in f_part and 'Sent Mail' in f_part, f_part
+assert 'Plain' in t.split('f OK')[1], t
+print('ok')
+"#,
+    );
+    assert_eq!(out.trim(), "ok");
+}

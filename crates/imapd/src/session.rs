@@ -304,6 +304,8 @@ impl Session {
             "SORT=DISPLAY",
             "THREAD=ORDEREDSUBJECT",
             "BINARY",
+            "SPECIAL-USE",
+            "CREATE-SPECIAL-USE",
         ]);
         let mut s = caps.join(" ");
         s.push_str(&format!(" APPENDLIMIT={}", self.server.append_limit));
@@ -414,12 +416,39 @@ impl Session {
             }
             CommandBody::Create {
                 mailbox,
-                special_use: _,
+                special_use,
             } => {
                 let Some(name) = self.store_name(&tag, &mailbox, true) else {
                     return Ok(());
                 };
-                let r = self.store()?.create(&name).await.map(|_| ());
+                // Virtual collections (\All, \Flagged) cannot be created.
+                if let Some(bad) = special_use
+                    .iter()
+                    .find(|a| !STORED_SPECIAL_USE.iter().any(|k| k.eq_ignore_ascii_case(a)))
+                {
+                    self.line(&format!(
+                        "{tag} NO [USEATTR] {bad} cannot be given to a new mailbox"
+                    ));
+                    return Ok(());
+                }
+                let store = self.store()?;
+                let mut r = store.create(&name).await.map(|_| ());
+                if r.is_ok() && !special_use.is_empty() {
+                    let attrs = special_use
+                        .iter()
+                        .filter_map(|a| {
+                            STORED_SPECIAL_USE
+                                .iter()
+                                .find(|k| k.eq_ignore_ascii_case(a))
+                        })
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    r = store
+                        .request(StoreRequest::SetSpecialUse { name, attrs })
+                        .await
+                        .map(|_| ());
+                }
                 self.answer(&tag, "CREATE", r);
             }
             CommandBody::Delete(mailbox) => {
@@ -1155,7 +1184,17 @@ impl Session {
             Ok(StoreReply::Names { names }) => names,
             _ => Vec::new(),
         };
+        let attributes: Vec<(String, String)> = match store
+            .request(StoreRequest::SpecialUses {
+                prefix: format!("user/{user}/"),
+            })
+            .await
+        {
+            Ok(StoreReply::Attributes { pairs }) => pairs,
+            _ => Vec::new(),
+        };
         let only_subscribed = list.selection.iter().any(|s| s == "SUBSCRIBED");
+        let only_special = list.selection.iter().any(|s| s == "SPECIAL-USE");
         let names: Vec<(String, &MailboxInfo)> = boxes
             .iter()
             .filter_map(|b| client_name(&user, &b.name).map(|c| (c, b)))
@@ -1191,9 +1230,14 @@ impl Session {
             if is_sub && (list.returns.subscribed || only_subscribed) && verb == "LIST" {
                 attrs.push("\\Subscribed");
             }
-            if let Some(special) = special_use(client) {
-                attrs.push(special);
+            let special = match attributes.iter().find(|(n, _)| n == &info.name) {
+                Some((_, a)) => a.split(' ').collect::<Vec<_>>(),
+                None => special_use(client).into_iter().collect(),
+            };
+            if only_special && special.is_empty() {
+                continue;
             }
+            attrs.extend(special);
             let mut l = format!("* {verb} ({}) \"/\" ", attrs.join(" ")).into_bytes();
             response::mailbox(&mut l, client, self.utf8);
             l.extend_from_slice(b"\r\n");
@@ -1217,7 +1261,12 @@ async fn next_event(rx: Option<&mut mpsc::Receiver<StoreEvent>>) -> Option<Store
     }
 }
 
-/// The well-known folders and their RFC 6154 attributes.
+/// Special-use attributes a mailbox can be given (RFC 6154; \All and
+/// \Flagged name virtual collections this server does not make).
+const STORED_SPECIAL_USE: [&str; 5] = ["\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash"];
+
+/// The attributes of the well-known folder names, for mailboxes that
+/// were given none.
 fn special_use(client: &str) -> Option<&'static str> {
     match client {
         "Drafts" => Some("\\Drafts"),

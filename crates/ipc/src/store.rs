@@ -210,6 +210,16 @@ pub enum StoreRequest {
     Expire {
         dry_run: bool,
     },
+    /// Sets a mailbox's RFC 6154 special-use attributes (`\Sent`…,
+    /// space-separated; empty removes them).
+    SetSpecialUse {
+        name: String,
+        attrs: String,
+    },
+    /// The special-use attributes of the mailboxes named `prefix...`.
+    SpecialUses {
+        prefix: String,
+    },
     /// Start or stop receiving change events for a mailbox on this
     /// connection.
     Watch {
@@ -277,6 +287,10 @@ pub enum StoreReply {
     },
     Rights {
         rights: String,
+    },
+    /// Mailbox names and their special-use attributes.
+    Attributes {
+        pairs: Vec<(String, String)>,
     },
     Error {
         error: StoreError,

@@ -44,6 +44,8 @@ const PERUSER: TableDefinition<(u64, &str, u32), ()> = TableDefinition::new("per
 const ACLS: TableDefinition<u64, &[u8]> = TableDefinition::new("acls");
 /// (mailbox id, uid) → the parsed structure of the message.
 const STRUCTURES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("structures");
+/// RFC 6154 special-use attributes by mailbox id (kept across renames).
+const SPECIAL_USE: TableDefinition<u64, &str> = TableDefinition::new("special_use");
 
 /// Errors of the database layer, turned into the protocol's StoreError.
 /// (A trait of our own: StoreError belongs to the IPC crate.)
@@ -272,6 +274,7 @@ impl Store {
             tx.open_table(QUOTA_OVER).db()?;
             tx.open_table(PERUSER).db()?;
             tx.open_table(STRUCTURES).db()?;
+            tx.open_table(SPECIAL_USE).db()?;
         }
         tx.commit().db()?;
         Ok(Store {
@@ -521,6 +524,7 @@ impl Store {
                 };
                 ids.remove(rec.id).db()?;
                 tx.open_table(ACLS).db()?.remove(rec.id).db()?;
+                tx.open_table(SPECIAL_USE).db()?.remove(rec.id).db()?;
                 tx.open_table(PERUSER)
                     .db()?
                     .retain_in(
@@ -1745,6 +1749,40 @@ impl Store {
             Some(v) => postcard::from_bytes(v.value()).db(),
             None => Ok(Vec::new()),
         }
+    }
+
+    /// Sets a mailbox's special-use attributes; empty removes them.
+    pub fn set_special_use(&self, name: &str, attrs: &str) -> Result<(), StoreError> {
+        let info = self
+            .mailbox(name)?
+            .ok_or_else(|| StoreError::NoMailbox(name.to_string()))?;
+        if attrs.len() > 200 || attrs.chars().any(|c| c.is_control()) {
+            return Err(StoreError::Invalid("bad special-use attributes".into()));
+        }
+        let tx = self.db.begin_write().db()?;
+        {
+            let mut t = tx.open_table(SPECIAL_USE).db()?;
+            if attrs.is_empty() {
+                t.remove(info.record.id).db()?;
+            } else {
+                t.insert(info.record.id, attrs).db()?;
+            }
+        }
+        tx.commit().db()
+    }
+
+    /// The special-use attributes of the mailboxes named `prefix...`.
+    pub fn special_uses(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let boxes = self.list(prefix)?;
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(SPECIAL_USE).db()?;
+        let mut out = Vec::new();
+        for b in boxes {
+            if let Some(v) = t.get(b.record.id).db()? {
+                out.push((b.name, v.value().to_string()));
+            }
+        }
+        Ok(out)
     }
 
     /// Sets (or with `None` removes) an identifier's rights on a mailbox.

@@ -88,8 +88,17 @@ pub fn authorize(s: &Store, user: &str, req: &mut StoreRequest) -> Result<(), St
             need(s, user, to, 'i')
         }
         StoreRequest::Expunge { name, .. } => need(s, user, name, 'e'),
-        StoreRequest::GetAcl { name } | StoreRequest::SetAcl { name, .. } => {
-            need(s, user, name, 'a')
+        StoreRequest::GetAcl { name }
+        | StoreRequest::SetAcl { name, .. }
+        | StoreRequest::SetSpecialUse { name, .. } => need(s, user, name, 'a'),
+        StoreRequest::SpecialUses { prefix } => {
+            if prefix.starts_with(&format!("user/{user}/")) {
+                Ok(())
+            } else {
+                Err(StoreError::Refused(format!(
+                    "{user} may read the special-use attributes of their own mailboxes only"
+                )))
+            }
         }
         StoreRequest::MyRights { name } => {
             let rights = s.rights(name, user)?;

@@ -558,6 +558,16 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota, reader: Option<&str>) -> 
                 },
                 vec![],
             ),
+            StoreRequest::SetSpecialUse { name, attrs } => {
+                s.set_special_use(&name, &attrs)?;
+                (StoreReply::Done, vec![])
+            }
+            StoreRequest::SpecialUses { prefix } => (
+                StoreReply::Attributes {
+                    pairs: s.special_uses(&prefix)?,
+                },
+                vec![],
+            ),
             StoreRequest::Watch { .. } | StoreRequest::ActAs { .. } => (StoreReply::Done, vec![]),
         })
     })();
