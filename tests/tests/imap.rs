@@ -554,3 +554,43 @@ print('ok')
     );
     assert_eq!(out.trim(), "ok");
 }
+
+#[test]
+fn compress_deflate() {
+    let i = running();
+    let out = imap_script(
+        &i,
+        r#"
+import zlib
+s = socket.create_connection(('127.0.0.1', port), 20)
+f = s.makefile('rb')
+f.readline()
+s.sendall(b'a LOGIN joe "joe secret"\r\n')
+assert f.readline().startswith(b'a OK')
+s.sendall(b'b COMPRESS DEFLATE\r\n')
+assert f.readline().startswith(b'b OK'), 'no OK'
+comp = zlib.compressobj(6, zlib.DEFLATED, -15)
+dec = zlib.decompressobj(-15)
+def send(line):
+    s.sendall(comp.compress(line + b'\r\n') + comp.flush(zlib.Z_SYNC_FLUSH))
+got = b''
+def until(tag):
+    global got
+    while (b'\r\n' + tag + b' ') not in (b'\r\n' + got):
+        data = s.recv(65536)
+        assert data, got
+        got += dec.decompress(data)
+    return got
+msg = b'Subject: squeezed\r\n\r\n' + b'z' * 5
+send(b'c APPEND INBOX {%d+}\r\n' % len(msg) + msg)
+send(b'd SELECT INBOX')
+send(b'e FETCH 1 (BODY[])')
+send(b'f COMPRESS DEFLATE')
+t = until(b'f').decode()
+assert 'c OK [APPENDUID' in t and 'd OK' in t and 'Subject: squeezed' in t, t
+assert 'f NO [COMPRESSIONACTIVE]' in t, t
+print('ok')
+"#,
+    );
+    assert_eq!(out.trim(), "ok");
+}

@@ -8,6 +8,7 @@
 //! identity, tell the watcher, serve; on TERM stop accepting and let the
 //! open sessions go.
 
+mod compress;
 mod render;
 mod search;
 mod selected;

@@ -91,6 +91,8 @@ pub struct Session {
     pub condstore: bool,
     /// QRESYNC enabled: expunges are reported as VANISHED.
     pub qresync: bool,
+    /// COMPRESS=DEFLATE is on.
+    compressed: bool,
     login_at: Option<chrono::DateTime<chrono::Local>>,
     started: Instant,
     bytes_in: u64,
@@ -116,6 +118,7 @@ impl Session {
             utf8: false,
             condstore: false,
             qresync: false,
+            compressed: false,
             login_at: None,
             started: Instant::now(),
             bytes_in: 0,
@@ -306,6 +309,7 @@ impl Session {
             "BINARY",
             "SPECIAL-USE",
             "CREATE-SPECIAL-USE",
+            "COMPRESS=DEFLATE",
         ]);
         let mut s = caps.join(" ");
         s.push_str(&format!(" APPENDLIMIT={}", self.server.append_limit));
@@ -528,8 +532,21 @@ impl Session {
                 }
                 self.select(&tag, name, read_only, params.qresync).await?;
             }
-            CommandBody::Compress(_) => {
-                self.line(&format!("{tag} NO Compression is not offered"));
+            CommandBody::Compress(mechanism) => {
+                if mechanism != "DEFLATE" {
+                    self.line(&format!("{tag} BAD Only DEFLATE is offered"));
+                } else if self.compressed {
+                    self.line(&format!("{tag} NO [COMPRESSIONACTIVE] Already compressing"));
+                } else {
+                    self.ok(&tag, "DEFLATE active");
+                    self.flush().await?;
+                    // What the client sent after the command is compressed.
+                    let already = std::mem::take(&mut self.inbuf);
+                    self.framer.reset();
+                    let plain = std::mem::replace(&mut self.stream, Box::new(tokio::io::empty()));
+                    self.stream = Box::new(crate::compress::Deflate::new(plain, already));
+                    self.compressed = true;
+                }
             }
             CommandBody::GetQuotaRoot(mailbox) => {
                 if self.store_name(&tag, &mailbox, false).is_none() {
