@@ -594,3 +594,25 @@ print('ok')
     );
     assert_eq!(out.trim(), "ok");
 }
+
+#[test]
+fn imap4rev2_answers_and_preview() {
+    let i = running();
+    let out = imap_script(
+        &i,
+        r#"
+c = imap(); c.login('joe', 'joe secret')
+c.append('INBOX', None, None, b'Subject: plain\r\n\r\nHello   there,\r\n\r\nsee you.\r\n')
+c.append('INBOX', None, None, b'Subject: html\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>Rich <b>text</b></p>\r\n--b--\r\n')
+t = raw(['a LOGIN joe "joe secret"', 'b ENABLE IMAP4rev2', 'c SELECT INBOX', 'd SEARCH ALL', 'e FETCH 1:2 (PREVIEW)'])
+assert '* ENABLED IMAP4rev2' in t and 'RECENT' not in t and '[UNSEEN' not in t, t
+assert '* ESEARCH (TAG "d") ALL 1:2' in t, t
+assert '* 1 FETCH (PREVIEW "Hello there, see you.")' in t, t
+assert '* 2 FETCH (PREVIEW "Rich text")' in t, t
+t = raw(['a LOGIN joe "joe secret"', 'c SELECT INBOX', 'd SEARCH ALL'])
+assert '* 0 RECENT' in t and '* SEARCH 1 2' in t, t
+print('ok')
+"#,
+    );
+    assert_eq!(out.trim(), "ok");
+}

@@ -271,6 +271,58 @@ pub fn decoded(raw: &[u8], p: &BodyPart) -> Option<Vec<u8>> {
     }
 }
 
+/// PREVIEW (RFC 8970): the start of the first text part, white space
+/// collapsed, at most 200 characters; HTML tags left out. `None` when the
+/// message has no text part this server can read.
+pub fn preview(raw: &[u8], m: &MessageStructure) -> Option<String> {
+    fn first_text(p: &BodyPart) -> Option<&BodyPart> {
+        if p.media_type == "multipart" {
+            // In an alternative, plain text is preferred.
+            if p.media_subtype == "alternative"
+                && let Some(plain) = p.parts.iter().find(|c| c.media_subtype == "plain")
+            {
+                return Some(plain);
+            }
+            return p.parts.iter().find_map(first_text);
+        }
+        (p.media_type == "text" && (p.media_subtype == "plain" || p.media_subtype == "html"))
+            .then_some(p)
+    }
+    let part = first_text(&m.body)?;
+    let bytes = decoded(raw, part)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let text = if part.media_subtype == "html" {
+        strip_tags(&text)
+    } else {
+        text.into_owned()
+    };
+    Some(
+        text.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(200)
+            .collect(),
+    )
+}
+
+fn strip_tags(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                out.push(' ');
+            }
+            _ if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
 fn base64(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0);

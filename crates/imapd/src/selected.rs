@@ -106,9 +106,12 @@ impl Selected {
             ));
         }
         s.line(&format!("* {} EXISTS", self.messages.len()));
-        s.line("* 0 RECENT");
-        if let Some(i) = self.messages.iter().position(|m| !m.has_flag("\\Seen")) {
-            s.line(&format!("* OK [UNSEEN {}] First unseen", i + 1));
+        // IMAP4rev2 dropped RECENT and the UNSEEN code.
+        if !s.rev2 {
+            s.line("* 0 RECENT");
+            if let Some(i) = self.messages.iter().position(|m| !m.has_flag("\\Seen")) {
+                s.line(&format!("* OK [UNSEEN {}] First unseen", i + 1));
+            }
         }
         s.line(&format!(
             "* OK [UIDVALIDITY {}] UIDs valid",
@@ -624,7 +627,8 @@ fn to_sort_items<'a>(
 fn needs_file(a: &FetchAttr) -> bool {
     matches!(
         a,
-        FetchAttr::Rfc822
+        FetchAttr::Preview { .. }
+            | FetchAttr::Rfc822
             | FetchAttr::Rfc822Header
             | FetchAttr::Rfc822Text
             | FetchAttr::Section { .. }
@@ -636,7 +640,8 @@ fn needs_file(a: &FetchAttr) -> bool {
 fn needs_structure(a: &FetchAttr) -> bool {
     matches!(
         a,
-        FetchAttr::Envelope
+        FetchAttr::Preview { .. }
+            | FetchAttr::Envelope
             | FetchAttr::BodyStructure
             | FetchAttr::Body
             | FetchAttr::Section { .. }
@@ -834,12 +839,22 @@ fn fetch_item(
             let size = binary(raw, st, part).map_or(0, |d| d.len());
             l.extend_from_slice(format!("BINARY.SIZE[{}] {size}", dotted(part)).as_bytes());
         }
-        FetchAttr::EmailId
-        | FetchAttr::ThreadId
-        | FetchAttr::SaveDate
-        | FetchAttr::Preview { .. } => {
-            l.extend_from_slice(b"UID ");
-            l.extend_from_slice(m.uid.to_string().as_bytes());
+        FetchAttr::Preview { .. } => {
+            l.extend_from_slice(b"PREVIEW ");
+            match render::preview(raw, st) {
+                Some(p) => response::string(l, p.as_bytes(), utf8),
+                None => l.extend_from_slice(b"NIL"),
+            }
+        }
+        FetchAttr::EmailId | FetchAttr::ThreadId | FetchAttr::SaveDate => {
+            // Not offered (no OBJECTID or SAVEDATE capability): answered
+            // as absent.
+            let name = match a {
+                FetchAttr::EmailId => "EMAILID",
+                FetchAttr::ThreadId => "THREADID",
+                _ => "SAVEDATE",
+            };
+            l.extend_from_slice(format!("{name} NIL").as_bytes());
         }
     }
 }
@@ -1048,6 +1063,11 @@ async fn search_command(
             }
         })
         .collect();
+    // IMAP4rev2 answers every SEARCH with ESEARCH.
+    let ret = match ret {
+        None if s.rev2 => Some(vec![SearchReturn::All]),
+        other => other,
+    };
     let Some(ret) = ret else {
         let mut l = String::from("* SEARCH");
         for n in &nums {

@@ -93,6 +93,8 @@ pub struct Session {
     pub qresync: bool,
     /// COMPRESS=DEFLATE is on.
     compressed: bool,
+    /// IMAP4rev2 enabled (RFC 9051 answers: no RECENT, ESEARCH).
+    pub rev2: bool,
     login_at: Option<chrono::DateTime<chrono::Local>>,
     started: Instant,
     bytes_in: u64,
@@ -119,6 +121,7 @@ impl Session {
             condstore: false,
             qresync: false,
             compressed: false,
+            rev2: false,
             login_at: None,
             started: Instant::now(),
             bytes_in: 0,
@@ -272,7 +275,15 @@ impl Session {
     }
 
     pub fn capabilities(&self) -> String {
-        let mut caps = vec!["IMAP4rev1", "LITERAL+", "SASL-IR", "ENABLE", "ID", "IDLE"];
+        let mut caps = vec![
+            "IMAP4rev1",
+            "IMAP4rev2",
+            "LITERAL+",
+            "SASL-IR",
+            "ENABLE",
+            "ID",
+            "IDLE",
+        ];
         if self.user.is_none() {
             if !self.tls && self.server.tls.is_some() {
                 caps.push("STARTTLS");
@@ -310,6 +321,7 @@ impl Session {
             "SPECIAL-USE",
             "CREATE-SPECIAL-USE",
             "COMPRESS=DEFLATE",
+            "PREVIEW",
         ]);
         let mut s = caps.join(" ");
         s.push_str(&format!(" APPENDLIMIT={}", self.server.append_limit));
@@ -399,6 +411,10 @@ impl Session {
                         "CONDSTORE" => {
                             self.condstore = true;
                             enabled.push(c);
+                        }
+                        "IMAP4REV2" => {
+                            self.rev2 = true;
+                            enabled.push("IMAP4rev2".into());
                         }
                         "QRESYNC" => {
                             self.condstore = true;
