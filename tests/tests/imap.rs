@@ -616,3 +616,51 @@ print('ok')
     );
     assert_eq!(out.trim(), "ok");
 }
+
+#[test]
+fn passwords_need_tls_from_elsewhere_and_sessions_are_limited() {
+    let i = Install::configured();
+    epistle_tests::assert_ok(
+        &i.configutil(&["-o", "service.imap.maxsessions", "-v", "3"]),
+        "configutil",
+    );
+    i.add_user("joe", "joe secret", &[]);
+    i.start();
+    let out = imap_script(
+        &i,
+        r#"
+import base64
+def external():
+    s = socket.socket()
+    s.bind(('127.0.0.2', 0))
+    s.connect(('127.0.0.1', port))
+    s.settimeout(20)
+    return s, s.makefile('rb')
+s, f = external()
+greeting = f.readline()
+assert b'LOGINDISABLED' in greeting and b'AUTH=PLAIN' not in greeting, greeting
+s.sendall(b'a LOGIN joe "joe secret"\r\n')
+assert f.readline().startswith(b'a NO [PRIVACYREQUIRED]')
+ir = base64.b64encode(b'\0joe\0joe secret')
+s.sendall(b'b AUTHENTICATE PLAIN ' + ir + b'\r\n')
+assert f.readline().startswith(b'b NO [PRIVACYREQUIRED]')
+s.sendall(b'c STARTTLS\r\n')
+assert f.readline().startswith(b'c OK')
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+t = ctx.wrap_socket(s)
+tf = t.makefile('rb')
+t.sendall(b'd CAPABILITY\r\n')
+caps = tf.readline()
+assert b'AUTH=PLAIN' in caps and b'LOGINDISABLED' not in caps and b'STARTTLS' not in caps, caps
+tf.readline()
+t.sendall(b'e LOGIN joe "joe secret"\r\n')
+assert tf.readline().startswith(b'e OK'), 'login over TLS'
+# Three sessions are open (t and two more); a fourth is turned away.
+c1 = imap(); c2 = imap()
+s4 = socket.create_connection(('127.0.0.1', port), 20)
+assert s4.makefile('rb').readline().startswith(b'* BYE'), 'maxsessions'
+print('ok')
+"#,
+    );
+    assert_eq!(out.trim(), "ok");
+}

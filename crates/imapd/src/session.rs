@@ -328,10 +328,10 @@ impl Session {
         s
     }
 
-    /// Passwords may be sent: over TLS, from loopback, or when the
+    /// Passwords may be sent: over TLS, from this host, or when the
     /// administrator allows it everywhere.
     fn plaintext_allowed(&self) -> bool {
-        self.tls || self.peer.ip().is_loopback() || self.server.allow_plaintext
+        self.tls || is_local(self.peer.ip()) || self.server.allow_plaintext
     }
 
     /// Runs one command and writes its answers (tagged line included).
@@ -1284,6 +1284,17 @@ impl Session {
         }
         self.ok(tag, &format!("{verb} completed"));
         Ok(())
+    }
+}
+
+/// This host's own loopback address (127.0.0.1 or ::1). Other 127/8
+/// addresses count as remote, as they do for the MTA's INTERNAL_IP.
+fn is_local(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped() == Some(std::net::Ipv4Addr::LOCALHOST)
+        }
     }
 }
 
