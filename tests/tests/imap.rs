@@ -499,6 +499,14 @@ typ, data = c._simple_command('STORE', '1', '(UNCHANGEDSINCE %d)' % (modseq - 1)
 assert typ == 'OK' and b'MODIFIED 1' in data[0], (typ, data)
 typ, data = c._simple_command('STORE', '1', '(UNCHANGEDSINCE %d)' % modseq, '+FLAGS', '(\\Seen)')
 assert typ == 'OK' and b'MODIFIED' not in data[0], (typ, data)
+c.append('INBOX', None, None, b'Subject: Re: lunch\r\nMessage-ID: <r1@x>\r\nIn-Reply-To: <l@x>\r\nDate: Wed, 4 Nov 2026 10:00:00 +0000\r\n\r\nr\r\n')
+c.append('INBOX', None, None, b'Subject: Re: Re: lunch\r\nMessage-ID: <r2@x>\r\nReferences: <l@x> <r1@x>\r\nDate: Thu, 5 Nov 2026 10:00:00 +0000\r\n\r\nr\r\n')
+c.noop()
+typ, data = c.thread('REFERENCES', 'UTF-8', 'ALL')
+# 3 (lunch) has no Message-ID: 4 and 5 hang off the missing <l@x>, a
+# dummy that is promoted away; subjects then gather the replies under 3
+# and 1 under 2.
+assert data == [b'(3 4 5)(2 1)'], data
 print('ok')
 "#,
     );

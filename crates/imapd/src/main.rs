@@ -15,6 +15,7 @@ mod selected;
 mod server;
 mod session;
 mod sort;
+mod thread;
 
 use std::sync::Arc;
 

@@ -9,7 +9,9 @@
 
 use std::collections::VecDeque;
 
-use epistle_imap::command::{FetchAttr, QResync, SearchReturn, Section, SectionText, StoreMode};
+use epistle_imap::command::{
+    FetchAttr, QResync, SearchReturn, Section, SectionText, StoreMode, ThreadAlgorithm,
+};
 use epistle_imap::search::SearchKey;
 use epistle_imap::sequence::{SequenceSet, compact};
 use epistle_imap::{CommandBody, response};
@@ -554,15 +556,22 @@ async fn run(s: &mut Session, sel: &mut Selected, tag: &str, body: CommandBody) 
                 ));
                 return Ok(true);
             }
-            if algorithm != epistle_imap::command::ThreadAlgorithm::OrderedSubject {
-                s.line(&format!("{tag} NO Only THREAD=ORDEREDSUBJECT is offered"));
-                return Ok(true);
-            }
-            match sort_items(s, sel, &keys, uid).await {
-                Ok((structures, hits)) => {
-                    let mut items = to_sort_items(sel, &structures, &hits, uid);
-                    let threads = crate::sort::ordered_subject(&mut items);
-                    s.line(format!("* THREAD {threads}").trim_end());
+            let threads = match algorithm {
+                ThreadAlgorithm::OrderedSubject => match sort_items(s, sel, &keys, uid).await {
+                    Ok((structures, hits)) => {
+                        let mut items = to_sort_items(sel, &structures, &hits, uid);
+                        Ok(crate::sort::ordered_subject(&mut items))
+                    }
+                    Err(e) => Err(e),
+                },
+                ThreadAlgorithm::References => match thread_items(s, sel, &keys, uid).await {
+                    Ok(items) => Ok(crate::thread::references(&items)),
+                    Err(e) => Err(e),
+                },
+            };
+            match threads {
+                Ok(t) => {
+                    s.line(format!("* THREAD {t}").trim_end());
                     s.ok(tag, "THREAD completed");
                 }
                 Err(e) => s.store_error(tag, &e),
@@ -599,6 +608,54 @@ async fn sort_items(
         );
     }
     Ok((structures, hits))
+}
+
+/// The matching messages with their ids and References, for
+/// THREAD=REFERENCES.
+async fn thread_items(
+    s: &mut Session,
+    sel: &Selected,
+    keys: &SearchKey,
+    uid: bool,
+) -> std::result::Result<Vec<crate::thread::ThreadItem>, StoreError> {
+    let (structures, hits) = sort_items(s, sel, keys, uid).await?;
+    let store = s
+        .store
+        .clone()
+        .ok_or_else(|| StoreError::Io("no store".into()))?;
+    let mut out = Vec::with_capacity(hits.len());
+    for (&i, st) in hits.iter().zip(&structures) {
+        let m = &sel.messages[i];
+        let header = match store.message_path(&sel.name, m.uid).await {
+            Ok(p) => tokio::fs::read(p).await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let header = &header[..(st.header_size as usize).min(header.len())];
+        let refs = render::header_fields(header, &["References".into()], false);
+        let refs = String::from_utf8_lossy(&refs);
+        let mut references =
+            crate::thread::message_ids(refs.split_once(':').map_or("", |(_, v)| v));
+        if references.is_empty() {
+            references =
+                crate::thread::message_ids(st.envelope.in_reply_to.as_deref().unwrap_or(""))
+                    .into_iter()
+                    .take(1)
+                    .collect();
+        }
+        out.push(crate::thread::ThreadItem {
+            number: if uid { m.uid } else { i as u32 + 1 },
+            seq: i as u32 + 1,
+            sent: search::sent_date(st.envelope.date.as_deref()).unwrap_or(m.internal_date),
+            subject: st.envelope.subject.clone().unwrap_or_default(),
+            message_id: st
+                .envelope
+                .message_id
+                .as_deref()
+                .and_then(|id| crate::thread::message_ids(id).into_iter().next()),
+            references,
+        });
+    }
+    Ok(out)
 }
 
 fn to_sort_items<'a>(

@@ -317,6 +317,7 @@ impl Session {
             "SORT",
             "SORT=DISPLAY",
             "THREAD=ORDEREDSUBJECT",
+            "THREAD=REFERENCES",
             "BINARY",
             "SPECIAL-USE",
             "CREATE-SPECIAL-USE",

@@ -55,6 +55,12 @@ pub fn base_subject(subject: &str) -> String {
     }
 }
 
+/// Whether a subject is a reply or forward (it has a leader to strip).
+pub fn is_reply(subject: &str) -> bool {
+    let s = subject.trim().to_lowercase();
+    strip_leader(&s) != s || s.ends_with("(fwd)") || s.starts_with("[fwd:")
+}
+
 /// One `subj-leader` or `subj-blob` off the front, when what remains is
 /// not empty.
 fn strip_leader(s: &str) -> String {
