@@ -13,6 +13,7 @@
 //! tells the watcher why (so start-msg can name the reason and the log) and
 //! exits non-zero.
 
+pub mod access;
 pub mod logfile;
 pub mod logging;
 pub mod privileges;
@@ -36,6 +37,20 @@ pub use logging::LogHandle;
 pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 pub use signals::{SignalEvent, Signals};
+
+/// Makes the allocator give large blocks back to the system when they are
+/// freed. glibc raises its mmap threshold each time such a block is freed,
+/// after which a password check's 19 MiB argon2 buffer comes from the heap
+/// and stays resident for the life of the process: a fixed threshold keeps
+/// a daemon's memory to what its sessions hold.
+fn return_large_allocations() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: mallopt only changes allocator tuning; called at start-up.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
 
 /// A running daemon's identity, configuration and resources.
 pub struct Daemon {
@@ -79,6 +94,7 @@ impl Daemon {
     /// controller's channel programs): configuration and log, but no pid
     /// file and no watcher link.
     pub fn init_worker(service: &str, program: &str) -> anyhow::Result<Daemon> {
+        return_large_allocations();
         let base = MsgSvrBase::locate();
         let config = base.config_files().load().map_err(|errs| {
             let lines: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();

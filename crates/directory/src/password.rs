@@ -58,6 +58,30 @@ pub fn verify(stored: &str, given: &str) -> bool {
     }
 }
 
+/// The clear-text secret a stored value holds, if it holds one (no
+/// scheme, or `{CLEARTEXT}`): only such a value lets a server check a
+/// challenge-response such as POP3's APOP, which needs the secret itself.
+pub fn clear_secret(stored: &str) -> Option<&str> {
+    match stored.strip_prefix('{').and_then(|r| r.split_once('}')) {
+        None => Some(stored),
+        Some((tag, rest)) if tag.eq_ignore_ascii_case("CLEARTEXT") => Some(rest),
+        Some(_) => None,
+    }
+}
+
+/// Does `digest` (hexadecimal) answer the APOP challenge `timestamp` for
+/// the stored value (RFC 1939 §7: MD5 of the timestamp and the secret)?
+pub fn verify_apop(stored: &str, timestamp: &str, digest: &str) -> bool {
+    let Some(secret) = clear_secret(stored).filter(|s| !s.is_empty()) else {
+        return false;
+    };
+    let mut h = Md5::new();
+    h.update(timestamp.as_bytes());
+    h.update(secret.as_bytes());
+    let want: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    ct_eq(want.as_bytes(), digest.to_ascii_lowercase().as_bytes())
+}
+
 /// Hashes a new password for storage: `{ARGON2}` with argon2id and the
 /// crate's recommended cost (19 MiB, 2 passes).
 pub fn hash(password: &str) -> Result<String, String> {
@@ -243,6 +267,33 @@ fn pbkdf2_openldap(rest: &str, pw: &[u8], prf: Prf) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn apop() {
+        // RFC 1939 §7's example.
+        let ts = "<1896.697170952@dbc.mtview.ca.us>";
+        assert!(verify_apop(
+            "tanstaaf",
+            ts,
+            "c4c9334bac560ecc979e58001b3e22fb"
+        ));
+        assert!(verify_apop(
+            "{CLEARTEXT}tanstaaf",
+            ts,
+            "C4C9334BAC560ECC979E58001B3E22FB"
+        ));
+        assert!(!verify_apop(
+            "tanstaaf",
+            ts,
+            "c4c9334bac560ecc979e58001b3e22fc"
+        ));
+        assert!(!verify_apop(
+            "{SSHA}abc",
+            ts,
+            "c4c9334bac560ecc979e58001b3e22fb"
+        ));
+        assert!(!verify_apop("", ts, "d41d8cd98f00b204e9800998ecf8427e"));
+    }
 
     // Made with openssl passwd, OpenLDAP's slappasswd, Python's crypt and
     // hashlib: independent implementations of each scheme, password "secret".

@@ -19,6 +19,7 @@ mod thread;
 
 use std::sync::Arc;
 
+use epistle_daemon::access::accept;
 use epistle_daemon::{Daemon, SignalEvent, Signals};
 use tokio::net::TcpListener;
 
@@ -82,22 +83,4 @@ async fn main() {
         }
     }
     tracing::info!("imapd stopped");
-}
-
-/// The next connection on `listener`; never ready when there is none.
-async fn accept(
-    listener: Option<&TcpListener>,
-) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
-    let Some(l) = listener else {
-        return std::future::pending().await;
-    };
-    match l.accept().await {
-        Ok(c) => Some(c),
-        Err(e) => {
-            // Out of descriptors and the like: wait a little, go on.
-            tracing::warn!("accept: {e}");
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            None
-        }
-    }
 }

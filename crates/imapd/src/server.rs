@@ -2,15 +2,12 @@
 //! the TLS identity, the store's socket, the session count, and the
 //! failed-login tracker.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use epistle_daemon::Daemon;
+use epistle_daemon::access::{FailedLogins, SessionSlots};
 use epistle_directory::Directory;
 use epistle_imap::Limits;
 use tokio_rustls::TlsAcceptor;
@@ -30,9 +27,8 @@ pub struct Server {
     pub append_limit: u64,
     /// LOGIN and AUTHENTICATE PLAIN without TLS from anywhere.
     pub allow_plaintext: bool,
-    pub max_sessions: usize,
-    pub sessions: AtomicUsize,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    pub slots: SessionSlots,
+    pub failed_logins: FailedLogins,
 }
 
 impl Server {
@@ -66,9 +62,8 @@ impl Server {
             ),
             append_limit: d.config.get_u64("service.imap.appendlimit"),
             allow_plaintext: d.config.get_bool("service.imap.allowplaintext"),
-            max_sessions: d.config.get_u64("service.imap.maxsessions").max(1) as usize,
-            sessions: AtomicUsize::new(0),
-            failures: Mutex::new(HashMap::new()),
+            slots: SessionSlots::new(d.config.get_u64("service.imap.maxsessions") as usize),
+            failed_logins: FailedLogins::default(),
         }
     }
 
@@ -78,44 +73,5 @@ impl Server {
             max_literal: self.append_limit,
             max_literals: 64,
         }
-    }
-
-    /// Takes a session slot; `false` when the server is full.
-    pub fn enter(&self) -> bool {
-        let n = self.sessions.fetch_add(1, Ordering::AcqRel);
-        if n >= self.max_sessions {
-            self.sessions.fetch_sub(1, Ordering::AcqRel);
-            return false;
-        }
-        true
-    }
-
-    pub fn leave(&self) {
-        self.sessions.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// How long to wait before answering a failed login from `ip`: one
-    /// second, doubling with each failure in the last quarter hour, at
-    /// most half a minute. Slows password guessing from one address
-    /// across connections.
-    pub fn failed_login(&self, ip: IpAddr) -> Duration {
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if f.len() > 100_000 {
-            f.retain(|_, (_, t)| t.elapsed() < Duration::from_secs(900));
-        }
-        let e = f.entry(ip).or_insert((0, Instant::now()));
-        if e.1.elapsed() > Duration::from_secs(900) {
-            e.0 = 0;
-        }
-        e.0 = (e.0 + 1).min(6);
-        e.1 = Instant::now();
-        Duration::from_secs(1 << (e.0 - 1)).min(Duration::from_secs(30))
-    }
-
-    pub fn login_succeeded(&self, ip: IpAddr) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&ip);
     }
 }

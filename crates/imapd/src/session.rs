@@ -5,9 +5,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use epistle_daemon::Io;
+use epistle_daemon::access::{SessionRecord, close_gracefully, is_local_client, log_safe};
 use epistle_directory::Auth;
 use epistle_imap::command::{BadCommand, ListCommand, QResync, StatusItem};
 use epistle_imap::{Command, CommandBody, Frame, Framer, response};
@@ -43,33 +44,30 @@ pub const OTHER_USERS: &str = "Other Users";
 /// Serves one accepted connection to the end.
 pub async fn serve(server: Arc<Server>, conn: TcpStream, peer: SocketAddr, implicit_tls: bool) {
     let _ = conn.set_nodelay(true);
-    if !server.enter() {
+    let Some(_slot) = server.slots.enter() else {
         let mut conn = conn;
         let _ = conn
             .write_all(b"* BYE Too many connections, try again later\r\n")
             .await;
         tracing::warn!(target: "Network", "[{peer}] refused: service.imap.maxsessions reached");
         return;
-    }
+    };
     let stream: Box<dyn Io> = if implicit_tls {
         let Some(acceptor) = server.tls.clone() else {
-            server.leave();
             return;
         };
         match tokio::time::timeout(PREAUTH_TIMEOUT, acceptor.accept(conn)).await {
             Ok(Ok(s)) => Box::new(s),
-            _ => {
-                server.leave();
-                return;
-            }
+            _ => return,
         }
     } else {
         Box::new(conn)
     };
     let mut s = Session::new(server.clone(), stream, peer, implicit_tls);
-    let _ = s.run().await;
-    s.log_close();
-    server.leave();
+    if let Err(End::Bye) = s.run().await {
+        close_gracefully(&mut s.stream).await;
+    }
+    s.record.log_close();
 }
 
 pub struct Session {
@@ -95,11 +93,8 @@ pub struct Session {
     compressed: bool,
     /// IMAP4rev2 enabled (RFC 9051 answers: no RECENT, ESEARCH).
     pub rev2: bool,
-    login_at: Option<chrono::DateTime<chrono::Local>>,
-    started: Instant,
-    bytes_in: u64,
-    bytes_out: u64,
-    folders: u32,
+    /// For the close log line; `count` is the folders selected.
+    record: SessionRecord,
 }
 
 impl Session {
@@ -122,11 +117,7 @@ impl Session {
             qresync: false,
             compressed: false,
             rev2: false,
-            login_at: None,
-            started: Instant::now(),
-            bytes_in: 0,
-            bytes_out: 0,
-            folders: 0,
+            record: SessionRecord::new(peer),
         }
     }
 
@@ -141,7 +132,7 @@ impl Session {
             return Ok(());
         }
         let out = std::mem::take(&mut self.out);
-        self.bytes_out += out.len() as u64;
+        self.record.bytes_out += out.len() as u64;
         let written = tokio::time::timeout(Duration::from_secs(300), async {
             self.stream.write_all(&out).await?;
             self.stream.flush().await
@@ -175,7 +166,7 @@ impl Session {
                     return match read {
                         Ok(0) | Err(_) => Err(End::Closed),
                         Ok(n) => {
-                            self.bytes_in += n as u64;
+                            self.record.bytes_in += n as u64;
                             Ok(())
                         }
                     };
@@ -332,11 +323,21 @@ impl Session {
     /// Passwords may be sent: over TLS, from this host, or when the
     /// administrator allows it everywhere.
     fn plaintext_allowed(&self) -> bool {
-        self.tls || is_local(self.peer.ip()) || self.server.allow_plaintext
+        self.tls || is_local_client(self.peer.ip()) || self.server.allow_plaintext
     }
 
     /// Runs one command and writes its answers (tagged line included).
+    /// IDLE runs here; every other command's work is
+    /// boxed, so a session waiting for input or idling keeps only a small
+    /// future, not room for the largest command.
     async fn command(&mut self, cmd: Command) -> Result<()> {
+        if matches!(cmd.body, CommandBody::Idle) && self.user.is_some() {
+            return self.idle(&cmd.tag).await;
+        }
+        Box::pin(self.run_command(cmd)).await
+    }
+
+    async fn run_command(&mut self, cmd: Command) -> Result<()> {
         let Command { tag, body } = cmd;
         // Commands that need a state the session is not in.
         let authed = self.user.is_some();
@@ -763,7 +764,7 @@ impl Session {
         let line = match e {
             StoreError::NoMailbox(_) => format!("{tag} NO [NONEXISTENT] No such mailbox"),
             StoreError::Exists(_) => format!("{tag} NO [ALREADYEXISTS] Mailbox already exists"),
-            StoreError::Invalid(why) => format!("{tag} NO [CANNOT] {}", one_line(why)),
+            StoreError::Invalid(why) => format!("{tag} NO [CANNOT] {}", log_safe(why)),
             StoreError::Refused(_) => format!("{tag} NO [NOPERM] Permission denied"),
             StoreError::OverQuota(_) => format!("{tag} NO [OVERQUOTA] Quota exceeded"),
             StoreError::Io(_) | StoreError::Db(_) => {
@@ -886,34 +887,20 @@ impl Session {
         };
         match dir.authenticate(login, password).await {
             Ok(Auth::Ok(user)) => {
-                let (store, events) = match StoreClient::connect(&self.server.store_socket).await {
+                let (store, events) = match StoreClient::connect_as(
+                    &self.server.store_socket,
+                    &user.uid,
+                )
+                .await
+                {
                     Ok(c) => c,
                     Err(e) => {
-                        tracing::error!(target: "Store", "[{}] {e}", self.peer);
+                        tracing::error!(target: "Store", "[{}] login of {}: {e}", self.peer, user.uid);
                         self.line(&format!("{tag} NO [UNAVAILABLE] The message store is unavailable; try again later"));
                         return Ok(());
                     }
                 };
-                if let Err(e) = store
-                    .request(StoreRequest::ActAs {
-                        user: user.uid.clone(),
-                    })
-                    .await
-                {
-                    tracing::error!(target: "Store", "[{}] {e}", self.peer);
-                    self.line(&format!(
-                        "{tag} NO [UNAVAILABLE] The message store is unavailable; try again later"
-                    ));
-                    return Ok(());
-                }
-                // INBOX always exists (RFC 9051 §5.1).
-                match store.create(&format!("user/{}/INBOX", user.uid)).await {
-                    Ok(_) | Err(StoreError::Exists(_)) => {}
-                    Err(e) => {
-                        tracing::error!(target: "Store", "cannot create the INBOX of {}: {e}", user.uid)
-                    }
-                }
-                self.server.login_succeeded(self.peer.ip());
+                self.server.failed_logins.succeeded(self.peer.ip());
                 tracing::info!(
                     target: "Account",
                     "login [{}] {} {how}{}",
@@ -924,7 +911,7 @@ impl Session {
                 self.user = Some(user.uid.clone());
                 self.store = Some(store);
                 self.events = Some(events);
-                self.login_at = Some(chrono::Local::now());
+                self.record.logged_in(&user.uid);
                 let caps = self.capabilities();
                 self.ok(tag, &format!("[CAPABILITY {caps}] Logged in"));
                 Ok(())
@@ -950,36 +937,13 @@ impl Session {
             target: "Account",
             "badlogin: [{}] plaintext {} {reason}",
             self.peer,
-            one_line(login)
+            log_safe(login)
         );
-        let delay = self.server.failed_login(self.peer.ip());
+        let delay = self.server.failed_logins.failed(self.peer.ip());
         tokio::time::sleep(delay).await;
         self.line(&format!(
             "{tag} NO [AUTHENTICATIONFAILED] Authentication failed"
         ));
-    }
-
-    fn log_close(&self) {
-        let who = self
-            .user
-            .clone()
-            .unwrap_or_else(|| "[unauthenticated]".into());
-        let at = self
-            .login_at
-            .map(|t| t.format("%Y/%-m/%-d %H:%M:%S").to_string())
-            .unwrap_or_else(|| "-".into());
-        let d = self.started.elapsed().as_secs();
-        tracing::info!(
-            target: "Account",
-            "close [{}] {who} {at} {}:{:02}:{:02} {} {} {}",
-            self.peer,
-            d / 3600,
-            d % 3600 / 60,
-            d % 60,
-            self.bytes_in,
-            self.bytes_out,
-            self.folders
-        );
     }
 
     async fn select(
@@ -1022,7 +986,7 @@ impl Session {
             sel.resynchronize(self, &q);
         }
         self.selected = Some(sel);
-        self.folders += 1;
+        self.record.count += 1;
         let mode = if read_only { "READ-ONLY" } else { "READ-WRITE" };
         self.ok(
             tag,
@@ -1085,7 +1049,7 @@ impl Session {
             tokio::select! {
                 read = self.stream.read_buf(&mut self.inbuf) => match read {
                     Ok(0) | Err(_) => return Err(End::Closed),
-                    Ok(n) => self.bytes_in += n as u64,
+                    Ok(n) => self.record.bytes_in += n as u64,
                 },
                 Some(ev) = next_event(events) => {
                     if let Some(sel) = self.selected.as_mut() {
@@ -1288,17 +1252,6 @@ impl Session {
     }
 }
 
-/// This host's own loopback address (127.0.0.1 or ::1). Other 127/8
-/// addresses count as remote, as they do for the MTA's INTERNAL_IP.
-fn is_local(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
-        std::net::IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped() == Some(std::net::Ipv4Addr::LOCALHOST)
-        }
-    }
-}
-
 async fn next_event(rx: Option<&mut mpsc::Receiver<StoreEvent>>) -> Option<StoreEvent> {
     match rx {
         Some(rx) => rx.recv().await,
@@ -1411,10 +1364,6 @@ pub fn client_name(user: &str, store: &str) -> Option<String> {
     } else {
         Some(format!("{OTHER_USERS}/{owner}/{folder}"))
     }
-}
-
-fn one_line(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(200).collect()
 }
 
 fn tag_of(line: &[u8]) -> String {

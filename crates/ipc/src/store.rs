@@ -167,6 +167,13 @@ pub enum StoreRequest {
         name: String,
         uids: Option<Vec<u32>>,
     },
+    /// Removes the given messages whatever their flags, in one
+    /// transaction (POP3's update state: the DELEs of a session apply at
+    /// QUIT all together or not at all).
+    Remove {
+        name: String,
+        uids: Vec<u32>,
+    },
     QuotaUsage {
         user: String,
     },

@@ -75,6 +75,24 @@ impl StoreClient {
         Ok((StoreClient { requests: req_tx }, ev_rx))
     }
 
+    /// Connects on behalf of `user` after a login: every request is then
+    /// checked against what the user may do, and the user's INBOX exists
+    /// (RFC 9051 §5.1; POP3 reads it).
+    pub async fn connect_as(
+        socket: &Path,
+        user: &str,
+    ) -> Result<(StoreClient, mpsc::Receiver<StoreEvent>), StoreError> {
+        let (client, events) = StoreClient::connect(socket).await?;
+        client
+            .request(StoreRequest::ActAs { user: user.into() })
+            .await?;
+        match client.create(&format!("user/{user}/INBOX")).await {
+            Ok(_) | Err(StoreError::Exists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        Ok((client, events))
+    }
+
     /// Sends one request; a store-side error comes back as `Err`.
     pub async fn request(&self, req: StoreRequest) -> Result<StoreReply, StoreError> {
         let (tx, rx) = oneshot::channel();
@@ -237,6 +255,21 @@ impl StoreClient {
     ) -> Result<Vec<u32>, StoreError> {
         match self
             .request(StoreRequest::Expunge {
+                name: name.into(),
+                uids,
+            })
+            .await?
+        {
+            StoreReply::Expunged { uids } => Ok(uids),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Removes messages whatever their flags; the UIDs actually removed
+    /// come back (others were gone already).
+    pub async fn remove(&self, name: &str, uids: Vec<u32>) -> Result<Vec<u32>, StoreError> {
+        match self
+            .request(StoreRequest::Remove {
                 name: name.into(),
                 uids,
             })

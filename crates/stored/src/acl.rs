@@ -88,6 +88,10 @@ pub fn authorize(s: &Store, user: &str, req: &mut StoreRequest) -> Result<(), St
             need(s, user, to, 'i')
         }
         StoreRequest::Expunge { name, .. } => need(s, user, name, 'e'),
+        StoreRequest::Remove { name, .. } => {
+            need(s, user, name, 't')?;
+            need(s, user, name, 'e')
+        }
         StoreRequest::GetAcl { name }
         | StoreRequest::SetAcl { name, .. }
         | StoreRequest::SetSpecialUse { name, .. } => need(s, user, name, 'a'),

@@ -263,6 +263,23 @@ async fn serve(conn: UnixStream, sh: Arc<Shared>) {
                         }
                     }
                 };
+                // Events already published (this request's own among them)
+                // go out before the reply, so a client that sees the reply
+                // has seen the change: an IMAP NOOP after APPEND shows it.
+                loop {
+                    match feed.try_recv() {
+                        Ok(event) if watched.contains(event.mailbox()) => {
+                            if frame::write(&mut wr, &ServerFrame::Event { event }).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                            tracing::warn!(target: "Store", "a store client missed {n} events");
+                        }
+                        Err(_) => break,
+                    }
+                }
                 if frame::write(&mut wr, &ServerFrame::Reply { reply }).await.is_err() {
                     return;
                 }
@@ -289,11 +306,6 @@ type Handled = (StoreReply, Vec<StoreEvent>, Option<(String, QuotaWarning)>);
 /// `reader`: the user a connection acts for, whose own `\Seen` state
 /// applies in mailboxes they do not own (peruser.db).
 fn handle(s: &Store, req: StoreRequest, quota: &Quota, reader: Option<&str>) -> Handled {
-    let canonical = |n: &str| {
-        MailboxName::parse(n)
-            .map(|m| m.to_string())
-            .unwrap_or_else(|_| n.to_string())
-    };
     let mut warning = None;
     let result: Result<(StoreReply, Vec<StoreEvent>), StoreError> = (|| {
         Ok(match req {
@@ -471,15 +483,11 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota, reader: Option<&str>) -> 
             }
             StoreRequest::Expunge { name, uids } => {
                 let gone = s.expunge(&name, uids.as_deref())?;
-                let evs = if gone.is_empty() {
-                    vec![]
-                } else {
-                    vec![StoreEvent::Expunged {
-                        mailbox: canonical(&name),
-                        uids: gone.clone(),
-                    }]
-                };
-                (StoreReply::Expunged { uids: gone }, evs)
+                expunged(&name, gone)
+            }
+            StoreRequest::Remove { name, uids } => {
+                let gone = s.expunge_uids(&name, &uids, false)?;
+                expunged(&name, gone)
             }
             StoreRequest::QuotaUsage { user } => {
                 let (bytes, messages) = s.quota_usage(&user)?;
@@ -629,6 +637,26 @@ async fn expire_daily(sh: Arc<Shared>, hour: u32) {
             Err(e) => tracing::error!(target: "Store", "expire failed: {e}"),
         }
     }
+}
+
+/// A mailbox name as events carry it.
+fn canonical(n: &str) -> String {
+    MailboxName::parse(n)
+        .map(|m| m.to_string())
+        .unwrap_or_else(|_| n.to_string())
+}
+
+/// The reply to an expunge, and the event for the mailbox's watchers.
+fn expunged(name: &str, gone: Vec<u32>) -> (StoreReply, Vec<StoreEvent>) {
+    let evs = if gone.is_empty() {
+        vec![]
+    } else {
+        vec![StoreEvent::Expunged {
+            mailbox: canonical(name),
+            uids: gone.clone(),
+        }]
+    };
+    (StoreReply::Expunged { uids: gone }, evs)
 }
 
 fn exists_event(s: &Store, to: &str, pairs: &[(u32, u32)]) -> Result<Vec<StoreEvent>, StoreError> {
