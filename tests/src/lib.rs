@@ -371,6 +371,19 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Fetches `url` with curl as `user:password`, certificates unchecked
+/// (the installations' are self-signed); fails the test on an error.
+pub fn curl(url: &str, credentials: &str, extra: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-S", "-k", "--max-time", "20", "-u", credentials])
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    assert_ok(&out, "curl");
+    stdout(&out)
+}
+
 pub fn assert_ok(o: &Output, what: &str) {
     assert!(
         o.status.success(),

@@ -219,16 +219,7 @@ for _ in range(100):
     time.sleep(0.1)
 "#,
     );
-    let curl = |url: String, extra: &[&str]| {
-        let out = std::process::Command::new("curl")
-            .args(["-s", "-S", "-k", "--max-time", "20", "-u", "joe:joe secret"])
-            .args(extra)
-            .arg(url)
-            .output()
-            .unwrap();
-        epistle_tests::assert_ok(&out, "curl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let curl = |url: String, extra: &[&str]| epistle_tests::curl(&url, "joe:joe secret", extra);
     let plain = i.ports.imap;
     let m = curl(
         format!("imap://127.0.0.1:{plain}/INBOX;UID=1"),

@@ -439,16 +439,7 @@ send('joe@example.com', 'for curl', 'curl was here\r\n')
 wait_count(1)
 "#,
     );
-    let curl = |url: String, extra: &[&str]| {
-        let out = std::process::Command::new("curl")
-            .args(["-s", "-S", "-k", "--max-time", "20", "-u", "joe:joe secret"])
-            .args(extra)
-            .arg(url)
-            .output()
-            .unwrap();
-        assert_ok(&out, "curl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let curl = |url: String, extra: &[&str]| epistle_tests::curl(&url, "joe:joe secret", extra);
     let m = curl(
         format!("pop3://127.0.0.1:{}/1", i.ports.pop),
         &["--ssl-reqd"],

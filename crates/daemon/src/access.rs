@@ -1,15 +1,166 @@
 //! What the access servers (imapd, popd, and later the webmail and the
-//! proxy) share around a client session: accepting connections, the
-//! session limit, slowing down password guessing, which clients may send
-//! a password in the clear, and the §11.2 close record.
+//! proxy) share around a client session: their two ports and the accept
+//! loop, the session limit, slowing down password guessing, which
+//! clients may send a password in the clear, a closing that lets the last
+//! answer arrive, and the §11.2 close record.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::{Daemon, Io, SignalEvent, Signals};
+
+/// An access protocol's two ports: the plain one (where the client may
+/// start TLS) and the one with TLS from the first byte.
+pub struct AccessPorts {
+    service: String,
+    plain: Option<std::net::TcpListener>,
+    secure: Option<std::net::TcpListener>,
+}
+
+impl AccessPorts {
+    /// Binds `service.<service>.port` and, when `.enablesslport` is on,
+    /// `.sslport` (either may be 0: off). `protocols` names them for the
+    /// watcher (`["imap", "imaps"]`).
+    pub fn bind(
+        d: &mut Daemon,
+        service: &str,
+        protocols: [&str; 2],
+    ) -> anyhow::Result<AccessPorts> {
+        let plain = d.bind_tcp(&format!("service.{service}.port"), protocols[0])?;
+        let secure = if d
+            .config
+            .get_bool(&format!("service.{service}.enablesslport"))
+        {
+            d.bind_tcp(&format!("service.{service}.sslport"), protocols[1])?
+        } else {
+            None
+        };
+        Ok(AccessPorts {
+            service: service.to_string(),
+            plain,
+            secure,
+        })
+    }
+
+    /// Accepts until TERM (HUP reloads), handing each connection to
+    /// `session` with whether it came in on the TLS port. Reports ready
+    /// to the watcher once the sockets and signals are in place; fails
+    /// the start when the TLS port is open but `tls` (the server's TLS
+    /// identity loaded) is false.
+    pub async fn serve<F, Fut>(self, d: &mut Daemon, tls: bool, session: F)
+    where
+        F: Fn(TcpStream, SocketAddr, bool) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        if self.secure.is_some() && !tls {
+            let svc = &self.service;
+            d.fail(&anyhow::anyhow!(
+                "the service.{svc}.sslport port needs the TLS certificate; fix local.ssl.certfile \
+                 and local.ssl.keyfile or turn the port off with \
+                 configutil -o service.{svc}.enablesslport -v no"
+            ));
+        }
+        let to_tokio = |l: Option<std::net::TcpListener>| l.map(TcpListener::from_std).transpose();
+        let (plain, secure) = match (to_tokio(self.plain), to_tokio(self.secure)) {
+            (Ok(p), Ok(s)) => (p, s),
+            (Err(e), _) | (_, Err(e)) => d.fail(&e.into()),
+        };
+        let mut signals = match Signals::new() {
+            Ok(s) => s,
+            Err(e) => d.fail(&e.into()),
+        };
+        if let Err(e) = d.ready() {
+            d.fail(&e);
+        }
+        loop {
+            tokio::select! {
+                Some((conn, peer)) = accept(plain.as_ref()) => {
+                    tokio::spawn(session(conn, peer, false));
+                }
+                Some((conn, peer)) = accept(secure.as_ref()) => {
+                    tokio::spawn(session(conn, peer, true));
+                }
+                ev = signals.next() => match ev {
+                    SignalEvent::Reload => d.reload(),
+                    SignalEvent::Shutdown => break,
+                },
+            }
+        }
+        tracing::info!("{} server stopped", self.service);
+    }
+}
+
+/// The TLS identity for STARTTLS and the TLS port, or `None` (logged:
+/// the server then offers no TLS) when the certificate does not load.
+pub fn tls_acceptor(d: &Daemon) -> Option<TlsAcceptor> {
+    match crate::tls::server_config(&d.base, &d.config) {
+        Ok(c) => Some(TlsAcceptor::from(c)),
+        Err(e) => {
+            tracing::warn!("TLS is off: {e:#}");
+            None
+        }
+    }
+}
+
+/// This host's name (`local.hostname`) and the greeting of
+/// `service.<service>.banner` for `protocol`.
+pub fn host_and_greeting(d: &Daemon, service: &str, protocol: &str) -> (String, String) {
+    let host = match d.config.get("local.hostname") {
+        "" => "localhost".to_string(),
+        h => h.to_string(),
+    };
+    let greeting = crate::banner(
+        d.config.get(&format!("service.{service}.banner")),
+        &host,
+        protocol,
+    );
+    (host, greeting)
+}
+
+/// Lets a new connection in: a session slot, then TLS on the TLS port.
+/// A client over the limit gets `full` (the protocol's refusal line) and
+/// the connection is closed; `None` then, or when the TLS handshake fails.
+pub async fn admit<'a>(
+    slots: &'a SessionSlots,
+    tls: Option<&TlsAcceptor>,
+    conn: TcpStream,
+    peer: SocketAddr,
+    implicit_tls: bool,
+    full: &str,
+) -> Option<(SessionSlot<'a>, Box<dyn Io>)> {
+    let _ = conn.set_nodelay(true);
+    let Some(slot) = slots.enter() else {
+        let mut conn = conn;
+        let _ = conn.write_all(full.as_bytes()).await;
+        tracing::warn!(target: "Network", "[{peer}] refused: the most sessions allowed (maxsessions) are open");
+        return None;
+    };
+    if !implicit_tls {
+        return Some((slot, Box::new(conn)));
+    }
+    let stream = start_tls(tls?, Box::new(conn)).await?;
+    Some((slot, stream))
+}
+
+/// Starts TLS on a connection that asked for it (STARTTLS, STLS); `None`
+/// when the handshake fails or takes too long.
+pub async fn start_tls(acceptor: &TlsAcceptor, plain: Box<dyn Io>) -> Option<Box<dyn Io>> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(plain)).await {
+        Ok(Ok(s)) => Some(Box::new(s)),
+        _ => None,
+    }
+}
+
+/// How long a client has to complete a TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The next connection on `listener`; never ready when there is none
 /// (a port turned off), so it can sit in a `select!` beside the others.

@@ -40,18 +40,8 @@ impl Server {
                 None
             }
         };
-        let tls = match epistle_daemon::tls::server_config(&d.base, &d.config) {
-            Ok(c) => Some(TlsAcceptor::from(c)),
-            Err(e) => {
-                tracing::warn!("STARTTLS is off: {e:#}");
-                None
-            }
-        };
-        let host = match d.config.get("local.hostname") {
-            "" => "localhost".to_string(),
-            h => h.to_string(),
-        };
-        let greeting = epistle_daemon::banner(d.config.get("service.imap.banner"), &host, "IMAP4");
+        let tls = epistle_daemon::access::tls_acceptor(d);
+        let (_, greeting) = epistle_daemon::access::host_and_greeting(d, "imap", "IMAP4");
         Server {
             greeting,
             directory,

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use epistle_daemon::Io;
-use epistle_daemon::access::{SessionRecord, close_gracefully, is_local_client, log_safe};
+use epistle_daemon::access::{
+    SessionRecord, admit, close_gracefully, is_local_client, log_safe, start_tls,
+};
 use epistle_directory::Auth;
 use epistle_imap::command::{BadCommand, ListCommand, QResync, StatusItem};
 use epistle_imap::{Command, CommandBody, Frame, Framer, response};
@@ -43,25 +45,18 @@ pub const OTHER_USERS: &str = "Other Users";
 
 /// Serves one accepted connection to the end.
 pub async fn serve(server: Arc<Server>, conn: TcpStream, peer: SocketAddr, implicit_tls: bool) {
-    let _ = conn.set_nodelay(true);
-    let Some(_slot) = server.slots.enter() else {
-        let mut conn = conn;
-        let _ = conn
-            .write_all(b"* BYE Too many connections, try again later\r\n")
-            .await;
-        tracing::warn!(target: "Network", "[{peer}] refused: service.imap.maxsessions reached");
+    let full = "* BYE Too many connections, try again later\r\n";
+    let Some((_slot, stream)) = admit(
+        &server.slots,
+        server.tls.as_ref(),
+        conn,
+        peer,
+        implicit_tls,
+        full,
+    )
+    .await
+    else {
         return;
-    };
-    let stream: Box<dyn Io> = if implicit_tls {
-        let Some(acceptor) = server.tls.clone() else {
-            return;
-        };
-        match tokio::time::timeout(PREAUTH_TIMEOUT, acceptor.accept(conn)).await {
-            Ok(Ok(s)) => Box::new(s),
-            _ => return,
-        }
-    } else {
-        Box::new(conn)
     };
     let mut s = Session::new(server.clone(), stream, peer, implicit_tls);
     if let Err(End::Bye) = s.run().await {
@@ -804,13 +799,13 @@ impl Session {
         self.inbuf.clear();
         self.framer.reset();
         let plain = std::mem::replace(&mut self.stream, Box::new(tokio::io::empty()));
-        match tokio::time::timeout(PREAUTH_TIMEOUT, acceptor.accept(plain)).await {
-            Ok(Ok(s)) => {
-                self.stream = Box::new(s);
+        match start_tls(&acceptor, plain).await {
+            Some(s) => {
+                self.stream = s;
                 self.tls = true;
                 Ok(())
             }
-            _ => Err(End::Closed),
+            None => Err(End::Closed),
         }
     }
 

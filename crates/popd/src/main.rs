@@ -13,9 +13,8 @@ mod session;
 
 use std::sync::Arc;
 
-use epistle_daemon::access::accept;
-use epistle_daemon::{Daemon, SignalEvent, Signals};
-use tokio::net::TcpListener;
+use epistle_daemon::Daemon;
+use epistle_daemon::access::AccessPorts;
 
 use server::Server;
 
@@ -28,53 +27,17 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let plain = match d.bind_tcp("service.pop.port", "pop3") {
-        Ok(l) => l,
+    let ports = match AccessPorts::bind(&mut d, "pop", ["pop3", "pop3s"]) {
+        Ok(p) => p,
         Err(e) => d.fail(&e),
-    };
-    let secure = if d.config.get_bool("service.pop.enablesslport") {
-        match d.bind_tcp("service.pop.sslport", "pop3s") {
-            Ok(l) => l,
-            Err(e) => d.fail(&e),
-        }
-    } else {
-        None
     };
     if let Err(e) = d.drop_privileges() {
         d.fail(&e);
     }
     let server = Arc::new(Server::load(&d).await);
-    if secure.is_some() && server.tls.is_none() {
-        d.fail(&anyhow::anyhow!(
-            "POP3S needs the TLS certificate; fix local.ssl.certfile and local.ssl.keyfile \
-             or turn the port off with configutil -o service.pop.enablesslport -v no"
-        ));
-    }
-    let to_tokio = |l: Option<std::net::TcpListener>| l.map(TcpListener::from_std).transpose();
-    let (plain, secure) = match (to_tokio(plain), to_tokio(secure)) {
-        (Ok(p), Ok(s)) => (p, s),
-        (Err(e), _) | (_, Err(e)) => d.fail(&e.into()),
-    };
-    let mut signals = match Signals::new() {
-        Ok(s) => s,
-        Err(e) => d.fail(&e.into()),
-    };
-    if let Err(e) = d.ready() {
-        d.fail(&e);
-    }
-    loop {
-        tokio::select! {
-            Some((conn, peer)) = accept(plain.as_ref()) => {
-                tokio::spawn(session::serve(server.clone(), conn, peer, false));
-            }
-            Some((conn, peer)) = accept(secure.as_ref()) => {
-                tokio::spawn(session::serve(server.clone(), conn, peer, true));
-            }
-            ev = signals.next() => match ev {
-                SignalEvent::Reload => d.reload(),
-                SignalEvent::Shutdown => break,
-            },
-        }
-    }
-    tracing::info!("popd stopped");
+    ports
+        .serve(&mut d, server.tls.is_some(), |conn, peer, tls| {
+            session::serve(server.clone(), conn, peer, tls)
+        })
+        .await;
 }

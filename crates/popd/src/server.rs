@@ -49,18 +49,8 @@ impl Server {
                 None
             }
         };
-        let tls = match epistle_daemon::tls::server_config(&d.base, &d.config) {
-            Ok(c) => Some(TlsAcceptor::from(c)),
-            Err(e) => {
-                tracing::warn!("STLS is off: {e:#}");
-                None
-            }
-        };
-        let host = match d.config.get("local.hostname") {
-            "" => "localhost".to_string(),
-            h => h.to_string(),
-        };
-        let greeting = epistle_daemon::banner(d.config.get("service.pop.banner"), &host, "POP3");
+        let tls = epistle_daemon::access::tls_acceptor(d);
+        let (host, greeting) = epistle_daemon::access::host_and_greeting(d, "pop", "POP3");
         let rules =
             std::fs::read_to_string(d.base.config().join("store.expirerule")).unwrap_or_default();
         Server {

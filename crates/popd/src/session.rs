@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use epistle_daemon::Io;
-use epistle_daemon::access::{SessionRecord, close_gracefully, is_local_client, log_safe};
+use epistle_daemon::access::{
+    SessionRecord, admit, close_gracefully, is_local_client, log_safe, start_tls,
+};
 use epistle_directory::Auth;
 use epistle_ipc::store::{FlagOp, StoreError};
 use epistle_ipc::store_client::StoreClient;
@@ -41,25 +43,18 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Serves one accepted connection to the end.
 pub async fn serve(server: Arc<Server>, conn: TcpStream, peer: SocketAddr, implicit_tls: bool) {
-    let _ = conn.set_nodelay(true);
-    let Some(_slot) = server.slots.enter() else {
-        let mut conn = conn;
-        let _ = conn
-            .write_all(b"-ERR [SYS/TEMP] Too many connections, try again later\r\n")
-            .await;
-        tracing::warn!(target: "Network", "[{peer}] refused: service.pop.maxsessions reached");
+    let full = "-ERR [SYS/TEMP] Too many connections, try again later\r\n";
+    let Some((_slot, stream)) = admit(
+        &server.slots,
+        server.tls.as_ref(),
+        conn,
+        peer,
+        implicit_tls,
+        full,
+    )
+    .await
+    else {
         return;
-    };
-    let stream: Box<dyn Io> = if implicit_tls {
-        let Some(acceptor) = server.tls.clone() else {
-            return;
-        };
-        match tokio::time::timeout(PREAUTH_TIMEOUT, acceptor.accept(conn)).await {
-            Ok(Ok(s)) => Box::new(s),
-            _ => return,
-        }
-    } else {
-        Box::new(conn)
     };
     let mut s = Session::new(server.clone(), stream, peer, implicit_tls);
     if let Err(End::Done) = s.run().await {
@@ -362,15 +357,15 @@ impl Session {
         self.inbuf.clear();
         self.framer = LineFramer::new(MAX_LINE);
         let plain = std::mem::replace(&mut self.stream, Box::new(tokio::io::empty()));
-        match tokio::time::timeout(PREAUTH_TIMEOUT, acceptor.accept(plain)).await {
-            Ok(Ok(s)) => {
-                self.stream = Box::new(s);
+        match start_tls(&acceptor, plain).await {
+            Some(s) => {
+                self.stream = s;
                 self.tls = true;
                 // A USER given before TLS does not carry over.
                 self.state = State::Authorization { user: None };
                 Ok(())
             }
-            _ => Err(End::Closed),
+            None => Err(End::Closed),
         }
     }
 

@@ -110,13 +110,7 @@ async fn load(d: &Daemon, lmtp: bool) -> anyhow::Result<Server> {
             None
         }
     };
-    let tls = match epistle_daemon::tls::server_config(&d.base, &d.config) {
-        Ok(c) => Some(tokio_rustls::TlsAcceptor::from(c)),
-        Err(e) => {
-            tracing::warn!("STARTTLS is off: {e:#}");
-            None
-        }
-    };
+    let tls = epistle_daemon::access::tls_acceptor(d);
     let host = match d.config.get("local.hostname") {
         "" => "localhost".to_string(),
         h => h.to_string(),
