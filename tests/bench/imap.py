@@ -18,97 +18,15 @@ root) and the ratio is printed.
 import argparse
 import multiprocessing as mp
 import os
-import pwd
 import random
 import resource
 import shutil
-import socket
-import ssl
-import subprocess
 import sys
 import tempfile
 import time
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-PASSWORD = "bench secret"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def pids_of(exe):
-    out = []
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                if os.readlink(f"/proc/{p}/exe") == exe:
-                    out.append(int(p))
-            except OSError:
-                pass
-    return out
-
-
-class Conn:
-    """A minimal IMAP client: raw lines, tagged commands."""
-
-    def __init__(self, port, tls=False, user="joe"):
-        s = socket.create_connection(("127.0.0.1", port), 30)
-        if tls:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            s = ctx.wrap_socket(s)
-        self.s = s
-        self.f = s.makefile("rb")
-        self.n = 0
-        self.f.readline()
-        self.cmd(f'LOGIN {user} "{PASSWORD}"')
-
-    def cmd(self, text, literal=None):
-        self.n += 1
-        tag = b"t%d" % self.n
-        data = tag + b" " + text.encode()
-        if literal is not None:
-            data += b" {%d+}\r\n" % len(literal) + literal
-        self.s.sendall(data + b"\r\n")
-        while True:
-            line = self.f.readline()
-            if not line:
-                raise EOFError(text)
-            if line.startswith(tag + b" "):
-                if not line.startswith(tag + b" OK"):
-                    raise RuntimeError(f"{text}: {line!r}")
-                return
-            # Literals in answers: skip their bytes.
-            if line.rstrip().endswith(b"}") and b"{" in line:
-                size = int(line.rsplit(b"{", 1)[1].rstrip(b"}\r\n"))
-                self.f.read(size)
-
-    def idle(self):
-        self.n += 1
-        self.s.sendall(b"t%d IDLE\r\n" % self.n)
-        line = self.f.readline()
-        assert line.startswith(b"+"), line
-
-    def close(self):
-        try:
-            self.s.sendall(b"z LOGOUT\r\n")
-        except OSError:
-            pass
-        self.s.close()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peers import Conn, epistle_password_hash, free_port, pids_of, rss_kb, setup_dovecot, setup_epistle  # noqa: E402
 
 
 MESSAGE = (
@@ -211,159 +129,13 @@ def big_mailbox(port, m):
         c.cmd("CREATE Big")
     except RuntimeError:
         pass
-    batch = 500
-    for i in range(0, m, batch):
-        # Pipelined appends with LITERAL+.
-        tags = []
-        data = b""
-        for j in range(min(batch, m - i)):
-            c.n += 1
-            tag = b"t%d" % c.n
-            tags.append(tag)
-            data += tag + b" APPEND Big {%d+}\r\n" % len(MESSAGE) + MESSAGE + b"\r\n"
-        c.s.sendall(data)
-        left = set(tags)
-        while left:
-            line = c.f.readline()
-            t = line.split(b" ", 1)[0]
-            if t in left:
-                left.discard(t)
+    c.append_many("Big", MESSAGE, m)
     c.close()
     c = Conn(port)
     t0 = time.time()
     c.cmd("SELECT Big")
     c.cmd("UID FETCH 1:* (UID FLAGS)")
     return time.time() - t0
-
-
-def setup_epistle(work):
-    subprocess.run(["cargo", "build", "--release", "--locked", "-q", "--bins"], cwd=REPO, check=True)
-    base = os.path.join(work, "base")
-    subprocess.run(
-        ["bash", "install/install.sh", "--no-build", "--prefix", base, "--bindir", "target/release"],
-        cwd=REPO, check=True, stdout=subprocess.DEVNULL,
-    )
-    port, sslport = free_port(), free_port()
-    user = pwd.getpwuid(os.geteuid())
-    group = subprocess.run(["id", "-gn"], capture_output=True, text=True).stdout.strip()
-    state = os.path.join(work, "state")
-    with open(state, "w") as f:
-        f.write(
-            f"CONFIG_DATA_DIR = {work}/data\nHOSTNAME = mail.example.com\nCOMPONENTS = mta,store\n"
-            f"SYSTEM_USER = {user.pw_name}\nSYSTEM_GROUP = {group}\nCONFIG_DIRECTORY = embedded\n"
-            "UG_DIRECTORY = embedded\nUG_SUFFIX = o=usergroup\nPOSTMASTER = pma@example.com\n"
-            'ADMIN_PASSWORD = "bench password"\nDEFAULT_DOMAIN = example.com\n'
-            "param.service.listenaddr = 127.0.0.1\n"
-            f"param.service.imap.port = {port}\nparam.service.imap.sslport = {sslport}\n"
-            "param.service.pop.enable = no\nparam.service.http.enable = no\n"
-            f"param.local.watcher.port = {free_port()}\nparam.service.imap.maxsessions = 100000\n"
-            "param.local.imta.enable = no\n"
-        )
-    sbin = os.path.join(base, "sbin")
-    subprocess.run([f"{sbin}/configure", "-nodisplay", "-noconsole", "-state", state], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(
-        [f"{sbin}/commadmin", "user", "create", "-D", "admin", "-w", "bench password", "-l", "joe", "-W", PASSWORD, "-F", "Joe", "-L", "Bench"],
-        check=True, stdout=subprocess.DEVNULL,
-    )
-    subprocess.run([f"{sbin}/start-msg"], check=True, stdout=subprocess.DEVNULL)
-    lib = os.path.realpath(os.path.join(base, "lib"))
-    stop = lambda: subprocess.run([f"{sbin}/stop-msg"], stdout=subprocess.DEVNULL)
-    return port, sslport, [f"{lib}/imapd", f"{lib}/stored"], stop
-
-
-def epistle_password_hash(work):
-    """joe's argon2id hash from the embedded directory, so that Dovecot
-    checks the same password with the same cost."""
-    import base64
-    for root, _, files in os.walk(work):
-        if "directory.ldif" in files:
-            entry = []
-            with open(os.path.join(root, "directory.ldif")) as f:
-                text = f.read().replace("\n ", "")
-            for block in text.split("\n\n"):
-                lines = block.splitlines()
-                if "uid: joe" not in lines:
-                    continue
-                for line in lines:
-                    if line.startswith("userPassword::"):
-                        entry.append(base64.b64decode(line.split("::", 1)[1].strip()).decode())
-                    elif line.startswith("userPassword:"):
-                        entry.append(line.split(":", 1)[1].strip())
-            for h in entry:
-                if h.startswith("{ARGON2}$argon2id$"):
-                    return "{ARGON2ID}" + h[len("{ARGON2}"):]
-    return None
-
-
-def setup_dovecot(work, password_hash):
-    if not os.path.exists("/usr/lib/dovecot/imap"):
-        subprocess.run(["apt-get", "install", "-y", "-qq", "dovecot-imapd"], check=True,
-                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"), stdout=subprocess.DEVNULL)
-    port, sslport = free_port(), free_port()
-    dv = os.path.join(work, "dovecot")
-    mail = os.path.join(work, "dovecot-mail")
-    os.makedirs(dv)
-    os.makedirs(mail)
-    shutil.chown(mail, "mail", "mail")
-    if subprocess.run(["id", "dovenull"], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "--system", "dovenull"], check=True)
-    certs = os.path.join(dv, "cert.pem"), os.path.join(dv, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=peer",
-                    "-keyout", certs[1], "-out", certs[0], "-days", "2"], check=True, capture_output=True)
-    mail_uid = pwd.getpwnam("mail")
-    with open(os.path.join(dv, "dovecot.conf"), "w") as f:
-        f.write(f"""protocols = imap
-base_dir = {dv}/run
-state_dir = {dv}/state
-log_path = {dv}/dovecot.log
-listen = 127.0.0.1
-ssl = yes
-ssl_cert = <{certs[0]}
-ssl_key = <{certs[1]}
-disable_plaintext_auth = no
-mail_location = maildir:{mail}/%n
-first_valid_uid = 1
-first_valid_gid = 1
-userdb {{
-  driver = static
-  args = uid={mail_uid.pw_uid} gid={mail_uid.pw_gid} home={mail}/%n
-}}
-passdb {{
-  driver = passwd-file
-  args = {dv}/passwd
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener imaps {{
-    address = 127.0.0.1
-    port = {sslport}
-    ssl = yes
-  }}
-  process_limit = 20000
-  client_limit = 1
-}}
-service imap {{
-  process_limit = 20000
-}}
-protocol imap {{
-  mail_max_userip_connections = 100000
-}}
-default_client_limit = 40000
-default_vsz_limit = 0
-""")
-    with open(os.path.join(dv, "passwd"), "w") as f:
-        f.write(f"joe:{password_hash or '{PLAIN}' + PASSWORD}\n")
-    if not password_hash:
-        print("  (joe's argon2id hash not found: Dovecot checks a plain password)")
-    conf = os.path.join(dv, "dovecot.conf")
-    subprocess.run(["dovecot", "-c", conf], check=True)
-    time.sleep(1)
-    exes = ["/usr/lib/dovecot/imap", "/usr/lib/dovecot/imap-login"]
-    stop = lambda: subprocess.run(["doveadm", "-c", conf, "stop"], capture_output=True)
-    return port, sslport, exes, stop
 
 
 def measure(name, port, sslport, exes, args):
@@ -396,13 +168,19 @@ def main():
     os.chmod(work, 0o755)
     stops = []
     try:
-        port, sslport, exes, stop = setup_epistle(work)
+        port, sslport = free_port(), free_port()
+        lib, stop = setup_epistle(work, {
+            "service.imap.port": port, "service.imap.sslport": sslport,
+            "service.imap.maxsessions": 100000, "service.pop.enable": "no",
+        })
+        exes = [f"{lib}/imapd", f"{lib}/stored"]
         stops.append(stop)
         ours = measure("Epistle", port, sslport, exes, args)
         stop()
         if not args.peer:
             return
-        port, sslport, exes, stop = setup_dovecot(work, epistle_password_hash(work))
+        port, sslport = free_port(), free_port()
+        exes, stop = setup_dovecot(work, {"imap": (port, sslport)}, epistle_password_hash(work))
         stops.append(stop)
         peer = measure("Dovecot", port, sslport, exes, args)
         print()

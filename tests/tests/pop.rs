@@ -270,6 +270,33 @@ print('ok')
 }
 
 #[test]
+fn a_large_message_streams_whole() {
+    let (i, sslport) = running(&[]);
+    let out = pop_script(
+        &i,
+        sslport,
+        r#"
+# 3 MB of lines, some beginning with dots, the last without a line end.
+body = b''.join(b'.%06d dotted line of a large message\r\n' % n if n % 7 == 0 else b'%06d line of a large message\r\n' % n for n in range(90000)) + b'no end'
+msg = b'Subject: large\r\n\r\n' + body
+c = imap()
+typ, data = c.append('INBOX', None, None, msg)
+assert typ == 'OK', data
+c.logout()
+p = pop(); p.user('joe'); p.pass_('joe secret')
+resp, lines, octets = p.retr(1)
+assert resp.startswith(b'+OK %d octets' % len(msg)), resp
+assert b'\r\n'.join(lines) == msg, 'RETR changed the message'
+resp, lines, _ = p.top(1, 2)
+assert lines == [b'Subject: large', b'', b'.000000 dotted line of a large message', b'000001 line of a large message'], lines
+p.quit()
+print('ok')
+"#,
+    );
+    assert_eq!(out.trim(), "ok");
+}
+
+#[test]
 fn passwords_need_tls_from_elsewhere_and_sessions_are_limited() {
     let (i, sslport) = running(&[("service.pop.maxsessions", "3")]);
     let out = pop_script(

@@ -4,11 +4,19 @@
 //!
 //! Message bodies do not cross the socket: a writer stages the message in
 //! a file next to the mailboxes (`StageDir`), then asks for `Append`; a
-//! reader asks for `MessagePath` and reads the immutable file itself.
+//! reader asks for `MessagePath` (or, reading many, the `MailboxDir` once
+//! and names files with [`message_file`]) and reads the immutable file
+//! itself.
 //! A connection may `Watch` mailboxes: change events then arrive on it
 //! between replies.
 
 use serde::{Deserialize, Serialize};
+
+/// The file of message `uid` in a mailbox's directory. Message files never
+/// change once written; an expunged message's file goes away.
+pub fn message_file(mailbox_dir: &std::path::Path, uid: u32) -> std::path::PathBuf {
+    mailbox_dir.join(format!("{uid}.msg"))
+}
 
 /// Most index entries one `Messages` reply (or mailboxes one `List`
 /// reply) carries, so that a reply stays well under the frame limit
@@ -144,6 +152,11 @@ pub enum StoreRequest {
     MessagePath {
         name: String,
         uid: u32,
+    },
+    /// The directory holding a mailbox's message files (see
+    /// [`message_file`]).
+    MailboxDir {
+        name: String,
     },
     StoreFlags {
         name: String,

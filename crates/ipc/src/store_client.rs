@@ -210,6 +210,16 @@ impl StoreClient {
         }
     }
 
+    pub async fn mailbox_dir(&self, name: &str) -> Result<PathBuf, StoreError> {
+        match self
+            .request(StoreRequest::MailboxDir { name: name.into() })
+            .await?
+        {
+            StoreReply::Path { path } => Ok(path.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub async fn message_path(&self, name: &str, uid: u32) -> Result<PathBuf, StoreError> {
         match self
             .request(StoreRequest::MessagePath {

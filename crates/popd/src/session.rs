@@ -13,7 +13,7 @@ use epistle_daemon::access::{
     SessionRecord, admit, close_gracefully, is_local_client, log_safe, start_tls,
 };
 use epistle_directory::Auth;
-use epistle_ipc::store::{FlagOp, StoreError};
+use epistle_ipc::store::{FlagOp, StoreError, message_file};
 use epistle_ipc::store_client::StoreClient;
 use epistle_pop3::{Command, DotStuffer, Line, LineFramer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -74,6 +74,8 @@ struct Message {
 /// The INBOX snapshot of the TRANSACTION state.
 struct Maildrop {
     mailbox: String,
+    /// Where the INBOX's message files are.
+    dir: std::path::PathBuf,
     uidvalidity: u32,
     messages: Vec<Message>,
     store: StoreClient,
@@ -554,9 +556,10 @@ impl Session {
         Ok(())
     }
 
-    /// RETR (`lines` = None) or TOP: the message from its file, streamed
-    /// a block at a time. A message another session removed meanwhile
-    /// gets an `-ERR` and the session goes on.
+    /// RETR (`lines` = None) or TOP: the message from its file. A small
+    /// message is read whole in one step; a large one is streamed a block
+    /// at a time. A message another session
+    /// removed meanwhile gets an `-ERR` and the session goes on.
     async fn send_message(&mut self, n: u32, lines: Option<u32>) -> Result<()> {
         let State::Transaction(maildrop) = &self.state else {
             return Ok(());
@@ -568,18 +571,16 @@ impl Session {
                 return Ok(());
             }
         };
-        let file = match maildrop.store.message_path(&maildrop.mailbox, uid).await {
-            Ok(path) => tokio::fs::File::open(&path).await.map_err(|e| (path, e)),
+        let path = message_file(&maildrop.dir, uid);
+        let source = match MessageSource::open(path.clone(), size).await {
+            Ok(s) => s,
             Err(e) => {
-                self.store_gone(n, &e);
-                return Ok(());
-            }
-        };
-        let mut file = match file {
-            Ok(f) => f,
-            Err((path, e)) => {
-                tracing::warn!(target: "Store", "[{}] message {uid}: {}: {e}", self.peer, path.display());
-                self.err(&format!("Message {n} was removed by another session"));
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    self.err(&format!("Message {n} was removed by another session"));
+                } else {
+                    tracing::error!(target: "Store", "[{}] {}: {e}", self.peer, path.display());
+                    self.err("[SYS/TEMP] The message cannot be read; try again later");
+                }
                 return Ok(());
             }
         };
@@ -588,20 +589,48 @@ impl Session {
             Some(_) => self.ok("Top of message follows"),
         }
         let mut stuffer = DotStuffer::new();
+        match source {
+            MessageSource::Whole(data) => {
+                let part = match lines {
+                    None => &data[..],
+                    Some(l) => epistle_pop3::top(&data, l),
+                };
+                stuffer.feed(part, &mut self.out);
+            }
+            MessageSource::File(file) => {
+                if let Err(e) = self.stream_file(file, lines, &mut stuffer).await {
+                    // The +OK is out; the answer cannot be finished.
+                    tracing::error!(target: "Store", "[{}] reading {}: {e}", self.peer, path.display());
+                    return Err(End::Closed);
+                }
+            }
+        }
+        stuffer.finish(&mut self.out);
+        if lines.is_none() {
+            self.record.count += 1;
+            if let State::Transaction(maildrop) = &mut self.state {
+                maildrop.messages[n as usize - 1].retrieved = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a large message (or its TOP) from its file a block at a time.
+    async fn stream_file(
+        &mut self,
+        mut file: tokio::fs::File,
+        lines: Option<u32>,
+        stuffer: &mut DotStuffer,
+    ) -> std::io::Result<()> {
         let mut block = vec![0u8; FILE_BLOCK];
         // TOP: what has been read so far, until it holds the header and
         // the lines asked for.
         let mut head: Vec<u8> = Vec::new();
         loop {
-            let got = match file.read(&mut block).await {
-                Ok(0) => break,
-                Ok(k) => k,
-                Err(e) => {
-                    // The +OK is out; the answer cannot be finished.
-                    tracing::error!(target: "Store", "[{}] reading message {uid}: {e}", self.peer);
-                    return Err(End::Closed);
-                }
-            };
+            let got = file.read(&mut block).await?;
+            if got == 0 {
+                break;
+            }
             match lines {
                 None => stuffer.feed(&block[..got], &mut self.out),
                 Some(l) => {
@@ -612,31 +641,15 @@ impl Session {
                 }
             }
             if self.out.len() >= FLUSH_AT {
-                self.flush().await?;
+                if self.flush().await.is_err() {
+                    return Err(std::io::ErrorKind::BrokenPipe.into());
+                }
             }
         }
         if let Some(l) = lines {
             stuffer.feed(epistle_pop3::top(&head, l), &mut self.out);
-        } else {
-            self.record.count += 1;
-            if let State::Transaction(maildrop) = &mut self.state {
-                maildrop.messages[n as usize - 1].retrieved = true;
-            }
         }
-        stuffer.finish(&mut self.out);
         Ok(())
-    }
-
-    fn store_gone(&mut self, n: u32, e: &StoreError) {
-        match e {
-            StoreError::NoMailbox(_) | StoreError::Invalid(_) => {
-                self.err(&format!("Message {n} was removed by another session"))
-            }
-            other => {
-                tracing::error!(target: "Store", "[{}] {other}", self.peer);
-                self.err("[SYS/TEMP] The message store is unavailable; try again later")
-            }
-        }
     }
 
     /// QUIT: before login, just goodbye; after it, the UPDATE state: the
@@ -689,6 +702,27 @@ impl Session {
     }
 }
 
+/// Messages up to this size are read whole.
+const WHOLE_MESSAGE: u64 = 1024 * 1024;
+
+/// Where a message's bytes come from.
+enum MessageSource {
+    Whole(Vec<u8>),
+    File(tokio::fs::File),
+}
+
+impl MessageSource {
+    /// A small file is read right here, telling the runtime this thread
+    /// may block (on a cold disk) so other sessions move to another: a
+    /// handoff to the blocking pool would cost more than the read.
+    async fn open(path: std::path::PathBuf, size: u64) -> std::io::Result<MessageSource> {
+        if size > WHOLE_MESSAGE {
+            return tokio::fs::File::open(&path).await.map(MessageSource::File);
+        }
+        tokio::task::block_in_place(|| std::fs::read(&path)).map(MessageSource::Whole)
+    }
+}
+
 enum Secret<'a> {
     Password(&'a str),
     /// The greeting's timestamp and the client's digest.
@@ -704,6 +738,7 @@ async fn open_maildrop(
     let (store, _events) = StoreClient::connect_as(&server.store_socket, user).await?;
     let mailbox = format!("user/{user}/INBOX");
     let info = store.status(&mailbox).await?;
+    let dir = store.mailbox_dir(&mailbox).await?;
     let messages = store
         .messages(&mailbox)
         .await?
@@ -717,6 +752,7 @@ async fn open_maildrop(
         .collect();
     Ok(Maildrop {
         mailbox,
+        dir,
         uidvalidity: info.record.uidvalidity,
         messages,
         store,

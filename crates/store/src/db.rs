@@ -13,6 +13,7 @@
 //! ((user, name); subscr.db), `quota` (user → bytes, messages; quota.db),
 //! `users` (user → partition), `meta` (counters).
 
+use epistle_ipc::store::message_file;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -319,16 +320,18 @@ impl Store {
 
     /// The file of one message.
     pub fn message_path(&self, name: &str, uid: u32) -> Result<PathBuf, StoreError> {
+        Ok(message_file(&self.mailbox_files(name)?, uid))
+    }
+
+    /// The directory of a mailbox's message files.
+    pub fn mailbox_files(&self, name: &str) -> Result<PathBuf, StoreError> {
         let n = MailboxName::parse(name)?;
         let rec = self
             .mailbox(name)
             .db()?
             .ok_or_else(|| StoreError::NoMailbox(name.to_string()))?;
         let part = self.user_partition(n.owner())?;
-        Ok(self
-            .mailbox_dir(&part, n.owner(), rec.record.id)
-            .db()?
-            .join(format!("{uid}.msg")))
+        self.mailbox_dir(&part, n.owner(), rec.record.id).db()
     }
 
     pub fn mailbox(&self, name: &str) -> Result<Option<MailboxInfo>, StoreError> {
@@ -887,7 +890,7 @@ impl Store {
                     Err(e) => return Err(e),
                 };
                 let dir = self.mailbox_dir(&p.part, p.n.owner(), rec.id)?;
-                let dest = dir.join(format!("{uid}.msg"));
+                let dest = message_file(&dir, uid);
                 fs::rename(&p.src, &dest)
                     .map_err(|e| io("cannot move the message into", &dir, e))?;
                 moved.push((p.src.clone(), dest));
@@ -979,7 +982,7 @@ impl Store {
                 }
             };
             let dir = self.mailbox_dir(&part, n.owner(), rec.id)?;
-            let dest = dir.join(format!("{uid}.msg"));
+            let dest = message_file(&dir, uid);
             // The staged file was fsynced by the client; the rename and the
             // directory fsync make it durable in its place before commit.
             // The file's modification time keeps the internal date, so
@@ -1174,10 +1177,7 @@ impl Store {
                 let m: MessageRecord = postcard::from_bytes(v.value()).db()?;
                 drop(v);
                 let new_uid = rec.uidnext;
-                let (a, b) = (
-                    src_dir.join(format!("{uid}.msg")),
-                    dst_dir.join(format!("{new_uid}.msg")),
-                );
+                let (a, b) = (message_file(&src_dir, uid), message_file(&dst_dir, new_uid));
                 let _ = fs::remove_file(&b); // an orphan of a crashed append
                 if fs::hard_link(&a, &b).is_err() {
                     fs::copy(&a, &b).map_err(|e| io("cannot copy", &a, e))?;
@@ -1309,7 +1309,7 @@ impl Store {
         };
         tx.commit().db()?;
         for uid in &gone {
-            let _ = fs::remove_file(dir.join(format!("{uid}.msg")));
+            let _ = fs::remove_file(message_file(&dir, *uid));
         }
         Ok(gone)
     }
@@ -1455,7 +1455,7 @@ impl Store {
                         };
                         msgs.insert((id, *uid), postcard::to_allocvec(&m).db()?.as_slice())
                             .db()?;
-                        if let Ok(raw) = fs::read(dir.join(format!("{uid}.msg"))) {
+                        if let Ok(raw) = fs::read(message_file(&dir, *uid)) {
                             let parsed =
                                 postcard::to_allocvec(&crate::structure::parse(&raw)).db()?;
                             tx.open_table(STRUCTURES)

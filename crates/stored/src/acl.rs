@@ -62,6 +62,7 @@ pub fn authorize(s: &Store, user: &str, req: &mut StoreRequest) -> Result<(), St
         StoreRequest::Status { name }
         | StoreRequest::Messages { name, .. }
         | StoreRequest::MessagePath { name, .. }
+        | StoreRequest::MailboxDir { name }
         | StoreRequest::Structure { name, .. } => need(s, user, name, 'r'),
         StoreRequest::StageDir { name } => need(s, user, name, 'i'),
         StoreRequest::Append { name, flags, .. } => {

@@ -420,6 +420,12 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota, reader: Option<&str>) -> 
                 },
                 vec![],
             ),
+            StoreRequest::MailboxDir { name } => (
+                StoreReply::Path {
+                    path: s.mailbox_files(&name)?.display().to_string(),
+                },
+                vec![],
+            ),
             StoreRequest::MessagePath { name, uid } => (
                 StoreReply::Path {
                     path: s.message_path(&name, uid)?.display().to_string(),
