@@ -640,10 +640,8 @@ impl Session {
                     }
                 }
             }
-            if self.out.len() >= FLUSH_AT {
-                if self.flush().await.is_err() {
-                    return Err(std::io::ErrorKind::BrokenPipe.into());
-                }
+            if self.out.len() >= FLUSH_AT && self.flush().await.is_err() {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
             }
         }
         if let Some(l) = lines {
