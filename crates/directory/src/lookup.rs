@@ -464,6 +464,9 @@ impl Directory {
             return Ok(Auth::Denied(Denied::BadPassword));
         }
         let Some(user) = self.user_by_login(login).await? else {
+            // As long as a wrong password takes: the time of the answer
+            // must not tell which logins exist.
+            verify_off_runtime(vec![decoy_hash().to_string()], given.to_string()).await;
             return Ok(Auth::Denied(Denied::NoSuchUser));
         };
         let good = if self.settings.bind_auth {
@@ -518,6 +521,13 @@ impl Directory {
     pub fn invalidate(&self) {
         self.cache.clear();
     }
+}
+
+/// A hash of no one's password, made with the cost of new passwords,
+/// checked for logins that name no user.
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| password::hash("decoy password of no account").unwrap_or_default())
 }
 
 /// The answer to a login whose secret was `good`: an account that is not
