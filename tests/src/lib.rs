@@ -34,13 +34,23 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A TCP port nobody listens on right now.
+/// A TCP port nobody listens on right now, and not handed out before by
+/// this test process: the kernel may offer a port just released again,
+/// and one installation's services would then collide.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Ports of one test installation.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use epistle_ipc::store::{FlagOp, StoreError, StoreEvent, StoreReply, StoreRequest};
-use epistle_ipc::store_client::StoreClient;
+use epistle_ipc::store_client::{StoreClient, StoreEvents};
 use epistle_tests::{Install, assert_ok, stdout, wait_for};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -16,16 +16,17 @@ fn running_store() -> Install {
     i
 }
 
-async fn client(i: &Install) -> (StoreClient, tokio::sync::mpsc::Receiver<StoreEvent>) {
+async fn client(i: &Install) -> (StoreClient, StoreEvents) {
     StoreClient::connect(&i.data.join("run/stored.sock"))
         .await
         .expect("connect to stored")
 }
 
-async fn next_event(rx: &mut tokio::sync::mpsc::Receiver<StoreEvent>) -> StoreEvent {
+async fn next_event(rx: &mut StoreEvents) -> StoreEvent {
     tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .expect("no event within 5 s")
+        .map(|e| *e)
         .expect("event channel closed")
 }
 
@@ -304,7 +305,7 @@ async fn directory_quotas_are_enforced_with_one_warning() {
     assert_eq!(uid, 4);
     let mut exists = 0;
     while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(500), events.recv()).await {
-        if matches!(ev, StoreEvent::Exists { .. }) {
+        if matches!(*ev, StoreEvent::Exists { .. }) {
             exists += 1;
         }
     }

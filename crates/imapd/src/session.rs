@@ -15,10 +15,9 @@ use epistle_directory::Auth;
 use epistle_imap::command::{BadCommand, ListCommand, QResync, StatusItem};
 use epistle_imap::{Command, CommandBody, Frame, Framer, response};
 use epistle_ipc::store::{MailboxInfo, StoreError, StoreEvent, StoreReply, StoreRequest};
-use epistle_ipc::store_client::StoreClient;
+use epistle_ipc::store_client::{StoreClient, StoreEvents};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
 use crate::selected::Selected;
 use crate::server::{MAX_LINE, PREAUTH_TIMEOUT, Server};
@@ -36,6 +35,8 @@ pub type Result<T> = std::result::Result<T, End>;
 
 /// Most bytes one read asks for.
 const READ_CHUNK: usize = 4096;
+/// What the first read of a command asks for (most commands fit).
+const FIRST_READ: usize = 512;
 /// A buffer grown by a large command or answer is given back when the
 /// session goes idle, so idle sessions stay small.
 const IDLE_BUFFER: usize = 16 * 1024;
@@ -76,7 +77,7 @@ pub struct Session {
     /// The logged-in user's id.
     pub user: Option<String>,
     pub store: Option<StoreClient>,
-    events: Option<mpsc::Receiver<StoreEvent>>,
+    events: Option<StoreEvents>,
     pub selected: Option<Selected>,
     /// UTF8=ACCEPT enabled: names and strings in UTF-8.
     pub utf8: bool,
@@ -152,12 +153,9 @@ impl Session {
     async fn fill(&mut self) -> Result<()> {
         let deadline = tokio::time::Instant::now() + self.timeout();
         loop {
-            // Read straight into the buffer: no per-session read array
-            // lives in the session's future while it waits.
-            self.inbuf.reserve(READ_CHUNK);
             let events = self.events.as_mut();
             tokio::select! {
-                read = self.stream.read_buf(&mut self.inbuf) => {
+                read = read_more(&mut self.stream, &mut self.inbuf) => {
                     return match read {
                         Ok(0) | Err(_) => Err(End::Closed),
                         Ok(n) => {
@@ -1007,7 +1005,7 @@ impl Session {
         if let Some(ev) = self.events.as_mut() {
             while let Ok(e) = ev.try_recv() {
                 if let Some(sel) = self.selected.as_mut() {
-                    sel.queue(e);
+                    sel.queue(*e);
                 }
             }
         }
@@ -1039,10 +1037,9 @@ impl Session {
                 self.flush().await?;
                 return Err(End::Bye);
             }
-            self.inbuf.reserve(READ_CHUNK);
             let events = self.events.as_mut();
             tokio::select! {
-                read = self.stream.read_buf(&mut self.inbuf) => match read {
+                read = read_more(&mut self.stream, &mut self.inbuf) => match read {
                     Ok(0) | Err(_) => return Err(End::Closed),
                     Ok(n) => self.record.bytes_in += n as u64,
                 },
@@ -1247,9 +1244,27 @@ impl Session {
     }
 }
 
-async fn next_event(rx: Option<&mut mpsc::Receiver<StoreEvent>>) -> Option<StoreEvent> {
+/// Reads what the client sent next into `inbuf`. A session waiting
+/// between commands (or in IDLE) holds no read buffer: the first bytes
+/// land in a small array and are copied, and only input that continues
+/// past them gets the full buffer.
+async fn read_more(stream: &mut Box<dyn Io>, inbuf: &mut Vec<u8>) -> std::io::Result<usize> {
+    if inbuf.is_empty() {
+        if inbuf.capacity() > 0 {
+            *inbuf = Vec::new();
+        }
+        let mut first = [0u8; FIRST_READ];
+        let n = stream.read(&mut first).await?;
+        inbuf.extend_from_slice(&first[..n]);
+        return Ok(n);
+    }
+    inbuf.reserve(READ_CHUNK);
+    stream.read_buf(inbuf).await
+}
+
+async fn next_event(rx: Option<&mut StoreEvents>) -> Option<StoreEvent> {
     match rx {
-        Some(rx) => rx.recv().await,
+        Some(rx) => rx.recv().await.map(|e| *e),
         None => std::future::pending().await,
     }
 }

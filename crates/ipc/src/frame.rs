@@ -101,6 +101,56 @@ pub async fn read<T: DeserializeOwned>(r: &mut (impl AsyncRead + Unpin)) -> Resu
     Ok(serde_json::from_slice(&body)?)
 }
 
+/// Reads frames so that waiting for one can be cancelled: bytes go into
+/// the reader's buffer as they arrive, so a `select!` that drops
+/// [`FrameReader::next`] halfway through a frame loses nothing (a bare
+/// [`read`] there would drop the part already read and lose its place in
+/// the stream).
+pub struct FrameReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+}
+
+/// A buffer grown by a large frame is given back once it is empty, so an
+/// idle connection holds next to nothing.
+const IDLE_BUFFER: usize = 4096;
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R) -> FrameReader<R> {
+        FrameReader {
+            inner,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next frame. Cancel-safe.
+    pub async fn next<T: DeserializeOwned>(&mut self) -> Result<T, FrameError> {
+        loop {
+            if let Some((msg, used)) = decode::<T>(&self.buf)? {
+                self.buf.drain(..used);
+                if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER {
+                    self.buf = Vec::new();
+                }
+                return Ok(msg);
+            }
+            // Room for the rest of this frame (its length is checked
+            // against the limit by `decode` above), or for a header.
+            let missing = match self.buf.get(..4) {
+                Some(head) => 4 + body_len(head.try_into().expect("4 bytes"))? - self.buf.len(),
+                None => 4 - self.buf.len(),
+            };
+            self.buf.reserve(missing.min(64 * 1024));
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                return Err(if self.buf.is_empty() {
+                    FrameError::Closed
+                } else {
+                    FrameError::Io(io::ErrorKind::UnexpectedEof.into())
+                });
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +178,33 @@ mod tests {
         assert!(matches!(
             read_blocking::<String>(&mut &buf[..]),
             Err(FrameError::TooLarge(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_read_loses_nothing() {
+        let (mut w, r) = tokio::io::duplex(64);
+        let mut reader = FrameReader::new(r);
+        let big: Vec<String> = (0..50).map(|n| format!("item {n}")).collect();
+        let frame = encode(&big).unwrap();
+        // Half a frame, then a read that is given up.
+        w.write_all(&frame[..20]).await.unwrap();
+        let gave_up = tokio::time::timeout(
+            std::time::Duration::from_millis(20),
+            reader.next::<Vec<String>>(),
+        )
+        .await;
+        assert!(gave_up.is_err());
+        let rest = frame[20..].to_vec();
+        tokio::spawn(async move {
+            w.write_all(&rest).await.unwrap();
+            w.write_all(&encode(&"second").unwrap()).await.unwrap();
+        });
+        assert_eq!(reader.next::<Vec<String>>().await.unwrap(), big);
+        assert_eq!(reader.next::<String>().await.unwrap(), "second");
+        assert!(matches!(
+            reader.next::<String>().await,
+            Err(FrameError::Closed)
         ));
     }
 

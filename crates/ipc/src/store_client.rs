@@ -18,8 +18,13 @@ type Pending = oneshot::Sender<Result<StoreReply, StoreError>>;
 /// A connection to stored. Cheap to clone; requests from clones share it.
 #[derive(Clone)]
 pub struct StoreClient {
-    requests: mpsc::Sender<(StoreRequest, Pending)>,
+    requests: mpsc::Sender<Box<(StoreRequest, Pending)>>,
 }
+
+/// Change events, boxed: a channel allocates room for a block of its
+/// items when it is made, and thousands of idle IMAP sessions each hold
+/// one, so the items are kept pointer-sized.
+pub type StoreEvents = mpsc::Receiver<Box<StoreEvent>>;
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(format!("the store server is unavailable: {e}"))
@@ -28,21 +33,21 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 impl StoreClient {
     /// Connects to stored's socket; the receiver carries change events for
     /// the mailboxes this connection watches.
-    pub async fn connect(
-        socket: &Path,
-    ) -> Result<(StoreClient, mpsc::Receiver<StoreEvent>), StoreError> {
+    pub async fn connect(socket: &Path) -> Result<(StoreClient, StoreEvents), StoreError> {
         let stream = UnixStream::connect(socket)
             .await
             .map_err(|e| unavailable(format!("{}: {e}", socket.display())))?;
-        let (req_tx, mut req_rx) = mpsc::channel::<(StoreRequest, Pending)>(64);
-        let (ev_tx, ev_rx) = mpsc::channel::<StoreEvent>(1024);
-        let (mut rd, mut wr) = stream.into_split();
+        let (req_tx, mut req_rx) = mpsc::channel::<Box<(StoreRequest, Pending)>>(64);
+        let (ev_tx, ev_rx) = mpsc::channel::<Box<StoreEvent>>(1024);
+        let (rd, mut wr) = stream.into_split();
+        let mut rd = frame::FrameReader::new(rd);
         tokio::spawn(async move {
             let mut waiting: VecDeque<Pending> = VecDeque::new();
             loop {
                 tokio::select! {
                     req = req_rx.recv() => match req {
-                        Some((req, reply)) => {
+                        Some(pending) => {
+                            let (req, reply) = *pending;
                             if let Err(e) = frame::write(&mut wr, &req).await {
                                 let _ = reply.send(Err(unavailable(e)));
                                 break;
@@ -51,7 +56,7 @@ impl StoreClient {
                         }
                         None => break, // every handle dropped
                     },
-                    msg = frame::read::<ServerFrame>(&mut rd) => match msg {
+                    msg = rd.next::<ServerFrame>() => match msg {
                         Ok(ServerFrame::Reply { reply }) => {
                             if let Some(w) = waiting.pop_front() {
                                 let _ = w.send(Ok(reply));
@@ -60,7 +65,7 @@ impl StoreClient {
                         Ok(ServerFrame::Event { event }) => {
                             // A reader that fell behind loses events, not the
                             // connection; it resynchronises with Status.
-                            let _ = ev_tx.try_send(event);
+                            let _ = ev_tx.try_send(Box::new(event));
                         }
                         Err(e) => {
                             for w in waiting.drain(..) {
@@ -81,7 +86,7 @@ impl StoreClient {
     pub async fn connect_as(
         socket: &Path,
         user: &str,
-    ) -> Result<(StoreClient, mpsc::Receiver<StoreEvent>), StoreError> {
+    ) -> Result<(StoreClient, StoreEvents), StoreError> {
         let (client, events) = StoreClient::connect(socket).await?;
         client
             .request(StoreRequest::ActAs { user: user.into() })
@@ -97,7 +102,7 @@ impl StoreClient {
     pub async fn request(&self, req: StoreRequest) -> Result<StoreReply, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.requests
-            .send((req, tx))
+            .send(Box::new((req, tx)))
             .await
             .map_err(|_| unavailable("connection closed"))?;
         match rx.await.map_err(|_| unavailable("connection closed"))?? {

@@ -185,7 +185,8 @@ fn deliver_warning(sh: &Shared, user: &str, w: &QuotaWarning) -> Option<StoreEve
 
 /// One client: requests in order, events for the mailboxes it watches.
 async fn serve(conn: UnixStream, sh: Arc<Shared>) {
-    let (mut rd, mut wr) = conn.into_split();
+    let (rd, mut wr) = conn.into_split();
+    let mut rd = frame::FrameReader::new(rd);
     let mut watched: HashSet<String> = HashSet::new();
     let mut feed = sh.events.subscribe();
     // The user this connection acts for (ActAs), whose rights every
@@ -193,7 +194,7 @@ async fn serve(conn: UnixStream, sh: Arc<Shared>) {
     let mut acting: Option<String> = None;
     loop {
         tokio::select! {
-            req = frame::read::<StoreRequest>(&mut rd) => {
+            req = rd.next::<StoreRequest>() => {
                 let req = match req {
                     Ok(r) => r,
                     Err(frame::FrameError::Closed) => return,
