@@ -289,6 +289,54 @@ impl FailedLogins {
     }
 }
 
+/// Commands a client may send per second, sustained.
+pub const COMMANDS_PER_SECOND: f64 = 500.0;
+/// Commands a client may send at once before the rate applies.
+pub const COMMAND_BURST: f64 = 2000.0;
+
+/// A token bucket on one session's commands: a client sending faster than
+/// the rate is slowed down (its commands wait), never refused, so a busy
+/// client works and a flood from one connection cannot take the server.
+pub struct CommandRate {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Default for CommandRate {
+    fn default() -> Self {
+        CommandRate::new(Instant::now())
+    }
+}
+
+impl CommandRate {
+    pub fn new(now: Instant) -> CommandRate {
+        CommandRate {
+            tokens: COMMAND_BURST,
+            last: now,
+        }
+    }
+
+    /// Takes one command at `now`; how long it must wait first.
+    pub fn take(&mut self, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * COMMANDS_PER_SECOND).min(COMMAND_BURST) - 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / COMMANDS_PER_SECOND)
+        }
+    }
+
+    /// Takes one command now, sleeping as long as the rate asks.
+    pub async fn pace(&mut self) {
+        let wait = self.take(Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
 /// What a session's `close` log line (§11.2) reports.
 pub struct SessionRecord {
     pub peer: SocketAddr,
@@ -372,6 +420,23 @@ mod tests {
         assert_eq!(d, [1, 2, 4, 8, 16, 30, 30, 30]);
         f.succeeded(ip);
         assert_eq!(f.failed(ip).as_secs(), 1);
+    }
+
+    #[test]
+    fn command_rate() {
+        let t0 = Instant::now();
+        let mut r = CommandRate::new(t0);
+        // The burst goes through at once.
+        for _ in 0..COMMAND_BURST as usize {
+            assert_eq!(r.take(t0), Duration::ZERO);
+        }
+        // Then each command waits its share of a second, more and more.
+        let w1 = r.take(t0);
+        let w2 = r.take(t0);
+        assert!(w1 > Duration::ZERO && w2 > w1, "{w1:?} {w2:?}");
+        // After a quiet second the client has its rate again.
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(r.take(later), Duration::ZERO);
     }
 
     #[test]

@@ -52,6 +52,19 @@ fn return_large_allocations() {
     }
 }
 
+/// Raises the soft limit on open descriptors to the hard limit: a server
+/// holding thousands of sessions needs a descriptor for each (imapd two:
+/// the client and its store connection), and the usual soft default of
+/// 1024 would refuse connections long before memory runs short.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
 /// A running daemon's identity, configuration and resources.
 pub struct Daemon {
     pub service: String,
@@ -95,6 +108,7 @@ impl Daemon {
     /// file and no watcher link.
     pub fn init_worker(service: &str, program: &str) -> anyhow::Result<Daemon> {
         return_large_allocations();
+        raise_descriptor_limit();
         let base = MsgSvrBase::locate();
         let config = base.config_files().load().map_err(|errs| {
             let lines: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use epistle_daemon::Io;
 use epistle_daemon::access::{
-    SessionRecord, admit, close_gracefully, is_local_client, log_safe, start_tls,
+    CommandRate, SessionRecord, admit, close_gracefully, is_local_client, log_safe, start_tls,
 };
 use epistle_directory::Auth;
 use epistle_imap::command::{BadCommand, ListCommand, QResync, StatusItem};
@@ -91,6 +91,7 @@ pub struct Session {
     pub rev2: bool,
     /// For the close log line; `count` is the folders selected.
     record: SessionRecord,
+    rate: CommandRate,
 }
 
 impl Session {
@@ -114,6 +115,7 @@ impl Session {
             compressed: false,
             rev2: false,
             record: SessionRecord::new(peer),
+            rate: CommandRate::default(),
         }
     }
 
@@ -324,6 +326,7 @@ impl Session {
     /// boxed, so a session waiting for input or idling keeps only a small
     /// future, not room for the largest command.
     async fn command(&mut self, cmd: Command) -> Result<()> {
+        self.rate.pace().await;
         if matches!(cmd.body, CommandBody::Idle) && self.user.is_some() {
             return self.idle(&cmd.tag).await;
         }

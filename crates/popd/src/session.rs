@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use epistle_daemon::Io;
 use epistle_daemon::access::{
-    SessionRecord, admit, close_gracefully, is_local_client, log_safe, start_tls,
+    CommandRate, SessionRecord, admit, close_gracefully, is_local_client, log_safe, start_tls,
 };
 use epistle_directory::Auth;
 use epistle_ipc::store::{FlagOp, StoreError, message_file};
@@ -128,6 +128,7 @@ struct Session {
     timestamp: Option<String>,
     /// For the close log line; `count` is the messages retrieved.
     record: SessionRecord,
+    rate: CommandRate,
 }
 
 impl Session {
@@ -144,6 +145,7 @@ impl Session {
             state: State::Authorization { user: None },
             timestamp,
             record: SessionRecord::new(peer),
+            rate: CommandRate::default(),
         }
     }
 
@@ -244,6 +246,7 @@ impl Session {
             let line = self.read_line().await?;
             match Command::parse(&line) {
                 Ok(cmd) => {
+                    self.rate.pace().await;
                     if let Err(end) = self.command(cmd).await {
                         let _ = self.flush().await;
                         return Err(end);
