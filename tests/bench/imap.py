@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """IMAP figures (printed, never asserted):
 
-  * memory: N authenticated sessions in IDLE, plain and over TLS; the RSS
+  * memory: N authenticated sessions in IDLE, plain and over TLS; the PSS
     of imapd and stored per session beyond the baseline;
   * a mixed workload (SELECT, FETCH, STORE, SEARCH, APPEND, EXPUNGE) at 1,
     10 and 50 clients, in long-lived sessions and with a login per
@@ -74,52 +74,47 @@ def run_workload(port, clients, seconds, per_session):
 
 
 def memory(port, tls_port, exes, n):
+    """The memory each further session in IDLE costs: n sessions are
+    opened first and stay open (so the server has grown its pools and
+    tables, and nothing freed can be reused), then n more are measured."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard, 2 * n + 1000) if hard != resource.RLIM_INFINITY else 2 * n + 1000
+    want = min(hard, 4 * n + 1000) if hard != resource.RLIM_INFINITY else 4 * n + 1000
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
-    if want < 2 * n + 100:
-        n = max(1, (want - 100) // 2)
+    if want < 4 * n + 100:
+        n = max(1, (want - 100) // 4)
         print(f"  (descriptor limit {hard}: {n} sessions)")
-    figures = {}
-    for tls, p in (("plain", port), ("TLS", tls_port)):
-        if p is None:
-            continue
-        # Warm up with a full round first, so that the baseline already
-        # holds the thread pools, allocator arenas and tables a server that
-        # has had this many sessions keeps.
-        if tls == "plain":
-            warm = []
-            for _ in range(n):
-                c = Conn(p)
-                c.cmd("SELECT INBOX")
-                c.idle()
-                warm.append(c)
-            for c in warm:
-                c.s.close()
-            time.sleep(2)
-        first = Conn(p, tls == "TLS")
-        first.cmd("SELECT INBOX")
-        first.idle()
-        time.sleep(1)
-        before = {e: sum(rss_kb(x) for x in pids_of(e)) for e in exes}
-        conns = []
-        for _ in range(n):
-            c = Conn(p, tls == "TLS")
+
+    def open_idle(p, tls, count):
+        out = []
+        for _ in range(count):
+            c = Conn(p, tls)
             c.cmd("SELECT INBOX")
             c.idle()
-            conns.append(c)
+            out.append(c)
+        return out
+
+    figures = {}
+    for kind, p in (("plain", port), ("TLS", tls_port)):
+        if p is None:
+            continue
+        tls = kind == "TLS"
+        first = open_idle(p, tls, n)
+        time.sleep(2)
+        before = {e: sum(rss_kb(x) for x in pids_of(e)) for e in exes}
+        more = open_idle(p, tls, n)
         time.sleep(2)
         after = {e: sum(rss_kb(x) for x in pids_of(e)) for e in exes}
         per = sum(after[e] - before[e] for e in exes) / n
-        figures[tls] = per
+        figures[kind] = per
         print(
-            f"  {n} {tls} sessions in IDLE: "
+            f"  {n} more {kind} sessions in IDLE (after {n}): "
             + ", ".join(f"{os.path.basename(e)} +{(after[e] - before[e]) / 1024:.1f} MB" for e in exes)
-            + f"; {per:.1f} kB per session"
+            + f"; {per:.1f} kB per session",
+            flush=True,
         )
-        for c in conns + [first]:
-            c.s.close()
-        time.sleep(2)
+        for c in first + more:
+            c.hang_up()
+        time.sleep(3)
     return figures
 
 
@@ -144,16 +139,21 @@ def measure(name, port, sslport, exes, args):
     for _ in range(20):
         seed.cmd("APPEND INBOX", MESSAGE)
     seed.close()
-    figures = {"memory": memory(port, sslport, exes, args.sessions)}
-    for per_session in (False, True):
-        kind = "login per session" if per_session else "long-lived sessions"
-        for clients in (1, 10, 50):
-            rate = run_workload(port, clients, args.seconds, per_session)
-            figures[(kind, clients)] = rate
-            print(f"  {kind}, {clients} clients: {rate:.0f} commands/s")
-    secs = big_mailbox(port, args.big)
-    figures["big"] = secs
-    print(f"  SELECT + UID FETCH 1:* (UID FLAGS) on {args.big} messages: {secs:.2f} s")
+    parts = args.parts.split(",")
+    figures = {}
+    if "memory" in parts:
+        figures["memory"] = memory(port, sslport, exes, args.sessions)
+    if "workload" in parts:
+        for per_session in (False, True):
+            kind = "login per session" if per_session else "long-lived sessions"
+            for clients in (1, 10, 50):
+                rate = run_workload(port, clients, args.seconds, per_session)
+                figures[(kind, clients)] = rate
+                print(f"  {kind}, {clients} clients: {rate:.0f} commands/s", flush=True)
+    if "big" in parts:
+        secs = big_mailbox(port, args.big)
+        figures["big"] = secs
+        print(f"  SELECT + UID FETCH 1:* (UID FLAGS) on {args.big} messages: {secs:.2f} s")
     return figures
 
 
@@ -163,6 +163,8 @@ def main():
     ap.add_argument("--sessions", type=int, default=10_000)
     ap.add_argument("--big", type=int, default=100_000)
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--parts", default="memory,workload,big",
+                    help="which figures: memory, workload, big (comma-separated)")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="epistle-imapbench.", dir="/var/tmp")
     os.chmod(work, 0o755)
@@ -185,6 +187,8 @@ def main():
         peer = measure("Dovecot", port, sslport, exes, args)
         print()
         for k, v in ours.items():
+            if k not in peer:
+                continue
             if k == "memory":
                 for t, kb in v.items():
                     print(f"memory per {t} session: {kb:.1f} kB vs {peer['memory'].get(t, 0):.1f} kB")

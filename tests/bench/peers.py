@@ -34,10 +34,16 @@ def free_port():
 
 
 def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
+    """Proportional set size: shared pages split among the processes that
+    share them, so a server forking a process per session is not charged
+    its libraries once per process."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     return 0
 
 
@@ -118,6 +124,12 @@ class Conn:
             self.s.sendall(b"z LOGOUT\r\n")
         except OSError:
             pass
+        self.hang_up()
+
+    def hang_up(self):
+        """Closes the connection (the file object holds the socket open
+        until it is closed too)."""
+        self.f.close()
         self.s.close()
 
 

@@ -111,10 +111,6 @@ pub struct FrameReader<R> {
     buf: Vec<u8>,
 }
 
-/// A buffer grown by a large frame is given back once it is empty, so an
-/// idle connection holds next to nothing.
-const IDLE_BUFFER: usize = 4096;
-
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R) -> FrameReader<R> {
         FrameReader {
@@ -128,7 +124,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         loop {
             if let Some((msg, used)) = decode::<T>(&self.buf)? {
                 self.buf.drain(..used);
-                if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER {
+                // Between frames nothing is held: thousands of idle
+                // connections each keeping a read buffer add up.
+                if self.buf.is_empty() {
                     self.buf = Vec::new();
                 }
                 return Ok(msg);

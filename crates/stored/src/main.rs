@@ -183,6 +183,48 @@ fn deliver_warning(sh: &Shared, user: &str, w: &QuotaWarning) -> Option<StoreEve
     }
 }
 
+/// A request other than ActAs and Watch: checked against the acting
+/// user's rights and run on the blocking pool, one transaction; the events
+/// it causes are published before the reply is returned.
+async fn run_request(sh: &Arc<Shared>, user: Option<String>, other: StoreRequest) -> StoreReply {
+    let quota = quota_for(sh, &other).await;
+    let shc = sh.clone();
+    let work = move || {
+        let mut other = other;
+        if let Some(u) = &user
+            && let Err(e) = acl::authorize(&shc.store, u, &mut other)
+        {
+            return (StoreReply::Error { error: e }, Vec::new());
+        }
+        if let (Some(u), StoreRequest::MyRights { name }) = (&user, &other) {
+            let reply = match shc.store.rights(name, u) {
+                Ok(rights) => StoreReply::Rights { rights },
+                Err(error) => StoreReply::Error { error },
+            };
+            return (reply, Vec::new());
+        }
+        let (mut reply, mut evs, warning) = handle(&shc.store, other, &quota, user.as_deref());
+        if let (Some(u), StoreReply::Mailboxes { mailboxes, .. }) = (&user, &mut reply) {
+            mailboxes.retain(|m| shc.store.rights(&m.name, u).is_ok_and(|r| r.contains('l')));
+        }
+        if let Some((user, w)) = warning {
+            evs.extend(deliver_warning(&shc, &user, &w));
+        }
+        (reply, evs)
+    };
+    match tokio::task::spawn_blocking(work).await {
+        Ok((reply, evs)) => {
+            for e in evs {
+                let _ = sh.events.send(e);
+            }
+            reply
+        }
+        Err(e) => StoreReply::Error {
+            error: StoreError::Io(format!("request failed: {e}")),
+        },
+    }
+}
+
 /// One client: requests in order, events for the mailboxes it watches.
 async fn serve(conn: UnixStream, sh: Arc<Shared>) {
     let (rd, mut wr) = conn.into_split();
@@ -227,42 +269,9 @@ async fn serve(conn: UnixStream, sh: Arc<Shared>) {
                             (_, Err(e)) => StoreReply::Error { error: e },
                         }
                     }
-                    other => {
-                        let quota = quota_for(&sh, &other).await;
-                        let shc = sh.clone();
-                        let user = acting.clone();
-                        let work = move || {
-                            let mut other = other;
-                            if let Some(u) = &user
-                                && let Err(e) = acl::authorize(&shc.store, u, &mut other) {
-                                    return (StoreReply::Error { error: e }, Vec::new());
-                                }
-                            if let (Some(u), StoreRequest::MyRights { name }) = (&user, &other) {
-                                let reply = match shc.store.rights(name, u) {
-                                    Ok(rights) => StoreReply::Rights { rights },
-                                    Err(error) => StoreReply::Error { error },
-                                };
-                                return (reply, Vec::new());
-                            }
-                            let (mut reply, mut evs, warning) = handle(&shc.store, other, &quota, user.as_deref());
-                            if let (Some(u), StoreReply::Mailboxes { mailboxes, .. }) = (&user, &mut reply) {
-                                mailboxes.retain(|m| shc.store.rights(&m.name, u).is_ok_and(|r| r.contains('l')));
-                            }
-                            if let Some((user, w)) = warning {
-                                evs.extend(deliver_warning(&shc, &user, &w));
-                            }
-                            (reply, evs)
-                        };
-                        match tokio::task::spawn_blocking(work).await {
-                            Ok((reply, evs)) => {
-                                for e in evs {
-                                    let _ = sh.events.send(e);
-                                }
-                                reply
-                            }
-                            Err(e) => StoreReply::Error { error: StoreError::Io(format!("request failed: {e}")) },
-                        }
-                    }
+                    // Boxed: an idle connection's task keeps only what
+                    // waiting needs, not room for a request's work.
+                    other => Box::pin(run_request(&sh, acting.clone(), other)).await,
                 };
                 // Events already published (this request's own among them)
                 // go out before the reply, so a client that sees the reply
