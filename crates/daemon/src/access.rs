@@ -20,31 +20,35 @@ use crate::{Daemon, Io, SignalEvent, Signals};
 /// An access protocol's two ports: the plain one (where the client may
 /// start TLS) and the one with TLS from the first byte.
 pub struct AccessPorts {
-    service: String,
+    params: PortParams,
     plain: Option<std::net::TcpListener>,
     secure: Option<std::net::TcpListener>,
 }
 
+/// The parameters that place an access protocol's ports, and the names
+/// the watcher knows its ports by.
+pub struct PortParams {
+    /// `service.imap.port`: plain, STARTTLS offered (0: off).
+    pub port: &'static str,
+    /// `service.imap.sslport`: TLS from the first byte (0: off).
+    pub sslport: &'static str,
+    /// `service.imap.enablesslport`: whether to open the TLS port at all.
+    pub enablesslport: &'static str,
+    /// `["imap", "imaps"]`.
+    pub protocols: [&'static str; 2],
+}
+
 impl AccessPorts {
-    /// Binds `service.<service>.port` and, when `.enablesslport` is on,
-    /// `.sslport` (either may be 0: off). `protocols` names them for the
-    /// watcher (`["imap", "imaps"]`).
-    pub fn bind(
-        d: &mut Daemon,
-        service: &str,
-        protocols: [&str; 2],
-    ) -> anyhow::Result<AccessPorts> {
-        let plain = d.bind_tcp(&format!("service.{service}.port"), protocols[0])?;
-        let secure = if d
-            .config
-            .get_bool(&format!("service.{service}.enablesslport"))
-        {
-            d.bind_tcp(&format!("service.{service}.sslport"), protocols[1])?
+    /// Binds the plain port and, when enabled, the TLS port.
+    pub fn bind(d: &mut Daemon, params: PortParams) -> anyhow::Result<AccessPorts> {
+        let plain = d.bind_tcp(params.port, params.protocols[0])?;
+        let secure = if d.config.get_bool(params.enablesslport) {
+            d.bind_tcp(params.sslport, params.protocols[1])?
         } else {
             None
         };
         Ok(AccessPorts {
-            service: service.to_string(),
+            params,
             plain,
             secure,
         })
@@ -61,11 +65,15 @@ impl AccessPorts {
         Fut: Future<Output = ()> + Send + 'static,
     {
         if self.secure.is_some() && !tls {
-            let svc = &self.service;
+            let PortParams {
+                sslport,
+                enablesslport,
+                ..
+            } = self.params;
             d.fail(&anyhow::anyhow!(
-                "the service.{svc}.sslport port needs the TLS certificate; fix local.ssl.certfile \
+                "the {sslport} port needs the TLS certificate; fix local.ssl.certfile \
                  and local.ssl.keyfile or turn the port off with \
-                 configutil -o service.{svc}.enablesslport -v no"
+                 configutil -o {enablesslport} -v no"
             ));
         }
         let to_tokio = |l: Option<std::net::TcpListener>| l.map(TcpListener::from_std).transpose();
@@ -94,7 +102,7 @@ impl AccessPorts {
                 },
             }
         }
-        tracing::info!("{} server stopped", self.service);
+        tracing::info!("{} server stopped", self.params.protocols[0]);
     }
 }
 
@@ -110,18 +118,14 @@ pub fn tls_acceptor(d: &Daemon) -> Option<TlsAcceptor> {
     }
 }
 
-/// This host's name (`local.hostname`) and the greeting of
-/// `service.<service>.banner` for `protocol`.
-pub fn host_and_greeting(d: &Daemon, service: &str, protocol: &str) -> (String, String) {
+/// This host's name (`local.hostname`) and the greeting the `banner`
+/// parameter makes for `protocol`.
+pub fn host_and_greeting(d: &Daemon, banner: &str, protocol: &str) -> (String, String) {
     let host = match d.config.get("local.hostname") {
         "" => "localhost".to_string(),
         h => h.to_string(),
     };
-    let greeting = crate::banner(
-        d.config.get(&format!("service.{service}.banner")),
-        &host,
-        protocol,
-    );
+    let greeting = crate::banner(d.config.get(banner), &host, protocol);
     (host, greeting)
 }
 

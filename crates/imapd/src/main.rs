@@ -20,7 +20,7 @@ mod thread;
 use std::sync::Arc;
 
 use epistle_daemon::Daemon;
-use epistle_daemon::access::AccessPorts;
+use epistle_daemon::access::{AccessPorts, PortParams};
 
 use server::Server;
 
@@ -33,7 +33,15 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let ports = match AccessPorts::bind(&mut d, "imap", ["imap", "imaps"]) {
+    let ports = match AccessPorts::bind(
+        &mut d,
+        PortParams {
+            port: "service.imap.port",
+            sslport: "service.imap.sslport",
+            enablesslport: "service.imap.enablesslport",
+            protocols: ["imap", "imaps"],
+        },
+    ) {
         Ok(p) => p,
         Err(e) => d.fail(&e),
     };

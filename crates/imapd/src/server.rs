@@ -41,7 +41,8 @@ impl Server {
             }
         };
         let tls = epistle_daemon::access::tls_acceptor(d);
-        let (_, greeting) = epistle_daemon::access::host_and_greeting(d, "imap", "IMAP4");
+        let (_, greeting) =
+            epistle_daemon::access::host_and_greeting(d, "service.imap.banner", "IMAP4");
         Server {
             greeting,
             directory,

@@ -14,7 +14,7 @@ mod session;
 use std::sync::Arc;
 
 use epistle_daemon::Daemon;
-use epistle_daemon::access::AccessPorts;
+use epistle_daemon::access::{AccessPorts, PortParams};
 
 use server::Server;
 
@@ -27,7 +27,15 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let ports = match AccessPorts::bind(&mut d, "pop", ["pop3", "pop3s"]) {
+    let ports = match AccessPorts::bind(
+        &mut d,
+        PortParams {
+            port: "service.pop.port",
+            sslport: "service.pop.sslport",
+            enablesslport: "service.pop.enablesslport",
+            protocols: ["pop3", "pop3s"],
+        },
+    ) {
         Ok(p) => p,
         Err(e) => d.fail(&e),
     };

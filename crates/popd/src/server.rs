@@ -50,7 +50,8 @@ impl Server {
             }
         };
         let tls = epistle_daemon::access::tls_acceptor(d);
-        let (host, greeting) = epistle_daemon::access::host_and_greeting(d, "pop", "POP3");
+        let (host, greeting) =
+            epistle_daemon::access::host_and_greeting(d, "service.pop.banner", "POP3");
         let rules =
             std::fs::read_to_string(d.base.config().join("store.expirerule")).unwrap_or_default();
         Server {
