@@ -626,10 +626,9 @@ async fn thread_items(
     let mut out = Vec::with_capacity(hits.len());
     for (&i, st) in hits.iter().zip(&structures) {
         let m = &sel.messages[i];
-        let header = match store.message_path(&sel.name, m.uid).await {
-            Ok(p) => tokio::fs::read(p).await.unwrap_or_default(),
-            Err(_) => Vec::new(),
-        };
+        let header = message_bytes(&store, &sel.name, m.uid)
+            .await
+            .unwrap_or_default();
         let header = &header[..(st.header_size as usize).min(header.len())];
         let refs = render::header_fields(header, &["References".into()], false);
         let refs = String::from_utf8_lossy(&refs);
@@ -678,6 +677,17 @@ fn to_sort_items<'a>(
             }
         })
         .collect()
+}
+
+/// A message's bytes from its file; `None` when it is gone (expunged by
+/// another session meanwhile) or the store cannot say where it is.
+async fn message_bytes(
+    store: &epistle_ipc::store_client::StoreClient,
+    mailbox: &str,
+    uid: u32,
+) -> Option<Vec<u8>> {
+    let path = store.message_path(mailbox, uid).await.ok()?;
+    tokio::fs::read(path).await.ok()
 }
 
 /// Whether fetching `a` reads the message file.
@@ -790,11 +800,7 @@ async fn fetch(
             None
         };
         let raw = if want_file {
-            let read = match store.message_path(&sel.name, m.uid).await {
-                Ok(p) => tokio::fs::read(p).await.ok(),
-                Err(_) => None,
-            };
-            match read {
+            match message_bytes(&store, &sel.name, m.uid).await {
                 Some(r) => Some(r),
                 None => {
                     missing = true;
@@ -1195,10 +1201,7 @@ async fn evaluate(
     let mut hits = Vec::new();
     for (i, m) in sel.messages.iter().enumerate() {
         let (raw, sent) = if content {
-            let raw = match store.message_path(&sel.name, m.uid).await {
-                Ok(p) => tokio::fs::read(p).await.ok(),
-                Err(_) => None,
-            };
+            let raw = message_bytes(&store, &sel.name, m.uid).await;
             let sent = match store.structure(&sel.name, m.uid).await {
                 Ok(st) => search::sent_date(st.envelope.date.as_deref()),
                 Err(_) => None,
