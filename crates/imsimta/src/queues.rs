@@ -210,9 +210,14 @@ fn directory(queue: &QueueDir, channel: Option<&str>) -> anyhow::Result<()> {
             continue;
         }
         println!("Channel: {ch}");
-        for e in &entries {
+        // Oldest first, as they came in.
+        let mut entries: Vec<_> = entries
+            .into_iter()
+            .map(|e| (read_envelope(&e.path), e))
+            .collect();
+        entries.sort_by_key(|(env, e)| (env.as_ref().map_or(0, |v| v.received), e.modified));
+        for (env, e) in entries {
             total += 1;
-            let env = read_envelope(&e.path);
             let received = env
                 .as_ref()
                 .and_then(|v| chrono::DateTime::from_timestamp(v.received, 0))
