@@ -257,16 +257,15 @@ impl Install {
             let Ok((c, _)) = epistle_ipc::store_client::StoreClient::connect(&socket).await else {
                 return Vec::new();
             };
-            let Ok(list) = c.messages(mailbox).await else {
+            let Ok(open) = c.open(mailbox, false).await else {
                 return Vec::new();
             };
-            let mut out = Vec::new();
-            for m in list {
-                if let Ok(p) = c.message_path(mailbox, m.uid).await {
-                    out.push(std::fs::read(p).unwrap_or_default());
-                }
-            }
-            out
+            open.messages
+                .iter()
+                .filter_map(|m| {
+                    std::fs::read(epistle_ipc::store::message_file(&open.dir, m.uid)).ok()
+                })
+                .collect()
         })
     }
 

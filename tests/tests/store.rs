@@ -817,7 +817,10 @@ Content-Type: text/html\r\n\r\n<p>html</p>\r\n--x--\r\n";
     c.append("user/joe/INBOX", msg.as_bytes(), &[], 0)
         .await
         .unwrap();
-    let s = c.structure("user/joe/INBOX", 1).await.unwrap();
+    let both = c.structures("user/joe/INBOX", &[1, 99]).await.unwrap();
+    assert_eq!(both.len(), 2);
+    assert!(both[1].is_none(), "no message 99");
+    let s = both[0].clone().unwrap();
     assert_eq!(s.envelope.subject.as_deref(), Some("report"));
     assert_eq!(s.envelope.to[0].host.as_deref(), Some("example.org"));
     assert_eq!(s.body.media_subtype, "alternative");
@@ -833,8 +836,44 @@ Content-Type: text/html\r\n\r\n<p>html</p>\r\n--x--\r\n";
     })
     .await
     .unwrap();
-    assert_eq!(c.structure("user/joe/Keep", 1).await.unwrap(), s);
-    assert!(c.structure("user/joe/INBOX", 99).await.is_err());
+    assert_eq!(
+        c.structures("user/joe/Keep", &[1]).await.unwrap(),
+        vec![Some(s)]
+    );
+    assert!(c.structures("user/joe/Nowhere", &[1]).await.is_err());
+    // Many large structures come back whole, over several answers.
+    let mut big = String::from(
+        "Subject: parts\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n",
+    );
+    for n in 0..200 {
+        big.push_str(&format!(
+            "--b\r\nContent-Type: text/plain; name=\"part-{n}-with-a-long-name.txt\"\r\n\r\n{n}\r\n"
+        ));
+    }
+    big.push_str("--b--\r\n");
+    c.create("user/joe/Big").await.unwrap();
+    c.append("user/joe/Big", big.as_bytes(), &[], 0)
+        .await
+        .unwrap();
+    for _ in 0..99 {
+        c.request(StoreRequest::Copy {
+            from: "user/joe/Big".into(),
+            uids: vec![1],
+            to: "user/joe/Big".into(),
+        })
+        .await
+        .unwrap();
+    }
+    let uids: Vec<u32> = (1..=100).chain([500]).collect();
+    let all = c.structures("user/joe/Big", &uids).await.unwrap();
+    assert_eq!(all.len(), 101);
+    assert!(
+        all[..100]
+            .iter()
+            .all(|s| s.as_ref() == all[0].as_ref() && s.is_some())
+    );
+    assert_eq!(all[0].as_ref().unwrap().body.parts.len(), 200);
+    assert!(all[100].is_none());
 }
 
 /// Moving an account between partitions, and finding the mailboxes of

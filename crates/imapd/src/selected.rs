@@ -8,6 +8,7 @@
 //! sequence number, so the numbers a client holds stay right.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 
 use epistle_imap::command::{
     FetchAttr, QResync, SearchReturn, Section, SectionText, StoreMode, ThreadAlgorithm,
@@ -16,9 +17,10 @@ use epistle_imap::search::SearchKey;
 use epistle_imap::sequence::{SequenceSet, compact};
 use epistle_imap::{CommandBody, response};
 use epistle_ipc::store::{
-    FlagOp, MailboxInfo, MessageInfo, MessageStructure, StoreError, StoreEvent, StoreReply,
-    StoreRequest,
+    FlagOp, MessageInfo, MessageStructure, StoreError, StoreEvent, StoreReply, StoreRequest,
+    message_file,
 };
+use epistle_ipc::store_client::{OpenMailbox, StoreClient, read_message_file};
 
 use crate::render;
 use crate::search::{self, Candidate, Extent};
@@ -56,6 +58,8 @@ impl Msg {
 pub struct Selected {
     /// The store's name.
     pub name: String,
+    /// Where its message files are.
+    dir: PathBuf,
     pub read_only: bool,
     pub uidvalidity: u32,
     pub uidnext: u32,
@@ -69,19 +73,23 @@ pub struct Selected {
 }
 
 impl Selected {
-    pub fn new(
-        name: String,
-        read_only: bool,
-        info: &MailboxInfo,
-        index: Vec<MessageInfo>,
-    ) -> Selected {
+    pub fn new(name: String, read_only: bool, open: OpenMailbox) -> Selected {
+        let info = &open.info.record;
+        let messages: Vec<Msg> = open.messages.iter().map(Msg::from_info).collect();
+        // The status and the index may be a commit apart.
+        let uidnext = messages.last().map_or(0, |m| m.uid + 1).max(info.uidnext);
+        let highest_modseq = messages
+            .iter()
+            .map(|m| m.modseq)
+            .fold(info.highest_modseq, u64::max);
         Selected {
             name,
+            dir: open.dir,
             read_only,
-            uidvalidity: info.record.uidvalidity,
-            uidnext: info.record.uidnext,
-            highest_modseq: info.record.highest_modseq,
-            messages: index.iter().map(Msg::from_info).collect(),
+            uidvalidity: info.uidvalidity,
+            uidnext,
+            highest_modseq,
+            messages,
             pending: VecDeque::new(),
             rebuild: false,
             saved: Vec::new(),
@@ -599,12 +607,12 @@ async fn sort_items(
         .clone()
         .ok_or_else(|| StoreError::Io("no store".into()))?;
     let mut structures = Vec::with_capacity(hits.len());
-    for &i in &hits {
-        structures.push(
-            store
-                .structure(&sel.name, sel.messages[i].uid)
+    for chunk in hits.chunks(STRUCTURE_BATCH) {
+        structures.extend(
+            structures_of(&store, sel, chunk)
                 .await
-                .unwrap_or_default(),
+                .into_iter()
+                .map(Option::unwrap_or_default),
         );
     }
     Ok((structures, hits))
@@ -619,16 +627,10 @@ async fn thread_items(
     uid: bool,
 ) -> std::result::Result<Vec<crate::thread::ThreadItem>, StoreError> {
     let (structures, hits) = sort_items(s, sel, keys, uid).await?;
-    let store = s
-        .store
-        .clone()
-        .ok_or_else(|| StoreError::Io("no store".into()))?;
     let mut out = Vec::with_capacity(hits.len());
     for (&i, st) in hits.iter().zip(&structures) {
         let m = &sel.messages[i];
-        let header = message_bytes(&store, &sel.name, m.uid)
-            .await
-            .unwrap_or_default();
+        let header = message_bytes(sel, m).await.unwrap_or_default();
         let header = &header[..(st.header_size as usize).min(header.len())];
         let refs = render::header_fields(header, &["References".into()], false);
         let refs = String::from_utf8_lossy(&refs);
@@ -680,14 +682,28 @@ fn to_sort_items<'a>(
 }
 
 /// A message's bytes from its file; `None` when it is gone (expunged by
-/// another session meanwhile) or the store cannot say where it is.
-async fn message_bytes(
-    store: &epistle_ipc::store_client::StoreClient,
-    mailbox: &str,
-    uid: u32,
-) -> Option<Vec<u8>> {
-    let path = store.message_path(mailbox, uid).await.ok()?;
-    tokio::fs::read(path).await.ok()
+/// another session meanwhile).
+async fn message_bytes(sel: &Selected, m: &Msg) -> Option<Vec<u8>> {
+    read_message_file(&message_file(&sel.dir, m.uid), m.size)
+        .await
+        .ok()
+}
+
+/// How many messages' structures are asked of the store at once.
+const STRUCTURE_BATCH: usize = 256;
+
+/// The structures of the messages at positions `ix`, in order; `None`
+/// for one expunged meanwhile (or all, when the store cannot answer).
+async fn structures_of(
+    store: &StoreClient,
+    sel: &Selected,
+    ix: &[usize],
+) -> Vec<Option<MessageStructure>> {
+    let uids: Vec<u32> = ix.iter().map(|&i| sel.messages[i].uid).collect();
+    store
+        .structures(&sel.name, &uids)
+        .await
+        .unwrap_or_else(|_| vec![None; uids.len()])
 }
 
 /// Whether fetching `a` reads the message file.
@@ -786,42 +802,46 @@ async fn fetch(
     let want_file = items.iter().any(needs_file);
     let want_structure = items.iter().any(needs_structure);
     let mut missing = false;
-    for i in ix {
-        let m = sel.messages[i].clone();
-        let structure = if want_structure {
-            match store.structure(&sel.name, m.uid).await {
-                Ok(st) => Some(st),
-                Err(_) => {
+    for chunk in ix.chunks(STRUCTURE_BATCH) {
+        let structures = if want_structure {
+            structures_of(&store, sel, chunk).await
+        } else {
+            Vec::new()
+        };
+        for (n, &i) in chunk.iter().enumerate() {
+            let m = &sel.messages[i];
+            let structure = match structures.get(n) {
+                Some(None) => {
                     missing = true;
                     continue;
                 }
-            }
-        } else {
-            None
-        };
-        let raw = if want_file {
-            match message_bytes(&store, &sel.name, m.uid).await {
-                Some(r) => Some(r),
-                None => {
-                    missing = true;
-                    continue;
+                Some(Some(st)) => Some(st),
+                None => None,
+            };
+            let raw = if want_file {
+                match message_bytes(sel, m).await {
+                    Some(r) => Some(r),
+                    None => {
+                        missing = true;
+                        continue;
+                    }
                 }
+            } else {
+                None
+            };
+            let mut l = format!("* {} FETCH (", i + 1).into_bytes();
+            for (n, a) in items.iter().enumerate() {
+                if n > 0 {
+                    l.push(b' ');
+                }
+                fetch_item(&mut l, a, m, structure, raw.as_deref(), s.utf8);
             }
-        } else {
-            None
-        };
-        let mut l = format!("* {} FETCH (", i + 1).into_bytes();
-        for (n, a) in items.iter().enumerate() {
-            if n > 0 {
-                l.push(b' ');
+            l.extend_from_slice(b")\r\n");
+            s.out.extend_from_slice(&l);
+            // Large answers go out as they are made.
+            if s.out.len() > 256 * 1024 {
+                s.flush().await?;
             }
-            fetch_item(&mut l, a, &m, structure.as_ref(), raw.as_deref(), s.utf8);
-        }
-        l.extend_from_slice(b")\r\n");
-        s.out.extend_from_slice(&l);
-        // Large answers go out as they are made.
-        if s.out.len() > 256 * 1024 {
-            s.flush().await?;
         }
     }
     if missing {
@@ -1199,25 +1219,33 @@ async fn evaluate(
         saved: &sel.saved,
     };
     let mut hits = Vec::new();
-    for (i, m) in sel.messages.iter().enumerate() {
-        let (raw, sent) = if content {
-            let raw = message_bytes(&store, &sel.name, m.uid).await;
-            let sent = match store.structure(&sel.name, m.uid).await {
-                Ok(st) => search::sent_date(st.envelope.date.as_deref()),
-                Err(_) => None,
-            };
-            (raw, sent)
+    let all: Vec<usize> = (0..sel.messages.len()).collect();
+    for chunk in all.chunks(STRUCTURE_BATCH) {
+        let structures = if content {
+            structures_of(&store, sel, chunk).await
         } else {
-            (None, None)
+            Vec::new()
         };
-        let c = Candidate {
-            seq: i as u32 + 1,
-            msg: m,
-            raw: raw.as_deref(),
-            sent,
-        };
-        if search::matches(key, &c, &extent) {
-            hits.push(i);
+        for (n, &i) in chunk.iter().enumerate() {
+            let m = &sel.messages[i];
+            let (raw, sent) = if content {
+                let sent = structures
+                    .get(n)
+                    .and_then(Option::as_ref)
+                    .and_then(|st| search::sent_date(st.envelope.date.as_deref()));
+                (message_bytes(sel, m).await, sent)
+            } else {
+                (None, None)
+            };
+            let c = Candidate {
+                seq: i as u32 + 1,
+                msg: m,
+                raw: raw.as_deref(),
+                sent,
+            };
+            if search::matches(key, &c, &extent) {
+                hits.push(i);
+            }
         }
     }
     Ok(hits)

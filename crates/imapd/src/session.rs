@@ -949,34 +949,22 @@ impl Session {
         read_only: bool,
         qresync: Option<QResync>,
     ) -> Result<()> {
-        if self.selected.is_some() {
-            self.unselect().await;
+        // Opening the new one stops the events of the old.
+        if self.selected.take().is_some() {
             self.line("* OK [CLOSED] Previous mailbox closed");
         }
         let store = self.store()?;
-        let info = match store.status(&name).await {
-            Ok(i) => i,
+        let open = match store.open(&name, true).await {
+            Ok(o) => o,
             Err(e) => {
                 self.store_error(tag, &e);
                 return Ok(());
             }
         };
-        let index = match store.messages(&name).await {
-            Ok(m) => m,
-            Err(e) => {
-                self.store_error(tag, &e);
-                return Ok(());
-            }
-        };
-        if let Err(e) = store.watch(&name, true).await {
-            self.store_error(tag, &e);
-            return Ok(());
-        }
-        // Events from before the index was read are stale.
-        if let Some(ev) = self.events.as_mut() {
-            while ev.try_recv().is_ok() {}
-        }
-        let sel = Selected::new(name, read_only, &info, index);
+        // Events still on their way are the old mailbox's (dropped when
+        // they come) or this one's since it was watched (applying them
+        // again is harmless).
+        let sel = Selected::new(name, read_only, open);
         sel.announce(self);
         if let Some(q) = qresync.filter(|q| q.uidvalidity == sel.uidvalidity) {
             sel.resynchronize(self, &q);

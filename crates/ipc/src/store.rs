@@ -4,9 +4,8 @@
 //!
 //! Message bodies do not cross the socket: a writer stages the message in
 //! a file next to the mailboxes (`StageDir`), then asks for `Append`; a
-//! reader asks for `MessagePath` (or, reading many, the `MailboxDir` once
-//! and names files with [`message_file`]) and reads the immutable file
-//! itself.
+//! reader learns the mailbox's directory (`Open`, `MailboxDir`), names
+//! files with [`message_file`] and reads the immutable files itself.
 //! A connection may `Watch` mailboxes: change events then arrive on it
 //! between replies.
 
@@ -149,10 +148,6 @@ pub enum StoreRequest {
         #[serde(default)]
         after: u32,
     },
-    MessagePath {
-        name: String,
-        uid: u32,
-    },
     /// The directory holding a mailbox's message files (see
     /// [`message_file`]).
     MailboxDir {
@@ -221,10 +216,21 @@ pub enum StoreRequest {
         user: String,
         partition: String,
     },
-    /// The parsed structure of one message.
-    Structure {
+    /// The parsed structures of messages, in the order asked. When they
+    /// are many or large the answer covers the first of them only, and
+    /// the client asks again for the rest.
+    Structures {
         name: String,
-        uid: u32,
+        uids: Vec<u32>,
+    },
+    /// A session opens a mailbox: its status, the first page of its index
+    /// and the directory of its message files, in one answer. With
+    /// `watch`, the connection watches this mailbox alone from then on —
+    /// from before the index is read, so no change made meanwhile is
+    /// missed (an event may repeat what the index already says).
+    Open {
+        name: String,
+        watch: bool,
     },
     /// Apply the aging rules of config/store.expirerule now.
     Expire {
@@ -302,8 +308,17 @@ pub enum StoreReply {
     Acl {
         acl: Vec<(String, String)>,
     },
-    Structure {
-        structure: Box<MessageStructure>,
+    /// One per UID asked, in order, for a prefix of them; `None` for a
+    /// message that is not there (expunged).
+    Structures {
+        structures: Vec<Option<MessageStructure>>,
+    },
+    Opened {
+        mailbox: MailboxInfo,
+        /// The first page of the index (see [`StoreRequest::Messages`]).
+        messages: Vec<MessageInfo>,
+        /// See [`message_file`].
+        dir: String,
     },
     Rights {
         rights: String,

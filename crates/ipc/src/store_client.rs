@@ -10,8 +10,21 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::frame;
 use crate::store::{
-    FlagOp, MailboxInfo, MessageInfo, ServerFrame, StoreError, StoreEvent, StoreReply, StoreRequest,
+    FlagOp, MailboxInfo, MessageInfo, MessageStructure, ServerFrame, StoreError, StoreEvent,
+    StoreReply, StoreRequest,
 };
+
+/// Most UIDs one `Structures` request names.
+const STRUCTURES_PAGE: usize = 512;
+
+/// A mailbox as a session opens it.
+#[derive(Debug)]
+pub struct OpenMailbox {
+    pub info: MailboxInfo,
+    pub messages: Vec<MessageInfo>,
+    /// Where its message files are ([`crate::store::message_file`]).
+    pub dir: PathBuf,
+}
 
 type Pending = oneshot::Sender<Result<StoreReply, StoreError>>;
 
@@ -198,19 +211,49 @@ impl StoreClient {
         Ok(all)
     }
 
-    pub async fn structure(
+    /// The structures of `uids` in order (`None`: not in the mailbox),
+    /// asked a page at a time.
+    pub async fn structures(
         &self,
         name: &str,
-        uid: u32,
-    ) -> Result<crate::store::MessageStructure, StoreError> {
-        match self
-            .request(StoreRequest::Structure {
+        uids: &[u32],
+    ) -> Result<Vec<Option<MessageStructure>>, StoreError> {
+        let mut all = Vec::with_capacity(uids.len());
+        while all.len() < uids.len() {
+            let rest = &uids[all.len()..];
+            let req = StoreRequest::Structures {
                 name: name.into(),
-                uid,
+                uids: rest[..rest.len().min(STRUCTURES_PAGE)].to_vec(),
+            };
+            match self.request(req).await? {
+                StoreReply::Structures { structures } if !structures.is_empty() => {
+                    all.extend(structures)
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(all)
+    }
+
+    /// Opens a mailbox for a session (see [`StoreRequest::Open`]): its
+    /// status, whole index and message directory.
+    pub async fn open(&self, name: &str, watch: bool) -> Result<OpenMailbox, StoreError> {
+        match self
+            .request(StoreRequest::Open {
+                name: name.into(),
+                watch,
             })
             .await?
         {
-            StoreReply::Structure { structure } => Ok(*structure),
+            StoreReply::Opened {
+                mailbox,
+                messages,
+                dir,
+            } => Ok(OpenMailbox {
+                info: mailbox,
+                messages: self.rest_of_index(name, messages).await?,
+                dir: dir.into(),
+            }),
             other => Err(unexpected(other)),
         }
     }
@@ -225,17 +268,12 @@ impl StoreClient {
         }
     }
 
+    /// Where one message's file is (whether or not it is still there).
     pub async fn message_path(&self, name: &str, uid: u32) -> Result<PathBuf, StoreError> {
-        match self
-            .request(StoreRequest::MessagePath {
-                name: name.into(),
-                uid,
-            })
-            .await?
-        {
-            StoreReply::Path { path } => Ok(path.into()),
-            other => Err(unexpected(other)),
-        }
+        Ok(crate::store::message_file(
+            &self.mailbox_dir(name).await?,
+            uid,
+        ))
     }
 
     pub async fn store_flags(
@@ -393,6 +431,22 @@ impl StoreClient {
             }
         }
     }
+}
+
+/// Message files up to this size are read in place (see
+/// [`read_message_file`]).
+pub const READ_IN_PLACE: u64 = 1024 * 1024;
+
+/// Reads a message file whole. One of `size` (the index's figure) up to
+/// [`READ_IN_PLACE`] is read right here, telling the runtime this thread
+/// may block (on a cold disk) so other tasks move to another: a hand-off
+/// to the blocking pool costs more than such a read. Needs the
+/// multi-threaded runtime.
+pub async fn read_message_file(path: &Path, size: u64) -> std::io::Result<Vec<u8>> {
+    if size > READ_IN_PLACE {
+        return tokio::fs::read(path).await;
+    }
+    tokio::task::block_in_place(|| std::fs::read(path))
 }
 
 fn unexpected(r: StoreReply) -> StoreError {

@@ -14,7 +14,7 @@ use epistle_daemon::access::{
 };
 use epistle_directory::Auth;
 use epistle_ipc::store::{FlagOp, StoreError, message_file};
-use epistle_ipc::store_client::StoreClient;
+use epistle_ipc::store_client::{READ_IN_PLACE, StoreClient, read_message_file};
 use epistle_pop3::{Command, DotStuffer, Line, LineFramer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -703,24 +703,21 @@ impl Session {
     }
 }
 
-/// Messages up to this size are read whole.
-const WHOLE_MESSAGE: u64 = 1024 * 1024;
-
-/// Where a message's bytes come from.
+/// Where a message's bytes come from: small files are read whole, large
+/// ones streamed.
 enum MessageSource {
     Whole(Vec<u8>),
     File(tokio::fs::File),
 }
 
 impl MessageSource {
-    /// A small file is read right here, telling the runtime this thread
-    /// may block (on a cold disk) so other sessions move to another: a
-    /// handoff to the blocking pool would cost more than the read.
     async fn open(path: std::path::PathBuf, size: u64) -> std::io::Result<MessageSource> {
-        if size > WHOLE_MESSAGE {
+        if size > READ_IN_PLACE {
             return tokio::fs::File::open(&path).await.map(MessageSource::File);
         }
-        tokio::task::block_in_place(|| std::fs::read(&path)).map(MessageSource::Whole)
+        read_message_file(&path, size)
+            .await
+            .map(MessageSource::Whole)
     }
 }
 
@@ -738,11 +735,9 @@ async fn open_maildrop(
 ) -> std::result::Result<Maildrop, StoreError> {
     let (store, _events) = StoreClient::connect_as(&server.store_socket, user).await?;
     let mailbox = format!("user/{user}/INBOX");
-    let info = store.status(&mailbox).await?;
-    let dir = store.mailbox_dir(&mailbox).await?;
-    let messages = store
-        .messages(&mailbox)
-        .await?
+    let open = store.open(&mailbox, false).await?;
+    let messages = open
+        .messages
         .into_iter()
         .map(|m| Message {
             uid: m.uid,
@@ -753,8 +748,8 @@ async fn open_maildrop(
         .collect();
     Ok(Maildrop {
         mailbox,
-        dir,
-        uidvalidity: info.record.uidvalidity,
+        dir: open.dir,
+        uidvalidity: open.info.record.uidvalidity,
         messages,
         store,
         _lock: lock,

@@ -1704,37 +1704,49 @@ impl Store {
         Ok((changed, refused, info))
     }
 
-    /// The parsed structure of a message (ENVELOPE, BODYSTRUCTURE,
-    /// offsets); a message stored before the cache existed is parsed now.
-    pub fn structure(
+    /// The parsed structures of messages (ENVELOPE, BODYSTRUCTURE,
+    /// offsets), in the order asked, `None` for a message not in the
+    /// mailbox; a message stored before the cache existed is parsed now.
+    /// Stops early, after at least one, once the structures read pass
+    /// `budget` bytes in their stored form.
+    pub fn structures(
         &self,
         name: &str,
-        uid: u32,
-    ) -> Result<epistle_ipc::store::MessageStructure, StoreError> {
+        uids: &[u32],
+        budget: usize,
+    ) -> Result<Vec<Option<epistle_ipc::store::MessageStructure>>, StoreError> {
         let info = self
             .mailbox(name)?
             .ok_or_else(|| StoreError::NoMailbox(name.to_string()))?;
+        let id = info.record.id;
         let tx = self.db.begin_read().db()?;
-        if tx
-            .open_table(MESSAGES)
-            .db()?
-            .get((info.record.id, uid))
-            .db()?
-            .is_none()
-        {
-            return Err(StoreError::Invalid(format!("no message {uid} in {name}")));
+        let messages = tx.open_table(MESSAGES).db()?;
+        let cached = tx.open_table(STRUCTURES).db()?;
+        let mut out = Vec::with_capacity(uids.len().min(1024));
+        let mut used = 0;
+        for &uid in uids {
+            if used > budget {
+                break;
+            }
+            if messages.get((id, uid)).db()?.is_none() {
+                out.push(None);
+                continue;
+            }
+            let structure = match cached.get((id, uid)).db()? {
+                Some(v) => {
+                    used += v.value().len();
+                    postcard::from_bytes(v.value()).db()?
+                }
+                None => {
+                    let path = self.message_path(name, uid)?;
+                    let raw = fs::read(&path).map_err(|e| io("cannot read", &path, e))?;
+                    used += raw.len() / 4;
+                    crate::structure::parse(&raw)
+                }
+            };
+            out.push(Some(structure));
         }
-        if let Some(v) = tx
-            .open_table(STRUCTURES)
-            .db()?
-            .get((info.record.id, uid))
-            .db()?
-        {
-            return postcard::from_bytes(v.value()).db();
-        }
-        let path = self.message_path(name, uid)?;
-        let raw = fs::read(&path).map_err(|e| io("cannot read", &path, e))?;
-        Ok(crate::structure::parse(&raw))
+        Ok(out)
     }
 
     /// The access control list of a mailbox (RFC 4314): identifier and

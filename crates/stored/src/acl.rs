@@ -61,9 +61,9 @@ pub fn authorize(s: &Store, user: &str, req: &mut StoreRequest) -> Result<(), St
         StoreRequest::QuotaUsage { user: u } => own(user, u, "read the quota"),
         StoreRequest::Status { name }
         | StoreRequest::Messages { name, .. }
-        | StoreRequest::MessagePath { name, .. }
         | StoreRequest::MailboxDir { name }
-        | StoreRequest::Structure { name, .. } => need(s, user, name, 'r'),
+        | StoreRequest::Open { name, .. }
+        | StoreRequest::Structures { name, .. } => need(s, user, name, 'r'),
         StoreRequest::StageDir { name } => need(s, user, name, 'i'),
         StoreRequest::Append { name, flags, .. } => {
             need(s, user, name, 'i')?;

@@ -269,6 +269,20 @@ async fn serve(conn: UnixStream, sh: Arc<Shared>) {
                             (_, Err(e)) => StoreReply::Error { error: e },
                         }
                     }
+                    // Watched before it is read, so nothing is missed.
+                    StoreRequest::Open { name, watch } => {
+                        if watch {
+                            watched.clear();
+                            if let Ok(n) = MailboxName::parse(&name) {
+                                watched.insert(n.to_string());
+                            }
+                        }
+                        let reply = Box::pin(run_request(&sh, acting.clone(), StoreRequest::Open { name, watch })).await;
+                        if watch && matches!(reply, StoreReply::Error { .. }) {
+                            watched.clear();
+                        }
+                        reply
+                    }
                     // Boxed: an idle connection's task keeps only what
                     // waiting needs, not room for a request's work.
                     other => Box::pin(run_request(&sh, acting.clone(), other)).await,
@@ -309,6 +323,11 @@ async fn serve(conn: UnixStream, sh: Arc<Shared>) {
         }
     }
 }
+
+/// About how much structure data (in its stored form; the JSON frame is
+/// a few times larger) one `Structures` answer carries, so a reply stays
+/// well under the frame limit.
+const STRUCTURES_BUDGET: usize = 128 * 1024;
 
 type Handled = (StoreReply, Vec<StoreEvent>, Option<(String, QuotaWarning)>);
 
@@ -436,12 +455,6 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota, reader: Option<&str>) -> 
                 },
                 vec![],
             ),
-            StoreRequest::MessagePath { name, uid } => (
-                StoreReply::Path {
-                    path: s.message_path(&name, uid)?.display().to_string(),
-                },
-                vec![],
-            ),
             StoreRequest::StoreFlags {
                 name,
                 uids,
@@ -553,12 +566,31 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota, reader: Option<&str>) -> 
                 s.move_user(&user, &partition)?;
                 (StoreReply::Done, gone)
             }
-            StoreRequest::Structure { name, uid } => (
-                StoreReply::Structure {
-                    structure: Box::new(s.structure(&name, uid)?),
+            StoreRequest::Structures { name, uids } => (
+                StoreReply::Structures {
+                    structures: s.structures(&name, &uids, STRUCTURES_BUDGET)?,
                 },
                 vec![],
             ),
+            StoreRequest::Open { name, .. } => {
+                let mailbox = reader
+                    .map_or_else(|| s.mailbox(&name), |r| s.mailbox_for(&name, r))?
+                    .ok_or_else(|| StoreError::NoMailbox(name.clone()))?;
+                let page = epistle_ipc::store::INDEX_PAGE;
+                let messages = match reader {
+                    Some(r) => s.messages_for(&name, 0, page, r)?,
+                    None => s.messages_after(&name, 0, page)?,
+                };
+                let dir = s.mailbox_files(&name)?.display().to_string();
+                (
+                    StoreReply::Opened {
+                        mailbox,
+                        messages,
+                        dir,
+                    },
+                    vec![],
+                )
+            }
             StoreRequest::GetAcl { name } => (
                 StoreReply::Acl {
                     acl: s.get_acl(&name)?,

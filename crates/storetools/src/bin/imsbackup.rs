@@ -16,6 +16,7 @@
 use std::io::{BufWriter, Write};
 use std::process::ExitCode;
 
+use epistle_ipc::store::message_file;
 use epistle_store::backup::BackupWriter;
 use storetools::Progress;
 
@@ -119,13 +120,18 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
                 continue;
             }
             w.mailbox(&m.name, m.record.uidvalidity, m.record.uidnext)?;
-            for msg in client.messages(&m.name).await? {
+            let open = client.open(&m.name, false).await?;
+            for msg in open.messages {
                 if since.is_some_and(|t| msg.record.internal_date < t) {
                     continue;
                 }
-                let path = client.message_path(&m.name, msg.uid).await?;
-                let body = std::fs::read(&path)
-                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                let path = message_file(&open.dir, msg.uid);
+                let body = match std::fs::read(&path) {
+                    Ok(b) => b,
+                    // Expunged since the index was read.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+                };
                 w.message(msg.uid, &msg.record.flags, msg.record.internal_date, &body)?;
                 progress.tick(&m.name);
             }

@@ -71,17 +71,8 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
                     m.name, r.messages, r.size, r.uidvalidity, r.uidnext
                 );
                 if with_path {
-                    let dir = match client
-                        .request(StoreRequest::MessagePath {
-                            name: m.name.clone(),
-                            uid: 0,
-                        })
-                        .await?
-                    {
-                        StoreReply::Path { path } => path.trim_end_matches("/0.msg").to_string(),
-                        _ => String::new(),
-                    };
-                    print!("  path={dir}");
+                    let dir = client.mailbox_dir(&m.name).await?;
+                    print!("  path={}", dir.display());
                 }
                 println!();
             }
