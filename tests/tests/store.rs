@@ -26,7 +26,6 @@ async fn next_event(rx: &mut StoreEvents) -> StoreEvent {
     tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .expect("no event within 5 s")
-        .map(|e| *e)
         .expect("event channel closed")
 }
 
@@ -51,12 +50,19 @@ async fn a_change_in_one_connection_is_pushed_to_another() {
     match next_event(&mut events).await {
         StoreEvent::Exists {
             mailbox,
-            uids,
+            after,
+            messages,
             status,
         } => {
             assert_eq!(
-                (mailbox.as_str(), uids, status.messages),
-                ("user/joe/INBOX", vec![1], 1)
+                (mailbox.as_str(), after, status.messages),
+                ("user/joe/INBOX", 0, 1)
+            );
+            assert_eq!(messages.len(), 1);
+            assert_eq!(
+                (messages[0].uid, messages[0].record.size),
+                (1, 22),
+                "the new message's index entry comes with the event"
             );
         }
         other => panic!("{other:?}"),
@@ -305,7 +311,7 @@ async fn directory_quotas_are_enforced_with_one_warning() {
     assert_eq!(uid, 4);
     let mut exists = 0;
     while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(500), events.recv()).await {
-        if matches!(*ev, StoreEvent::Exists { .. }) {
+        if matches!(ev, StoreEvent::Exists { .. }) {
             exists += 1;
         }
     }
@@ -801,6 +807,38 @@ async fn imsimport_takes_mbox_and_maildir() {
             .flags,
         ["\\Seen"]
     );
+}
+
+/// A reader that does not keep up loses events, not its connection, and
+/// is told so (IMAP then reads the mailbox again).
+#[tokio::test]
+async fn a_reader_that_falls_behind_is_told_it_lost_events() {
+    let i = running_store();
+    let (writer, _) = client(&i).await;
+    let (reader, mut events) = client(&i).await;
+    writer.create("user/joe/INBOX").await.unwrap();
+    writer
+        .append("user/joe/INBOX", b"Subject: x\r\n\r\nx\r\n", &[], 0)
+        .await
+        .unwrap();
+    reader.watch("user/joe/INBOX", true).await.unwrap();
+    let backlog = epistle_ipc::store_client::EVENT_BACKLOG;
+    for n in 0..backlog + 10 {
+        let op = if n % 2 == 0 { FlagOp::Add } else { FlagOp::Remove };
+        writer
+            .store_flags("user/joe/INBOX", &[1], op, &["\\Flagged".into()], None)
+            .await
+            .unwrap();
+    }
+    // The reader's connection still answers, after every event it got.
+    reader.status("user/joe/INBOX").await.unwrap();
+    assert!(events.lost(), "the loss is reported");
+    assert!(!events.lost(), "once");
+    let mut got = 0;
+    while events.try_recv().is_some() {
+        got += 1;
+    }
+    assert_eq!(got, backlog);
 }
 
 /// The structure IMAP FETCH needs is parsed at append and kept: it comes

@@ -60,6 +60,9 @@ pub struct Selected {
     pub name: String,
     /// Where its message files are.
     dir: PathBuf,
+    /// The session's user owns it: the index entries that come with
+    /// events are as this user sees them.
+    own: bool,
     pub read_only: bool,
     pub uidvalidity: u32,
     pub uidnext: u32,
@@ -73,7 +76,7 @@ pub struct Selected {
 }
 
 impl Selected {
-    pub fn new(name: String, read_only: bool, open: OpenMailbox) -> Selected {
+    pub fn new(name: String, read_only: bool, own: bool, open: OpenMailbox) -> Selected {
         let info = &open.info.record;
         let messages: Vec<Msg> = open.messages.iter().map(Msg::from_info).collect();
         // The status and the index may be a commit apart.
@@ -85,6 +88,7 @@ impl Selected {
         Selected {
             name,
             dir: open.dir,
+            own,
             read_only,
             uidvalidity: info.uidvalidity,
             uidnext,
@@ -158,6 +162,13 @@ impl Selected {
     }
 
     /// Keeps another session's change for the next report.
+    /// Events were lost: the view is read again at the next point where
+    /// changes may be reported.
+    pub fn read_again(&mut self) {
+        self.pending.clear();
+        self.rebuild = true;
+    }
+
     pub fn queue(&mut self, ev: StoreEvent) {
         if ev.mailbox() != self.name {
             return;
@@ -274,9 +285,24 @@ impl Selected {
                     let uids = uids.clone();
                     self.expunge_uids(s, &uids);
                 }
-                StoreEvent::Exists { uids, status, .. } => {
-                    if uids.iter().any(|u| *u > self.last_uid()) {
-                        new_messages = true;
+                StoreEvent::Exists {
+                    after,
+                    messages,
+                    status,
+                    ..
+                } => {
+                    if messages.iter().any(|m| m.uid > self.last_uid()) {
+                        // Right after the view's last message: added as
+                        // they come; otherwise (another message came
+                        // between, or one went) read from the index.
+                        if self.own && *after == self.last_uid() && !new_messages {
+                            for m in messages {
+                                self.highest_modseq = self.highest_modseq.max(m.record.modseq);
+                                self.messages.push(Msg::from_info(m));
+                            }
+                        } else {
+                            new_messages = true;
+                        }
                     }
                     self.uidnext = self.uidnext.max(status.uidnext);
                 }

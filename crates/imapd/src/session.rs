@@ -964,7 +964,13 @@ impl Session {
         // Events still on their way are the old mailbox's (dropped when
         // they come) or this one's since it was watched (applying them
         // again is harmless).
-        let sel = Selected::new(name, read_only, open);
+        // In their own mailboxes, new messages' entries come with the
+        // events as this user sees them (others have their own \Seen).
+        let own = self
+            .user
+            .as_deref()
+            .is_some_and(|u| name.starts_with(&format!("user/{u}/")));
+        let sel = Selected::new(name, read_only, own, open);
         sel.announce(self);
         if let Some(q) = qresync.filter(|q| q.uidvalidity == sel.uidvalidity) {
             sel.resynchronize(self, &q);
@@ -994,10 +1000,15 @@ impl Session {
     /// (`expunges`: EXPUNGE responses are allowed now).
     pub async fn report_changes(&mut self, expunges: bool) -> Result<()> {
         if let Some(ev) = self.events.as_mut() {
-            while let Ok(e) = ev.try_recv() {
+            while let Some(e) = ev.try_recv() {
                 if let Some(sel) = self.selected.as_mut() {
-                    sel.queue(*e);
+                    sel.queue(e);
                 }
+            }
+            if ev.lost()
+                && let Some(sel) = self.selected.as_mut()
+            {
+                sel.read_again();
             }
         }
         if let Some(mut sel) = self.selected.take() {
@@ -1255,7 +1266,7 @@ async fn read_more(stream: &mut Box<dyn Io>, inbuf: &mut Vec<u8>) -> std::io::Re
 
 async fn next_event(rx: Option<&mut StoreEvents>) -> Option<StoreEvent> {
     match rx {
-        Some(rx) => rx.recv().await.map(|e| *e),
+        Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }

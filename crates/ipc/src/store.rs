@@ -336,10 +336,14 @@ pub enum StoreReply {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum StoreEvent {
-    /// New messages (append, copy, move, delivery).
+    /// New messages (append, copy, move, delivery): their index entries
+    /// as the owner sees them (at most [`INDEX_PAGE`] an event), and
+    /// `after`, the highest UID in the mailbox below them when they came.
     Exists {
         mailbox: String,
-        uids: Vec<u32>,
+        #[serde(default)]
+        after: u32,
+        messages: Vec<MessageInfo>,
         status: MailboxRecord,
     },
     Flags {

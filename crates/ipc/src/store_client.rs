@@ -4,6 +4,8 @@
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
@@ -34,10 +36,36 @@ pub struct StoreClient {
     requests: mpsc::Sender<Box<(StoreRequest, Pending)>>,
 }
 
-/// Change events, boxed: a channel allocates room for a block of its
-/// items when it is made, and thousands of idle IMAP sessions each hold
-/// one, so the items are kept pointer-sized.
-pub type StoreEvents = mpsc::Receiver<Box<StoreEvent>>;
+/// The change events of one connection. A reader that falls behind by
+/// [`EVENT_BACKLOG`] events loses the ones that do not fit, and is told
+/// so ([`StoreEvents::lost`]) to read its mailbox again.
+pub struct StoreEvents {
+    /// Boxed: a channel allocates room for a block of its items when it
+    /// is made, and thousands of idle IMAP sessions each hold one, so the
+    /// items are kept pointer-sized.
+    rx: mpsc::Receiver<Box<StoreEvent>>,
+    lost: Arc<AtomicBool>,
+}
+
+/// Events a connection's reader may be behind by.
+pub const EVENT_BACKLOG: usize = 1024;
+
+impl StoreEvents {
+    /// The next event; `None` once the connection is gone.
+    pub async fn recv(&mut self) -> Option<StoreEvent> {
+        self.rx.recv().await.map(|e| *e)
+    }
+
+    /// An event already waiting.
+    pub fn try_recv(&mut self) -> Option<StoreEvent> {
+        self.rx.try_recv().ok().map(|e| *e)
+    }
+
+    /// Whether events were lost since the last call.
+    pub fn lost(&self) -> bool {
+        self.lost.swap(false, Ordering::Relaxed)
+    }
+}
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(format!("the store server is unavailable: {e}"))
@@ -51,7 +79,9 @@ impl StoreClient {
             .await
             .map_err(|e| unavailable(format!("{}: {e}", socket.display())))?;
         let (req_tx, mut req_rx) = mpsc::channel::<Box<(StoreRequest, Pending)>>(64);
-        let (ev_tx, ev_rx) = mpsc::channel::<Box<StoreEvent>>(1024);
+        let (ev_tx, ev_rx) = mpsc::channel::<Box<StoreEvent>>(EVENT_BACKLOG);
+        let lost = Arc::new(AtomicBool::new(false));
+        let lost_by_reader = lost.clone();
         let (rd, mut wr) = stream.into_split();
         let mut rd = frame::FrameReader::new(rd);
         tokio::spawn(async move {
@@ -77,8 +107,12 @@ impl StoreClient {
                         }
                         Ok(ServerFrame::Event { event }) => {
                             // A reader that fell behind loses events, not the
-                            // connection; it resynchronises with Status.
-                            let _ = ev_tx.try_send(Box::new(event));
+                            // connection, and reads its mailbox again.
+                            if let Err(mpsc::error::TrySendError::Full(_)) =
+                                ev_tx.try_send(Box::new(event))
+                            {
+                                lost_by_reader.store(true, Ordering::Relaxed);
+                            }
                         }
                         Err(e) => {
                             for w in waiting.drain(..) {
@@ -90,7 +124,10 @@ impl StoreClient {
                 }
             }
         });
-        Ok((StoreClient { requests: req_tx }, ev_rx))
+        Ok((
+            StoreClient { requests: req_tx },
+            StoreEvents { rx: ev_rx, lost },
+        ))
     }
 
     /// Connects on behalf of `user` after a login: every request is then

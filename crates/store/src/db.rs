@@ -1025,6 +1025,42 @@ impl Store {
         self.messages_after(name, 0, usize::MAX)
     }
 
+    /// New messages as their mailbox's watchers learn of them: the index
+    /// entries of `uids` (ascending, from one commit) and the highest UID
+    /// below the first of them — a watcher whose view ends there can add
+    /// them as they are, any other reads the index.
+    pub fn arrivals(
+        &self,
+        name: &str,
+        uids: &[u32],
+    ) -> Result<(u32, Vec<MessageInfo>), StoreError> {
+        let (Some(&first), Some(&last)) = (uids.first(), uids.last()) else {
+            return Ok((0, Vec::new()));
+        };
+        let info = self
+            .mailbox(name)?
+            .ok_or_else(|| StoreError::NoMailbox(name.to_string()))?;
+        let id = info.record.id;
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(MESSAGES).db()?;
+        let after = match t.range((id, 0)..(id, first)).db()?.next_back() {
+            Some(item) => item.db()?.0.value().1,
+            None => 0,
+        };
+        let mut out = Vec::with_capacity(uids.len());
+        for item in t.range((id, first)..=(id, last)).db()? {
+            let (k, v) = item.db()?;
+            let uid = k.value().1;
+            if uids.binary_search(&uid).is_ok() {
+                out.push(MessageInfo {
+                    uid,
+                    record: postcard::from_bytes(v.value()).db()?,
+                });
+            }
+        }
+        Ok((after, out))
+    }
+
     /// At most `limit` index entries with UIDs above `after`.
     pub fn messages_after(
         &self,

@@ -140,7 +140,7 @@ async fn quota_for(sh: &Shared, req: &StoreRequest) -> Quota {
 }
 
 /// Appends the warning message to the user's INBOX (no quota applies).
-fn deliver_warning(sh: &Shared, user: &str, w: &QuotaWarning) -> Option<StoreEvent> {
+fn deliver_warning(sh: &Shared, user: &str, w: &QuotaWarning) -> Option<Vec<StoreEvent>> {
     let inbox = format!("user/{user}/INBOX");
     let part = sh.store.user_partition(user).ok()?;
     let dir = sh.store.stage_dir(&part)?;
@@ -167,13 +167,9 @@ fn deliver_warning(sh: &Shared, user: &str, w: &QuotaWarning) -> Option<StoreEve
         chrono::Utc::now().timestamp(),
         &Quota::UNLIMITED,
     ) {
-        Ok((msg, mailbox, _)) => {
+        Ok((msg, _, _)) => {
             tracing::info!(target: "Store", "{user} is at {}% of quota; warning sent", w.percent);
-            Some(StoreEvent::Exists {
-                mailbox: mailbox.name,
-                uids: vec![msg.uid],
-                status: mailbox.record,
-            })
+            exists_events(&sh.store, &inbox, &[msg.uid]).ok()
         }
         Err(e) => {
             let _ = std::fs::remove_file(dir.join(&staged));
@@ -208,7 +204,7 @@ async fn run_request(sh: &Arc<Shared>, user: Option<String>, other: StoreRequest
             mailboxes.retain(|m| shc.store.rights(&m.name, u).is_ok_and(|r| r.contains('l')));
         }
         if let Some((user, w)) = warning {
-            evs.extend(deliver_warning(&shc, &user, &w));
+            evs.extend(deliver_warning(&shc, &user, &w).into_iter().flatten());
         }
         (reply, evs)
     };
@@ -430,17 +426,13 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota, reader: Option<&str>) -> 
                 if let (Some(w), Ok(n)) = (w, MailboxName::parse(&name)) {
                     warning = Some((n.owner().to_string(), w));
                 }
-                let ev = StoreEvent::Exists {
-                    mailbox: mailbox.name.clone(),
-                    uids: vec![msg.uid],
-                    status: mailbox.record.clone(),
-                };
+                let evs = exists_events(s, &name, &[msg.uid])?;
                 (
                     StoreReply::Appended {
                         uid: msg.uid,
                         mailbox,
                     },
-                    vec![ev],
+                    evs,
                 )
             }
             StoreRequest::Messages { name, after } => (
@@ -499,14 +491,15 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota, reader: Option<&str>) -> 
                     StoreReply::Copied {
                         pairs: pairs.clone(),
                     },
-                    exists_event(s, &to, &pairs)?,
+                    exists_events(s, &to, &pairs.iter().map(|p| p.1).collect::<Vec<_>>())?,
                 )
             }
             StoreRequest::Move { from, uids, to } => {
                 let pairs = s.copy(&from, &uids, &to, quota)?;
                 let moved: Vec<u32> = pairs.iter().map(|p| p.0).collect();
                 let gone = s.expunge_uids(&from, &moved, false)?;
-                let mut evs = exists_event(s, &to, &pairs)?;
+                let mut evs =
+                    exists_events(s, &to, &pairs.iter().map(|p| p.1).collect::<Vec<_>>())?;
                 if !gone.is_empty() {
                     evs.push(StoreEvent::Expunged {
                         mailbox: canonical(&from),
@@ -712,16 +705,21 @@ fn expunged(name: &str, gone: Vec<u32>) -> (StoreReply, Vec<StoreEvent>) {
     (StoreReply::Expunged { uids: gone }, evs)
 }
 
-fn exists_event(s: &Store, to: &str, pairs: &[(u32, u32)]) -> Result<Vec<StoreEvent>, StoreError> {
-    if pairs.is_empty() {
-        return Ok(vec![]);
+/// The events telling watchers of new messages in `to` (UIDs ascending),
+/// a page of index entries each.
+fn exists_events(s: &Store, to: &str, uids: &[u32]) -> Result<Vec<StoreEvent>, StoreError> {
+    let mut evs = Vec::new();
+    for chunk in uids.chunks(epistle_ipc::store::INDEX_PAGE) {
+        let (after, messages) = s.arrivals(to, chunk)?;
+        let info = s
+            .mailbox(to)?
+            .ok_or_else(|| StoreError::NoMailbox(to.to_string()))?;
+        evs.push(StoreEvent::Exists {
+            mailbox: info.name,
+            after,
+            messages,
+            status: info.record,
+        });
     }
-    let info = s
-        .mailbox(to)?
-        .ok_or_else(|| StoreError::NoMailbox(to.to_string()))?;
-    Ok(vec![StoreEvent::Exists {
-        mailbox: info.name,
-        uids: pairs.iter().map(|p| p.1).collect(),
-        status: info.record,
-    }])
+    Ok(evs)
 }
