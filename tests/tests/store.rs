@@ -824,7 +824,11 @@ async fn a_reader_that_falls_behind_is_told_it_lost_events() {
     reader.watch("user/joe/INBOX", true).await.unwrap();
     let backlog = epistle_ipc::store_client::EVENT_BACKLOG;
     for n in 0..backlog + 10 {
-        let op = if n % 2 == 0 { FlagOp::Add } else { FlagOp::Remove };
+        let op = if n % 2 == 0 {
+            FlagOp::Add
+        } else {
+            FlagOp::Remove
+        };
         writer
             .store_flags("user/joe/INBOX", &[1], op, &["\\Flagged".into()], None)
             .await
@@ -940,6 +944,15 @@ async fn partition_moves_and_orphans() {
     let path = c.message_path("user/admin/INBOX", 1).await.unwrap();
     assert!(path.starts_with(&second), "{}", path.display());
     assert_eq!(std::fs::read_to_string(path).unwrap(), "to move");
+    // The client staged its last message on the old partition; the next
+    // goes to the new one.
+    let (uid, _) = c
+        .append("user/admin/INBOX", b"after the move", &[], 0)
+        .await
+        .unwrap();
+    let path = c.message_path("user/admin/INBOX", uid).await.unwrap();
+    assert!(path.starts_with(&second), "{}", path.display());
+    assert_eq!(std::fs::read_to_string(path).unwrap(), "after the move");
     // "admin" is in the directory (configure made it); "ghost" is not.
     let orphans = stdout(&i.sbin("mboxutil", &["-o"]));
     assert_eq!(orphans.trim(), "user/ghost/INBOX");

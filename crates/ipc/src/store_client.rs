@@ -34,6 +34,9 @@ type Pending = oneshot::Sender<Result<StoreReply, StoreError>>;
 #[derive(Clone)]
 pub struct StoreClient {
     requests: mpsc::Sender<Box<(StoreRequest, Pending)>>,
+    /// The staging directory last given, and the account it is for
+    /// (every mailbox of an account is on one partition).
+    staging: Arc<std::sync::Mutex<Option<(String, PathBuf)>>>,
 }
 
 /// The change events of one connection. A reader that falls behind by
@@ -125,7 +128,10 @@ impl StoreClient {
             }
         });
         Ok((
-            StoreClient { requests: req_tx },
+            StoreClient {
+                requests: req_tx,
+                staging: Arc::default(),
+            },
             StoreEvents { rx: ev_rx, lost },
         ))
     }
@@ -423,6 +429,27 @@ impl StoreClient {
         internal_date: i64,
         uid: Option<u32>,
     ) -> Result<(u32, MailboxInfo), StoreError> {
+        let account = name.split('/').nth(1).unwrap_or_default();
+        let known = self
+            .staging
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|(a, _)| a == account)
+            .map(|(_, dir)| dir.clone());
+        let append = |dir| self.append_staged(name, message, flags, internal_date, uid, dir);
+        match known {
+            // The account may have moved to another partition since.
+            Some(dir) => match append(dir).await {
+                Err(StoreError::Io(_)) => append(self.stage_dir(name, account).await?).await,
+                other => other,
+            },
+            None => append(self.stage_dir(name, account).await?).await,
+        }
+    }
+
+    /// Where to stage a message for `name`, remembered for its account.
+    async fn stage_dir(&self, name: &str, account: &str) -> Result<PathBuf, StoreError> {
         let dir = match self
             .request(StoreRequest::StageDir { name: name.into() })
             .await?
@@ -430,11 +457,26 @@ impl StoreClient {
             StoreReply::Path { path } => PathBuf::from(path),
             other => return Err(unexpected(other)),
         };
+        *self.staging.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((account.to_string(), dir.clone()));
+        Ok(dir)
+    }
+
+    /// Writes the message into `dir` and asks stored to append it.
+    async fn append_staged(
+        &self,
+        name: &str,
+        message: &[u8],
+        flags: &[String],
+        internal_date: i64,
+        uid: Option<u32>,
+        dir: PathBuf,
+    ) -> Result<(u32, MailboxInfo), StoreError> {
         let staged = stage_name();
         let path = dir.join(&staged);
         let body = message.to_vec();
         let p = path.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        in_place(move || -> std::io::Result<()> {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -445,7 +487,6 @@ impl StoreClient {
             f.write_all(&body)
         })
         .await
-        .map_err(|e| StoreError::Io(e.to_string()))?
         .map_err(|e| {
             StoreError::Io(format!(
                 "cannot stage the message in {}: {e}",
@@ -470,20 +511,33 @@ impl StoreClient {
     }
 }
 
+/// Runs short blocking file work right here on a multi-threaded runtime
+/// (telling it this thread may block, so other tasks move to another: a
+/// hand-off to the blocking pool costs more than the work), on the
+/// blocking pool otherwise.
+async fn in_place<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        return tokio::task::block_in_place(f);
+    }
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// Message files up to this size are read in place (see
 /// [`read_message_file`]).
 pub const READ_IN_PLACE: u64 = 1024 * 1024;
 
-/// Reads a message file whole. One of `size` (the index's figure) up to
-/// [`READ_IN_PLACE`] is read right here, telling the runtime this thread
-/// may block (on a cold disk) so other tasks move to another: a hand-off
-/// to the blocking pool costs more than such a read. Needs the
-/// multi-threaded runtime.
+/// Reads a message file whole; one of `size` (the index's figure) up to
+/// [`READ_IN_PLACE`] [`in_place`].
 pub async fn read_message_file(path: &Path, size: u64) -> std::io::Result<Vec<u8>> {
     if size > READ_IN_PLACE {
         return tokio::fs::read(path).await;
     }
-    tokio::task::block_in_place(|| std::fs::read(path))
+    let path = path.to_path_buf();
+    in_place(move || std::fs::read(path)).await
 }
 
 fn unexpected(r: StoreReply) -> StoreError {

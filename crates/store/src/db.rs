@@ -954,14 +954,24 @@ impl Store {
             .stage_dir(&part)
             .ok_or_else(|| StoreError::Invalid(format!("unknown partition {part}")))?
             .join(staged);
-        let size = fs::metadata(&src)
-            .map_err(|e| io("cannot read the staged message", &src, e))?
-            .len();
         // Parsed once, here, so that FETCH never parses the message again.
-        let structure = {
-            let raw = fs::read(&src).map_err(|e| io("cannot read the staged message", &src, e))?;
-            postcard::to_allocvec(&crate::structure::parse(&raw)).db()?
-        };
+        // The file's modification time keeps the internal date, so
+        // reconstruct can restore it from the file alone; it is synced
+        // before the transaction, which holds the store's one writer.
+        let (size, structure) = (|| -> std::io::Result<(u64, Vec<u8>)> {
+            use std::io::Read;
+            let mut f = fs::OpenOptions::new().read(true).write(true).open(&src)?;
+            let mut raw = Vec::new();
+            f.read_to_end(&mut raw)?;
+            let when =
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(internal_date.max(0) as u64);
+            f.set_modified(when)?;
+            f.sync_all()?;
+            let structure = postcard::to_allocvec(&crate::structure::parse(&raw))
+                .map_err(std::io::Error::other)?;
+            Ok((raw.len() as u64, structure))
+        })()
+        .map_err(|e| io("cannot read and sync the staged message", &src, e))?;
         let tx = self.db.begin_write().db()?;
         let (msg, info, dest, warning) = {
             let mut boxes = tx.open_table(MAILBOXES).db()?;
@@ -983,20 +993,8 @@ impl Store {
             };
             let dir = self.mailbox_dir(&part, n.owner(), rec.id)?;
             let dest = message_file(&dir, uid);
-            // The staged file was fsynced by the client; the rename and the
-            // directory fsync make it durable in its place before commit.
-            // The file's modification time keeps the internal date, so
-            // reconstruct can restore it from the file alone.
-            fs::OpenOptions::new()
-                .write(true)
-                .open(&src)
-                .and_then(|f| {
-                    let when = std::time::UNIX_EPOCH
-                        + std::time::Duration::from_secs(internal_date.max(0) as u64);
-                    f.set_modified(when)?;
-                    f.sync_all()
-                })
-                .map_err(|e| io("cannot sync", &src, e))?;
+            // The rename and the directory fsync make the synced file
+            // durable in its place before commit.
             fs::rename(&src, &dest).map_err(|e| io("cannot move the message into", &dir, e))?;
             sync_dir(&dir)?;
             let m = index_message(&tx, &mut rec, uid, flags, internal_date, size, &structure)?;
