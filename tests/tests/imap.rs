@@ -554,6 +554,56 @@ print('ok')
     assert_eq!(out.trim(), "ok");
 }
 
+/// RFC 8474: mailboxes keep their MAILBOXID across a rename; a message
+/// keeps its EMAILID when copied or moved, and SEARCH finds it by it.
+#[test]
+fn object_ids() {
+    let i = running();
+    let out = imap_script(
+        &i,
+        r#"
+import re
+c = imap()
+c.login('joe', 'joe secret')
+typ, data = c.capability()
+assert b'OBJECTID' in data[0], data
+typ, data = c._simple_command('CREATE', 'Work')
+created = re.search(rb'MAILBOXID \(([A-Za-z0-9_-]+)\)', data[0] if data[0] else b'')
+typ, data = c.status('Work', '(MAILBOXID)')
+mid = re.search(rb'MAILBOXID \(([A-Za-z0-9_-]+)\)', data[0]).group(1)
+assert created.group(1) == mid, (data, mid)
+c.rename('Work', 'Projects')
+typ, data = c.status('Projects', '(MAILBOXID)')
+assert mid in data[0], data
+typ, data = c.status('INBOX', '(MAILBOXID)')
+assert mid not in data[0], data
+c.append('INBOX', None, None, b'Subject: keep me\r\n\r\nsame bytes\r\n')
+c.append('INBOX', None, None, b'Subject: other\r\n\r\nother bytes\r\n')
+typ, data = c.select('INBOX')
+sel = c.untagged_responses.get('OK', [])
+assert any(b'[MAILBOXID (' in r for r in sel), sel
+typ, data = c.fetch('1:2', '(EMAILID THREADID)')
+ids = [re.search(rb'EMAILID \(([A-Za-z0-9_-]+)\)', d).group(1) for d in data]
+assert ids[0] != ids[1] and all(b'THREADID NIL' in d for d in data), data
+typ, data = c.search(None, 'EMAILID', ids[0].decode())
+assert data == [b'1'], data
+c.copy('1', 'Projects')
+c._simple_command('MOVE', '2', 'Projects')
+c.select('Projects')
+typ, data = c.fetch('1:2', '(EMAILID)')
+assert [re.search(rb'EMAILID \(([A-Za-z0-9_-]+)\)', d).group(1) for d in data] == ids, data
+typ, data = c.search(None, 'EMAILID', ids[1].decode())
+assert data == [b'2'], data
+t = raw(['a LOGIN joe "joe secret"', 'b CREATE Fresh', 'c SELECT INBOX', 'd SEARCH EMAILID "M 1"',
+         'e FETCH 1 (EMAILID)'])
+assert re.search(r'b OK \[MAILBOXID \(F[0-9]+\)\]', t), t
+assert 'd BAD' in t and '* 1 FETCH (EMAILID (' + ids[0].decode() + '))' in t, t
+print('ok')
+"#,
+    );
+    assert_eq!(out.trim(), "ok");
+}
+
 #[test]
 fn compress_deflate() {
     let i = running();

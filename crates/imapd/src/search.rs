@@ -17,6 +17,8 @@ pub struct Candidate<'a> {
     pub raw: Option<&'a [u8]>,
     /// Its Date: header, seconds since the epoch.
     pub sent: Option<i64>,
+    /// Its RFC 8474 EMAILID.
+    pub email_id: Option<&'a str>,
 }
 
 /// The mailbox's extent, for `*` and `$`.
@@ -35,7 +37,8 @@ pub fn needs_content(key: &SearchKey) -> bool {
         | SearchKey::Text(_)
         | SearchKey::SentBefore(_)
         | SearchKey::SentOn(_)
-        | SearchKey::SentSince(_) => true,
+        | SearchKey::SentSince(_)
+        | SearchKey::EmailId(_) => true,
         SearchKey::Not(k) => needs_content(k),
         SearchKey::Or(a, b) => needs_content(a) || needs_content(b),
         SearchKey::And(all) => all.iter().any(needs_content),
@@ -100,7 +103,8 @@ pub fn matches(key: &SearchKey, c: &Candidate<'_>, x: &Extent<'_>) -> bool {
         }
         SearchKey::Body(text) => c.raw.is_some_and(|raw| contains(body_of(raw), text)),
         SearchKey::Text(text) => c.raw.is_some_and(|raw| contains(raw, text)),
-        SearchKey::EmailId(_) | SearchKey::ThreadId(_) => false,
+        SearchKey::EmailId(id) => c.email_id == Some(id.as_str()),
+        SearchKey::ThreadId(_) => false,
         SearchKey::Not(k) => !matches(k, c, x),
         SearchKey::Or(a, b) => matches(a, c, x) || matches(b, c, x),
         SearchKey::And(all) => all.iter().all(|k| matches(k, c, x)),

@@ -18,7 +18,7 @@ use epistle_imap::sequence::{SequenceSet, compact};
 use epistle_imap::{CommandBody, response};
 use epistle_ipc::store::{
     FlagOp, MessageInfo, MessageStructure, StoreError, StoreEvent, StoreReply, StoreRequest,
-    message_file,
+    mailbox_object_id, message_file,
 };
 use epistle_ipc::store_client::{OpenMailbox, StoreClient, read_message_file};
 
@@ -60,6 +60,8 @@ pub struct Selected {
     pub name: String,
     /// Where its message files are.
     dir: PathBuf,
+    /// RFC 8474 MAILBOXID.
+    mailbox_id: String,
     /// The session's user owns it: the index entries that come with
     /// events are as this user sees them.
     own: bool,
@@ -88,6 +90,7 @@ impl Selected {
         Selected {
             name,
             dir: open.dir,
+            mailbox_id: mailbox_object_id(info.id),
             own,
             read_only,
             uidvalidity: info.uidvalidity,
@@ -134,6 +137,10 @@ impl Selected {
         s.line(&format!(
             "* OK [UIDNEXT {}] Predicted next UID",
             self.uidnext
+        ));
+        s.line(&format!(
+            "* OK [MAILBOXID ({})] Mailbox id",
+            self.mailbox_id
         ));
         if s.condstore {
             s.line(&format!(
@@ -750,6 +757,7 @@ fn needs_structure(a: &FetchAttr) -> bool {
     matches!(
         a,
         FetchAttr::Preview { .. }
+            | FetchAttr::EmailId
             | FetchAttr::Envelope
             | FetchAttr::BodyStructure
             | FetchAttr::Body
@@ -955,16 +963,14 @@ fn fetch_item(
                 None => l.extend_from_slice(b"NIL"),
             }
         }
-        FetchAttr::EmailId | FetchAttr::ThreadId | FetchAttr::SaveDate => {
-            // Not offered (no OBJECTID or SAVEDATE capability): answered
-            // as absent.
-            let name = match a {
-                FetchAttr::EmailId => "EMAILID",
-                FetchAttr::ThreadId => "THREADID",
-                _ => "SAVEDATE",
-            };
-            l.extend_from_slice(format!("{name} NIL").as_bytes());
+        FetchAttr::EmailId if !st.email_id.is_empty() => {
+            l.extend_from_slice(format!("EMAILID ({})", st.email_id).as_bytes())
         }
+        FetchAttr::EmailId => l.extend_from_slice(b"EMAILID NIL"),
+        // No persistent thread ids (RFC 8474 §5.2 allows NIL); SAVEDATE
+        // is not offered.
+        FetchAttr::ThreadId => l.extend_from_slice(b"THREADID NIL"),
+        FetchAttr::SaveDate => l.extend_from_slice(b"SAVEDATE NIL"),
     }
 }
 
@@ -1254,20 +1260,18 @@ async fn evaluate(
         };
         for (n, &i) in chunk.iter().enumerate() {
             let m = &sel.messages[i];
-            let (raw, sent) = if content {
-                let sent = structures
-                    .get(n)
-                    .and_then(Option::as_ref)
-                    .and_then(|st| search::sent_date(st.envelope.date.as_deref()));
-                (message_bytes(sel, m).await, sent)
+            let st = structures.get(n).and_then(Option::as_ref);
+            let raw = if content {
+                message_bytes(sel, m).await
             } else {
-                (None, None)
+                None
             };
             let c = Candidate {
                 seq: i as u32 + 1,
                 msg: m,
                 raw: raw.as_deref(),
-                sent,
+                sent: st.and_then(|st| search::sent_date(st.envelope.date.as_deref())),
+                email_id: st.map(|st| st.email_id.as_str()),
             };
             if search::matches(key, &c, &extent) {
                 hits.push(i);

@@ -14,7 +14,9 @@ use epistle_daemon::access::{
 use epistle_directory::Auth;
 use epistle_imap::command::{BadCommand, ListCommand, QResync, StatusItem};
 use epistle_imap::{Command, CommandBody, Frame, Framer, response};
-use epistle_ipc::store::{MailboxInfo, StoreError, StoreEvent, StoreReply, StoreRequest};
+use epistle_ipc::store::{
+    MailboxInfo, StoreError, StoreEvent, StoreReply, StoreRequest, mailbox_object_id,
+};
 use epistle_ipc::store_client::{StoreClient, StoreEvents};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -309,6 +311,7 @@ impl Session {
             "CREATE-SPECIAL-USE",
             "COMPRESS=DEFLATE",
             "PREVIEW",
+            "OBJECTID",
         ]);
         let mut s = caps.join(" ");
         s.push_str(&format!(" APPENDLIMIT={}", self.server.append_limit));
@@ -450,7 +453,9 @@ impl Session {
                     return Ok(());
                 }
                 let store = self.store()?;
-                let mut r = store.create(&name).await.map(|_| ());
+                let created = store.create(&name).await;
+                let id = created.as_ref().map_or(0, |m| m.record.id);
+                let mut r = created.map(|_| ());
                 if r.is_ok() && !special_use.is_empty() {
                     let attrs = special_use
                         .iter()
@@ -467,7 +472,13 @@ impl Session {
                         .await
                         .map(|_| ());
                 }
-                self.answer(&tag, "CREATE", r);
+                match r {
+                    Ok(()) => self.ok(
+                        &tag,
+                        &format!("[MAILBOXID ({})] CREATE completed", mailbox_object_id(id)),
+                    ),
+                    Err(e) => self.store_error(&tag, &e),
+                }
             }
             CommandBody::Delete(mailbox) => {
                 let Some(name) = self.store_name(&tag, &mailbox, false) else {
@@ -1139,7 +1150,7 @@ impl Session {
                     StatusItem::Recent => "0".into(),
                     StatusItem::HighestModSeq => r.highest_modseq.to_string(),
                     StatusItem::AppendLimit => self.server.append_limit.to_string(),
-                    StatusItem::MailboxId => format!("(M{})", r.id),
+                    StatusItem::MailboxId => format!("({})", mailbox_object_id(r.id)),
                 };
                 format!("{} {v}", i.name())
             })

@@ -390,6 +390,15 @@ pub struct MessageStructure {
     pub header_size: u32,
     pub envelope: Envelope,
     pub body: BodyPart,
+    /// RFC 8474 EMAILID: from the message's content, so a copy or a moved
+    /// message keeps it (empty on enclosed messages).
+    #[serde(default)]
+    pub email_id: String,
+}
+
+/// A mailbox's RFC 8474 MAILBOXID, from the id it keeps across renames.
+pub fn mailbox_object_id(id: u64) -> String {
+    format!("F{id}")
 }
 
 /// RFC 3501 ENVELOPE fields. Date, subject and the ids are the header

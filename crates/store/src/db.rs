@@ -1766,10 +1766,17 @@ impl Store {
                 out.push(None);
                 continue;
             }
-            let structure = match cached.get((id, uid)).db()? {
-                Some(v) => {
-                    used += v.value().len();
-                    postcard::from_bytes(v.value()).db()?
+            // A form stored by an older version does not decode: the
+            // message is parsed again.
+            let decoded = cached.get((id, uid)).db()?.and_then(|v| {
+                postcard::from_bytes(v.value())
+                    .ok()
+                    .map(|s| (v.value().len(), s))
+            });
+            let structure = match decoded {
+                Some((len, s)) => {
+                    used += len;
+                    s
                 }
                 None => {
                     let path = self.message_path(name, uid)?;

@@ -13,13 +13,28 @@ pub const MAX_PARSED: usize = 256 << 20;
 
 pub fn parse(raw: &[u8]) -> MessageStructure {
     let size = u32::try_from(raw.len()).unwrap_or(u32::MAX);
-    if raw.len() > MAX_PARSED {
-        return opaque(size);
-    }
-    match MessageParser::default().parse(raw) {
+    let parsed = (raw.len() <= MAX_PARSED)
+        .then(|| MessageParser::default().parse(raw))
+        .flatten();
+    let mut structure = match parsed {
         Some(m) => structure_of(&m, raw, 0),
         None => opaque(size),
+    };
+    structure.email_id = email_id(raw);
+    structure
+}
+
+/// "M" and 24 hex digits of the content's SHA-1: the same message has
+/// the same EMAILID wherever it is copied or moved.
+fn email_id(raw: &[u8]) -> String {
+    use sha1::{Digest, Sha1};
+    let digest = Sha1::digest(raw);
+    let mut id = String::with_capacity(25);
+    id.push('M');
+    for b in &digest[..12] {
+        id.push_str(&format!("{b:02x}"));
     }
+    id
 }
 
 /// text/plain over the whole file, for what cannot be parsed.
@@ -35,6 +50,7 @@ fn opaque(size: u32) -> MessageStructure {
             offset_end: size,
             ..Default::default()
         },
+        email_id: String::new(),
     }
 }
 
@@ -51,6 +67,7 @@ fn structure_of(m: &Message<'_>, raw: &[u8], depth: usize) -> MessageStructure {
             Some(p) => part(m, p, raw, depth),
             None => opaque(end).body,
         },
+        email_id: String::new(),
     }
 }
 
