@@ -554,6 +554,50 @@ print('ok')
     assert_eq!(out.trim(), "ok");
 }
 
+/// LIST shows mailboxes other users share (under Other Users/, with the
+/// levels above them), subscriptions to mailboxes that are gone, and,
+/// with RECURSIVEMATCH, parents of subscribed mailboxes.
+#[test]
+fn list_shared_gone_and_recursive_match() {
+    let i = running();
+    let out = imap_script(
+        &i,
+        r#"
+a = raw(['a LOGIN ann "ann secret"', 'b CREATE Shared', 'c SETACL Shared joe lr', 'd CREATE Private'])
+assert 'c OK' in a, a
+t = raw(['a LOGIN joe "joe secret"', 'b CREATE Work/Sub', 'c SUBSCRIBE Work/Sub', 'd CREATE Gone',
+         'e SUBSCRIBE Gone', 'f DELETE Gone', 'g LIST "" "*"', 'h LIST (SUBSCRIBED) "" "*"',
+         'i LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"', 'j LSUB "" "*"', 'k LIST "" "Other Users/%"',
+         'l SELECT "Other Users/ann/Shared"', 'm LIST "" "Work/%"'])
+def part(t, tag):
+    prev = t.split(tag + ' OK')[0]
+    return prev[prev.rfind(' OK ') :]
+g = part(t, 'g')
+assert '* LIST (\\Noselect \\HasChildren) "/" "Other Users"' in g, g
+assert '* LIST (\\Noselect \\HasChildren) "/" "Other Users/ann"' in g, g
+assert '* LIST (\\HasNoChildren) "/" "Other Users/ann/Shared"' in g, g
+assert 'Private' not in g and 'Gone' not in g, g
+assert '* LIST (\\HasChildren) "/" Work' in g and '* LIST (\\HasNoChildren) "/" Work/Sub' in g, g
+h = part(t, 'h')
+assert '* LIST (\\NonExistent \\Subscribed) "/" Gone' in h, h
+assert '* LIST (\\HasNoChildren \\Subscribed) "/" Work/Sub' in h, h
+assert '"/" Work\r' not in h, h
+i_ = part(t, 'i')
+assert '* LIST (\\HasChildren) "/" Work ("CHILDINFO" ("SUBSCRIBED"))' in i_, i_
+assert 'Work/Sub' not in i_ and '(\\NonExistent \\Subscribed) "/" Gone' in i_, i_
+j = part(t, 'j')
+assert '* LSUB (\\Noselect) "/" Gone' in j and '"/" Work/Sub' in j, j
+k = part(t, 'k')
+assert '"Other Users/ann"' in k and 'Shared' not in k, k
+assert 'l OK' in t, t
+m = part(t, 'm')
+assert '"/" Work/Sub' in m and '"/" Work\r' not in m, m
+print('ok')
+"#,
+    );
+    assert_eq!(out.trim(), "ok");
+}
+
 /// RFC 8474: mailboxes keep their MAILBOXID across a rename; a message
 /// keeps its EMAILID when copied or moved, and SEARCH finds it by it.
 #[test]

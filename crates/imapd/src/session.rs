@@ -3,6 +3,7 @@
 //! selected), and writes the answers. Login, the mailbox commands and
 //! APPEND live here; what needs a selected mailbox is in `selected.rs`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -453,6 +454,10 @@ impl Session {
                     return Ok(());
                 }
                 let store = self.store()?;
+                // The levels above it are made too (RFC 9051 §6.3.4).
+                for (at, _) in name.match_indices('/').skip(2) {
+                    let _ = store.create(&name[..at]).await;
+                }
                 let created = store.create(&name).await;
                 let id = created.as_ref().map_or(0, |m| m.record.id);
                 let mut r = created.map(|_| ());
@@ -1164,6 +1169,10 @@ impl Session {
         self.list_as(tag, list, "LIST").await
     }
 
+    /// LIST and LSUB (RFC 9051 §6.3.9, RFC 5258): the user's mailboxes,
+    /// other accounts' mailboxes shared with them under `Other Users/`,
+    /// hierarchy levels that exist only as parents (`\Noselect`), and
+    /// subscriptions to mailboxes that are gone (`\NonExistent`).
     async fn list_as(&mut self, tag: &str, list: ListCommand, verb: &str) -> Result<()> {
         let user = self.user.clone().unwrap_or_default();
         let store = self.store()?;
@@ -1173,13 +1182,30 @@ impl Session {
             self.ok(tag, "LIST completed");
             return Ok(());
         }
-        let boxes = match store.list(&format!("user/{user}/")).await {
+        let mut patterns: Vec<String> = Vec::new();
+        for p in &list.patterns {
+            let decoded = if self.utf8 {
+                Some(p.clone())
+            } else {
+                epistle_imap::utf7::decode(p)
+            };
+            let Some(p) = decoded else { continue };
+            patterns.push(format!("{}{p}", list.reference));
+        }
+        let mut boxes = match store.list(&format!("user/{user}/")).await {
             Ok(b) => b,
             Err(e) => {
                 self.store_error(tag, &e);
                 return Ok(());
             }
         };
+        if patterns.iter().any(|p| may_reach_other_users(p))
+            && let Ok(StoreReply::Mailboxes { mailboxes, .. }) = store
+                .request(StoreRequest::SharedWith { user: user.clone() })
+                .await
+        {
+            boxes.extend(mailboxes);
+        }
         let subscribed: Vec<String> = match store
             .request(StoreRequest::Subscriptions { user: user.clone() })
             .await
@@ -1198,44 +1224,77 @@ impl Session {
         };
         let only_subscribed = list.selection.iter().any(|s| s == "SUBSCRIBED");
         let only_special = list.selection.iter().any(|s| s == "SPECIAL-USE");
-        let names: Vec<(String, &MailboxInfo)> = boxes
-            .iter()
-            .filter_map(|b| client_name(&user, &b.name).map(|c| (c, b)))
-            .collect();
-        let mut patterns: Vec<String> = Vec::new();
-        for p in &list.patterns {
-            let decoded = if self.utf8 {
-                Some(p.clone())
-            } else {
-                epistle_imap::utf7::decode(p)
-            };
-            let Some(p) = decoded else { continue };
-            patterns.push(format!("{}{p}", list.reference));
+        let recursive = list.selection.iter().any(|s| s == "RECURSIVEMATCH");
+        let show_subscribed = (list.returns.subscribed || only_subscribed) && verb == "LIST";
+        // Every name the answer may show, in order: mailboxes, the levels
+        // above them, and subscriptions.
+        let mut names: BTreeMap<String, ListEntry> = BTreeMap::new();
+        for b in &boxes {
+            if let Some(client) = client_name(&user, &b.name) {
+                names.insert(client, ListEntry::Mailbox(b));
+            }
         }
-        for (client, info) in &names {
-            if !patterns.iter().any(|p| matches_pattern(p, client)) {
+        if only_subscribed {
+            for sub in &subscribed {
+                if let Some(client) = client_name(&user, sub) {
+                    names.entry(client).or_insert(ListEntry::Gone);
+                }
+            }
+        }
+        let parents: Vec<String> = names
+            .keys()
+            .flat_map(|n| {
+                n.match_indices('/')
+                    .map(|(i, _)| n[..i].to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for p in parents {
+            names.entry(p).or_insert(ListEntry::Level);
+        }
+        let is_subscribed = |client: &str| {
+            store_name(&user, client, true, false).is_some_and(|s| subscribed.contains(&s))
+        };
+        // The names below `parent`: those from "parent/" up to "parent0"
+        // ('0' follows '/').
+        let below = |parent: &str| names.range(format!("{parent}/")..format!("{parent}0"));
+        for (client, entry) in &names {
+            let sub = is_subscribed(client);
+            // RECURSIVEMATCH: a name whose descendants match the selection
+            // is shown with CHILDINFO, selected itself or not.
+            let child_info =
+                recursive && only_subscribed && below(client).any(|(c, _)| is_subscribed(c));
+            let selected = !only_subscribed || sub;
+            if !patterns.iter().any(|p| matches_pattern(p, client)) || !(selected || child_info) {
                 continue;
             }
-            let is_sub = subscribed.iter().any(|s| s == &info.name);
-            if only_subscribed && !is_sub {
-                continue;
+            let children = below(client).any(|(_, e)| !matches!(e, ListEntry::Gone));
+            let mut attrs: Vec<&str> = Vec::new();
+            match entry {
+                ListEntry::Mailbox(_) => {}
+                ListEntry::Level => attrs.push("\\Noselect"),
+                // A subscription to a mailbox that is gone (RFC 5258 §3).
+                ListEntry::Gone if verb == "LSUB" => attrs.push("\\Noselect"),
+                ListEntry::Gone => attrs.push("\\NonExistent"),
             }
-            let children = names.iter().any(|(c, _)| {
-                c.len() > client.len()
-                    && c.starts_with(client.as_str())
-                    && c.as_bytes()[client.len()] == b'/'
-            });
-            let mut attrs = vec![if children {
-                "\\HasChildren"
-            } else {
-                "\\HasNoChildren"
-            }];
-            if is_sub && (list.returns.subscribed || only_subscribed) && verb == "LIST" {
+            if !matches!(entry, ListEntry::Gone) {
+                attrs.push(if children {
+                    "\\HasChildren"
+                } else {
+                    "\\HasNoChildren"
+                });
+            }
+            if sub && show_subscribed {
                 attrs.push("\\Subscribed");
             }
-            let special = match attributes.iter().find(|(n, _)| n == &info.name) {
-                Some((_, a)) => a.split(' ').collect::<Vec<_>>(),
-                None => special_use(client).into_iter().collect(),
+            let special: Vec<&str> = match entry {
+                ListEntry::Mailbox(info) => {
+                    match attributes.iter().find(|(n, _)| n == &info.name) {
+                        Some((_, a)) => a.split(' ').collect(),
+                        None => special_use(client).into_iter().collect(),
+                    }
+                }
+                _ => Vec::new(),
             };
             if only_special && special.is_empty() {
                 continue;
@@ -1243,9 +1302,12 @@ impl Session {
             attrs.extend(special);
             let mut l = format!("* {verb} ({}) \"/\" ", attrs.join(" ")).into_bytes();
             response::mailbox(&mut l, client, self.utf8);
+            if child_info && verb == "LIST" {
+                l.extend_from_slice(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))");
+            }
             l.extend_from_slice(b"\r\n");
             self.out.extend_from_slice(&l);
-            if let Some(items) = &list.returns.status {
+            if let (Some(items), ListEntry::Mailbox(info)) = (&list.returns.status, entry) {
                 let items = items.clone();
                 if let Ok(line) = self.status_line(client, &info.name, &items).await {
                     self.out.extend_from_slice(&line);
@@ -1255,6 +1317,23 @@ impl Session {
         self.ok(tag, &format!("{verb} completed"));
         Ok(())
     }
+}
+
+/// A name a LIST answer may show.
+enum ListEntry<'a> {
+    Mailbox(&'a MailboxInfo),
+    /// A level of the hierarchy with mailboxes below it but none of its
+    /// own (`Other Users/ann`).
+    Level,
+    /// Subscribed, but not there (deleted, or no longer shared).
+    Gone,
+}
+
+/// Whether a LIST pattern can match names under `Other Users/`.
+fn may_reach_other_users(pattern: &str) -> bool {
+    let literal = pattern.split(['*', '%']).next().unwrap_or_default();
+    let prefix = format!("{OTHER_USERS}/");
+    prefix.starts_with(literal) || literal.starts_with(&prefix)
 }
 
 /// Reads what the client sent next into `inbuf`. A session waiting
@@ -1413,6 +1492,16 @@ fn is_append(line: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn which_patterns_reach_other_users() {
+        for p in ["*", "%", "Other*", "Other Users/%", "Other Users/ann/*", ""] {
+            assert!(may_reach_other_users(p), "{p}");
+        }
+        for p in ["INBOX", "Work/*", "Others*", "O%x"] {
+            assert_eq!(may_reach_other_users(p), p == "O%x", "{p}");
+        }
+    }
 
     #[test]
     fn patterns() {

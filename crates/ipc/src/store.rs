@@ -242,6 +242,11 @@ pub enum StoreRequest {
         name: String,
         attrs: String,
     },
+    /// Other accounts' mailboxes `user` may see (answered as
+    /// `Mailboxes`).
+    SharedWith {
+        user: String,
+    },
     /// The special-use attributes of the mailboxes named `prefix...`.
     SpecialUses {
         prefix: String,

@@ -1790,6 +1790,43 @@ impl Store {
         Ok(out)
     }
 
+    /// Other accounts' mailboxes `user` may see (the `l` right, given to
+    /// them or to anyone), in name order. Only mailboxes with an access
+    /// control list are looked at.
+    pub fn shared_with(&self, user: &str) -> Result<Vec<MailboxInfo>, StoreError> {
+        let tx = self.db.begin_read().db()?;
+        let acls = tx.open_table(ACLS).db()?;
+        let ids = tx.open_table(MAILBOX_IDS).db()?;
+        let mut names = Vec::new();
+        for item in acls.iter().db()? {
+            let (id, v) = item.db()?;
+            let acl: Vec<(String, String)> = postcard::from_bytes(v.value()).db()?;
+            let granted: String = acl
+                .iter()
+                .filter(|(who, _)| who == user || who == "anyone")
+                .map(|(_, r)| r.as_str())
+                .collect();
+            if !crate::acl::normalize(&granted)?.contains('l') {
+                continue;
+            }
+            if let Some(name) = ids.get(id.value()).db()? {
+                let name = name.value().to_string();
+                if MailboxName::parse(&name).is_ok_and(|n| n.owner() != user) {
+                    names.push(name);
+                }
+            }
+        }
+        drop((acls, ids, tx));
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(m) = self.mailbox_for(&name, user)? {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
     /// The access control list of a mailbox (RFC 4314): identifier and
     /// rights, the owner's implicit full rights not included.
     pub fn get_acl(&self, name: &str) -> Result<Vec<(String, String)>, StoreError> {

@@ -59,6 +59,7 @@ pub fn authorize(s: &Store, user: &str, req: &mut StoreRequest) -> Result<(), St
         StoreRequest::Subscribe { user: u, .. } => own(user, u, "change the subscriptions"),
         StoreRequest::Subscriptions { user: u } => own(user, u, "read the subscriptions"),
         StoreRequest::QuotaUsage { user: u } => own(user, u, "read the quota"),
+        StoreRequest::SharedWith { user: u } => own(user, u, "list the mailboxes shared"),
         StoreRequest::Status { name }
         | StoreRequest::Messages { name, .. }
         | StoreRequest::MailboxDir { name }

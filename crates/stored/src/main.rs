@@ -589,6 +589,13 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota, reader: Option<&str>) -> 
                     vec![],
                 )
             }
+            StoreRequest::SharedWith { user } => (
+                StoreReply::Mailboxes {
+                    mailboxes: s.shared_with(&user)?,
+                    next: None,
+                },
+                vec![],
+            ),
             StoreRequest::GetAcl { name } => (
                 StoreReply::Acl {
                     acl: s.get_acl(&name)?,
