@@ -964,13 +964,29 @@ fn access_tables_connection_limits_and_timeouts() {
         )
     });
     i.edit_config("dispatcher.cnf", |t| {
-        t.replace("MAX_CLIENT_CONNS=100", "MAX_CLIENT_CONNS=2")
+        t.replace("MAX_CLIENT_CONNS=100", "MAX_CLIENT_CONNS=2\nBACKLOG=17")
     });
     i.edit_config("option.dat", |t| {
         format!("{t}\nSMTP_COMMAND_TIMEOUT=2\nSMTP_DATA_TIMEOUT=2\n")
     });
     i.cnbuild();
     i.start();
+    // The listening socket's queue is BACKLOG deep (ss shows it as Send-Q).
+    let ss = std::process::Command::new("ss")
+        .args(["-Hltn"])
+        .output()
+        .expect("ss (iproute2)");
+    let listing = String::from_utf8_lossy(&ss.stdout).into_owned();
+    let smtp = format!(":{} ", i.ports.smtp);
+    let line = listing
+        .lines()
+        .find(|l| l.contains(&smtp))
+        .unwrap_or_else(|| panic!("no listener on {smtp}: {listing}"));
+    assert_eq!(
+        line.split_whitespace().nth(2),
+        Some("17"),
+        "backlog: {line}"
+    );
     i.smtp_script(
         r#"
 def conn(src):

@@ -19,6 +19,7 @@ use std::time::Duration;
 use epistle_daemon::{Daemon, SignalEvent, Signals};
 use epistle_mta::compiled::MtaConfig;
 use epistle_mta::dispatcher_cnf::{ServiceSpec, services};
+use nix::sys::socket::{Backlog, listen};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -117,6 +118,14 @@ fn bind_service(
             &origin,
             "choose another in dispatcher.cnf, then run imsimta cnbuild",
         )?;
+        // BACKLOG: connections the kernel holds before they are accepted
+        // (listen again with the configured depth; the system's ceiling
+        // caps it).
+        let depth = i32::try_from(spec.backlog).unwrap_or(i32::MAX);
+        let backlog = Backlog::new(depth.min(Backlog::MAXCONN.into())).unwrap_or(Backlog::MAXCONN);
+        listen(&l, backlog).map_err(|e| {
+            anyhow::anyhow!("cannot set BACKLOG={} on port {port}: {e}", spec.backlog)
+        })?;
         out.push((spec.name.clone(), tls, TcpListener::from_std(l)?));
     }
     Ok(out)
