@@ -157,7 +157,9 @@ pub async fn admit<'a>(
 /// Starts TLS on a connection that asked for it (STARTTLS, STLS); `None`
 /// when the handshake fails or takes too long.
 pub async fn start_tls(acceptor: &TlsAcceptor, plain: Box<dyn Io>) -> Option<Box<dyn Io>> {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(plain)).await {
+    // Boxed: the handshake's state is large, and a session's future would
+    // otherwise keep room for it for as long as the session lasts.
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(acceptor.accept(plain))).await {
         Ok(Ok(s)) => Some(Box::new(s)),
         _ => None,
     }
@@ -195,7 +197,9 @@ where
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = stream.shutdown().await;
-        let mut sink = [0u8; 4096];
+        // On the heap: an array here would be part of every session's
+        // future for its whole life.
+        let mut sink = vec![0u8; 4096];
         let mut left: usize = 1 << 20;
         while left > 0 {
             match stream.read(&mut sink).await {

@@ -55,3 +55,27 @@ async fn main() {
         })
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    /// An idle session costs its task's future plus what it allocates;
+    /// the future is sized for its largest state, so whatever is large
+    /// and short-lived (a TLS handshake, a command's work, a drain
+    /// buffer) must be boxed or it is paid by every session all the time.
+    #[test]
+    fn a_session_future_stays_small() {
+        fn future_size<F, Fut>(_: F) -> usize
+        where
+            F: FnOnce(
+                std::sync::Arc<crate::server::Server>,
+                tokio::net::TcpStream,
+                std::net::SocketAddr,
+                bool,
+            ) -> Fut,
+        {
+            std::mem::size_of::<Fut>()
+        }
+        let size = future_size(crate::session::serve);
+        assert!(size <= 2560, "a session's future is {size} bytes");
+    }
+}

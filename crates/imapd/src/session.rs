@@ -39,7 +39,7 @@ pub type Result<T> = std::result::Result<T, End>;
 /// Most bytes one read asks for.
 const READ_CHUNK: usize = 4096;
 /// What the first read of a command asks for (most commands fit).
-const FIRST_READ: usize = 512;
+const FIRST_READ: usize = 256;
 /// A buffer grown by a large command or answer is given back when the
 /// session goes idle, so idle sessions stay small.
 const IDLE_BUFFER: usize = 16 * 1024;
@@ -1037,7 +1037,7 @@ impl Session {
 
     async fn idle(&mut self, tag: &str) -> Result<()> {
         self.line("+ idling");
-        self.report_changes(true).await?;
+        Box::pin(self.report_changes(true)).await?;
         self.flush().await?;
         let deadline = tokio::time::Instant::now() + self.server.idle_timeout;
         loop {
@@ -1065,7 +1065,7 @@ impl Session {
                     if let Some(sel) = self.selected.as_mut() {
                         sel.queue(ev);
                     }
-                    self.report_changes(true).await?;
+                    Box::pin(self.report_changes(true)).await?;
                     self.flush().await?;
                 }
                 _ = tokio::time::sleep_until(deadline) => {

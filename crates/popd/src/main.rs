@@ -49,3 +49,25 @@ async fn main() {
         })
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    /// See imapd's test of the same name: what is large and short-lived
+    /// is boxed, so every open session does not pay for it.
+    #[test]
+    fn a_session_future_stays_small() {
+        fn future_size<F, Fut>(_: F) -> usize
+        where
+            F: FnOnce(
+                std::sync::Arc<crate::server::Server>,
+                tokio::net::TcpStream,
+                std::net::SocketAddr,
+                bool,
+            ) -> Fut,
+        {
+            std::mem::size_of::<Fut>()
+        }
+        let size = future_size(crate::session::serve);
+        assert!(size <= 2560, "a session's future is {size} bytes");
+    }
+}

@@ -247,7 +247,9 @@ impl Session {
             match Command::parse(&line) {
                 Ok(cmd) => {
                     self.rate.pace().await;
-                    if let Err(end) = self.command(cmd).await {
+                    // Boxed: a session waiting for its next command keeps
+                    // only a small future, not room for the largest one.
+                    if let Err(end) = Box::pin(self.command(cmd)).await {
                         let _ = self.flush().await;
                         return Err(end);
                     }
