@@ -42,13 +42,17 @@ pub use signals::{SignalEvent, Signals};
 /// freed. glibc raises its mmap threshold each time such a block is freed,
 /// after which a password check's 19 MiB argon2 buffer comes from the heap
 /// and stays resident for the life of the process: a fixed threshold keeps
-/// a daemon's memory to what its sessions hold.
+/// a daemon's memory to what its sessions hold. And the threads share two
+/// heaps instead of one each: a daemon's threads come and go (work that
+/// may block runs on a thread of its own), and every heap a thread made
+/// keeps its free space.
 fn return_large_allocations() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]
     // SAFETY: mallopt only changes allocator tuning; called at start-up.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

@@ -399,6 +399,11 @@ impl Store {
     ) -> Result<MailboxInfo, StoreError> {
         let n = MailboxName::parse(name)?;
         let key = n.to_string();
+        // Most creates at login find the INBOX there: a read says so
+        // without waiting for the writer.
+        if self.mailbox(&key)?.is_some() {
+            return Err(StoreError::Exists(key));
+        }
         let tx = self.db.begin_write().db()?;
         let info = {
             let mut boxes = tx.open_table(MAILBOXES).db()?;
