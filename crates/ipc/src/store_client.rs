@@ -147,9 +147,15 @@ impl StoreClient {
         client
             .request(StoreRequest::ActAs { user: user.into() })
             .await?;
-        match client.create(&format!("user/{user}/INBOX")).await {
-            Ok(_) | Err(StoreError::Exists(_)) => {}
+        // Looked at first: a read, where a create is a write.
+        let inbox = format!("user/{user}/INBOX");
+        match client.status(&inbox).await {
+            Err(StoreError::NoMailbox(_)) => match client.create(&inbox).await {
+                Ok(_) | Err(StoreError::Exists(_)) => {}
+                Err(e) => return Err(e),
+            },
             Err(e) => return Err(e),
+            Ok(_) => {}
         }
         Ok((client, events))
     }
