@@ -44,7 +44,7 @@ s.quit()
     assert_eq!(out.trim(), "252", "VRFY is off by default");
     for user in ["joe", "ann"] {
         let m = text(&i.wait_messages(&format!("user/{user}/INBOX"), 1)[0]);
-        assert!(m.starts_with("Received: from client.example.org ([127.0.0.1])\r\n by mail.example.com (Epistle) with ESMTP id <"), "{m}");
+        assert!(m.starts_with("Return-Path: <someone@example.org>\r\nReceived: from client.example.org ([127.0.0.1])\r\n by mail.example.com (Epistle) with ESMTP id <"), "{m}");
         assert!(m.contains("\r\n\r\nHello both\r\n"), "{m}");
     }
     let log = i.wait_mail_log(|l| l.contains(" D ") && l.contains("ann@ims-ms-daemon"));
@@ -1026,6 +1026,114 @@ assert s.rcpt('joe@example.com')[0] == 250
 s.quit()
 "#,
     );
+}
+
+#[test]
+fn access_table_actions_hold_discard_rewrite_delay_and_test_flags() {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &[]);
+    i.add_user("ann", "ann secret", &[]);
+    i.edit_config("mappings", |t| {
+        format!(
+            "{t}\nFROM_ACCESS\n\n\
+             \x20 *|bulk@example.org|*  $B$Y\n\
+             \x20 *|list@example.org|*  $J$K$Yowner@example.org|editor@example.org\n\
+             \x20 *|suspect@example.org|*  $H$Y\n\
+             \x20 *|slow@example.org|*  $D$Y-150\n\
+             \x20 *|tls-only@example.org|*  $;T$NUse$ STARTTLS$ first\n\
+             \x20 *|later@example.org|*  $N451$ 4.7.1$ Try$ again$ later\n\n\
+             SEND_ACCESS\n\n  *|*|*|ann@*  $B$Y\n"
+        )
+    });
+    i.cnbuild();
+    // The flag tests as imsimta test -mapping shows them.
+    let probe = "TCP|127.0.0.1|25|127.0.0.1|5000|SMTP/x|tls-only@example.org|";
+    let plain = stdout(&i.sbin(
+        "imsimta",
+        &["test", "-mapping", "-table=FROM_ACCESS", probe],
+    ));
+    assert!(plain.contains("Output flags: [$N]"), "{plain}");
+    let tls = stdout(&i.sbin(
+        "imsimta",
+        &["test", "-mapping", "-table=FROM_ACCESS", "-flags=T", probe],
+    ));
+    assert!(tls.contains("No match"), "{tls}");
+    i.start();
+    i.smtp_script(
+        r#"
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+s = smtp()
+s.ehlo('c')
+code, msg = s.mail('later@example.org')
+assert (code, msg) == (451, b'4.7.1 Try again later'), (code, msg)
+code, msg = s.mail('tls-only@example.org')
+assert (code, msg) == (550, b'5.7.1 Use STARTTLS first'), (code, msg)
+t = time.time()
+code, msg = s.mail('slow@example.org')
+assert code == 250 and time.time() - t >= 1.4, (code, time.time() - t)
+s.rset()
+# Discarded: accepted, never delivered.
+assert s.sendmail('bulk@example.org', ['joe@example.com'], b'Subject: bulk\r\n\r\nb\r\n') == {}
+# ann's copy goes to the bitbucket; joe's is delivered.
+assert s.sendmail('x@example.org', ['ann@example.com', 'joe@example.com'],
+                  b'Subject: both\r\n\r\nb\r\n') == {}
+# Held for the administrator.
+assert s.sendmail('suspect@example.org', ['joe@example.com'], b'Subject: suspect\r\n\r\nh\r\n') == {}
+# A new envelope sender and Sender:.
+assert s.sendmail('list@example.org', ['joe@example.com'],
+                  b'From: list@example.org\r\nSender: someone@else\r\nSubject: list\r\n\r\nl\r\n') == {}
+s.starttls(context=ctx)
+s.ehlo('c')
+assert s.sendmail('tls-only@example.org', ['joe@example.com'], b'Subject: over tls\r\n\r\nt\r\n') == {}
+s.quit()
+"#,
+    );
+    let joe = i.wait_messages("user/joe/INBOX", 3);
+    let texts: Vec<String> = joe.iter().map(|m| text(m)).collect();
+    let subject = |s: &str| {
+        texts
+            .iter()
+            .find(|t| t.contains(&format!("Subject: {s}\r\n")))
+    };
+    assert!(
+        subject("both").is_some() && subject("over tls").is_some(),
+        "{texts:?}"
+    );
+    let list = subject("list").expect("the list message");
+    assert!(
+        list.starts_with("Return-Path: <owner@example.org>\r\n"),
+        "{list}"
+    );
+    assert!(
+        list.contains("\r\nSender: editor@example.org\r\n") && !list.contains("someone@else"),
+        "{list}"
+    );
+    let log = i.wait_mail_log(|l| l.contains(" bitbucket ") && l.contains("ann@"));
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" bitbucket ") && l.contains("bulk@example.org")),
+        "{log}"
+    );
+    // The held message waits as .HELD; released, it is delivered.
+    let held = stdout(&i.sbin("imsimta", &["qm", "directory"]));
+    let id = held
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .find(|w| w.ends_with(".HELD"))
+        .unwrap_or_else(|| panic!("a held message: {held}"))
+        .to_string();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        i.messages("user/joe/INBOX").len(),
+        3,
+        "bulk and suspect wait or vanish"
+    );
+    assert!(i.messages("user/ann/INBOX").is_empty());
+    assert_ok(&i.sbin("imsimta", &["qm", "release", &id]), "qm release");
+    let joe = i.wait_messages("user/joe/INBOX", 4);
+    assert!(joe.iter().any(|m| text(m).contains("Subject: suspect")));
 }
 
 #[test]

@@ -158,7 +158,17 @@ async fn accept_loop(pools: Arc<Mutex<Pools>>, service: String, tls: bool, liste
 /// Says why a connection is not served, in SMTP, and closes it.
 async fn refuse(mut conn: TcpStream, refusal: Refusal) {
     let line = match refusal {
-        Refusal::Access(text) => format!("421 4.7.0 {text}\r\n"),
+        // 421 unless the table gave its own code: the client should not
+        // take a refused connection for a refused message.
+        Refusal::Access(r) => {
+            let code = r.code.unwrap_or(421);
+            let class = if code < 500 { "4.7.0" } else { "5.7.1" };
+            format!(
+                "{code} {} {}\r\n",
+                r.enhanced.as_deref().unwrap_or(class),
+                r.text
+            )
+        }
         Refusal::TooManyFromClient => {
             "421 4.7.0 Too many connections from your address; try again later\r\n".to_string()
         }

@@ -23,8 +23,8 @@ use tokio::net::TcpStream;
 /// Why a connection is turned away.
 #[derive(Debug)]
 pub enum Refusal {
-    /// PORT_ACCESS said no, with its text.
-    Access(String),
+    /// PORT_ACCESS said no, with its reply.
+    Access(epistle_mta::access::Refusal),
     TooManyFromClient,
     /// Every process is full and MAX_PROCS run.
     Busy,
@@ -234,14 +234,17 @@ impl Pools {
                 peer.port()
             );
             let port_access = match p.mta.mappings.lookup("PORT_ACCESS", &probe) {
-                Some(r) if r.no() => {
-                    let text = match r.output.trim() {
-                        "" => "Access denied".to_string(),
-                        t => t.to_string(),
-                    };
-                    return Err((conn, Refusal::Access(text)));
+                Some(r) => {
+                    let answer = epistle_mta::access::answer(&r.flags, &r.output);
+                    if let Some(line) = answer.log_line() {
+                        tracing::warn!("PORT_ACCESS {probe}: {line}");
+                    }
+                    if let Some(refusal) = answer.refusal {
+                        return Err((conn, Refusal::Access(refusal)));
+                    }
+                    // What is left is the connection's tag for the server.
+                    r.output
                 }
-                Some(r) => r.output,
                 None => String::new(),
             };
             let pool = &p.services[s];

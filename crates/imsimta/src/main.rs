@@ -5,7 +5,7 @@
 //!   imsimta cnbuild
 //!   imsimta test -rewrite [-noimage_file] [-source_channel=NAME]
 //!                         [-from] [-header] [ADDRESS ...]
-//!   imsimta test -mapping [-noimage_file] [-table=NAME] [INPUT ...]
+//!   imsimta test -mapping [-noimage_file] [-table=NAME] [-flags=LETTERS] [INPUT ...]
 //!   imsimta test -match PATTERN [INPUT ...]
 //!   imsimta restart [dispatcher|job_controller]
 //!   imsimta start|stop [dispatcher|job_controller]
@@ -27,7 +27,9 @@
 //!   test -rewrite shows the channel an address goes to and how it reads
 //!   after the rewrite rules; -from and -header rewrite it as an envelope
 //!   sender or a header address. test -mapping looks inputs up in a
-//!   mapping table; test -match tries one mapping pattern on strings and
+//!   mapping table, with -flags setting the letters the templates' `$:x`
+//!   and `$;x` test (A SASL, T TLS, E EHLO, L LMTP, D/F/S notices: as an
+//!   access table sees a session); test -match tries one mapping pattern on strings and
 //!   shows what its wildcards captured. Without -noimage_file both use the compiled
 //!   configuration, as the running MTA does; with it, the text files.
 //!   Without arguments they read one input a line from standard input.
@@ -163,6 +165,7 @@ fn test(base: &MsgSvrBase, args: &[String]) -> anyhow::Result<()> {
     let mut image = true;
     let mut source = "tcp_local".to_string();
     let mut table = None;
+    let mut set_flags: Vec<char> = Vec::new();
     let (mut from, mut header) = (false, false);
     let mut rest = Vec::new();
     for a in args {
@@ -174,6 +177,7 @@ fn test(base: &MsgSvrBase, args: &[String]) -> anyhow::Result<()> {
             ("-image_file", _) => image = true,
             ("-source_channel", v) if !v.is_empty() => source = v.to_string(),
             ("-table", v) if !v.is_empty() => table = Some(v.to_string()),
+            ("-flags", v) => set_flags = v.chars().map(|c| c.to_ascii_uppercase()).collect(),
             ("-from", _) => from = true,
             ("-header", _) => header = true,
             (opt, _) if opt.starts_with('-') => bail!("unknown or incomplete option {a}\n{USAGE}"),
@@ -244,7 +248,7 @@ fn test(base: &MsgSvrBase, args: &[String]) -> anyhow::Result<()> {
             }
             for input in inputs(rest, "Input string: ")? {
                 println!("Input string: {input}");
-                match config.mappings.lookup(&table, &input) {
+                match config.mappings.lookup_flagged(&table, &input, &set_flags) {
                     Some(r) => {
                         println!("Output string: {}", r.output);
                         let flags: String = r.flags.iter().map(|f| format!("${f}")).collect();

@@ -2,10 +2,12 @@
 //! the channel programs and `imsimta` share. Pure, except `resolve` (the
 //! directory), `submit` and `queue` (the queue files) and `maillog`.
 //!
+//! - [`access`]: the access tables' answers: refusals, actions, delays.
 //! - [`aliases`]: the aliases file.
 //! - [`compiled`]: the compiled configuration `imsimta cnbuild` writes.
 //! - [`dispatcher_cnf`]: dispatcher.cnf's services, typed.
 //! - [`job_cnf`]: job_controller.cnf's pools and channel programs.
+//! - [`header`]: the MTA's own edits of a message's header section.
 //! - [`imtacnf`]: imta.cnf, its rewrite rules and channel blocks.
 //! - [`maillog`]: `mail.log_current` records.
 //! - [`mapping`]: the mappings file and its tables (access control,
@@ -24,9 +26,11 @@
 //! - [`submit`]: writing a message into its channels' queues and telling
 //!   the job controller.
 
+pub mod access;
 pub mod aliases;
 pub mod compiled;
 pub mod dispatcher_cnf;
+pub mod header;
 pub mod imtacnf;
 pub mod job_cnf;
 pub mod maillog;

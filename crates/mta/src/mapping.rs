@@ -12,8 +12,10 @@
 //! give `$n` (wildcard n), `$|TABLE;string|` (another table), literals
 //! (`$ ` a space, `$$` a dollar), and flags: `$Y` yes, `$N` no, `$E` end,
 //! `$C` go on with the next entry, `$L` as `$C` plus one more pass from the
-//! top, `$R` restart from the top, and other letters kept as flags for the
-//! caller (`$T` TLS, `$A` SASL, `$H` hold…).
+//! top, `$R` restart from the top, `$:x`/`$;x` apply the entry only when
+//! the caller's flag x is set/clear, and other letters (and `$<`, `$>`)
+//! kept as flags for the caller (`$B` bitbucket, `$H` hold, `$D` delay…:
+//! [`crate::access`] reads them).
 
 use std::collections::BTreeMap;
 
@@ -200,10 +202,23 @@ impl Mappings {
     /// Looks `input` up in table `name`; `None` when no entry matched
     /// (or the table does not exist).
     pub fn lookup(&self, name: &str, input: &str) -> Option<MappingResult> {
-        self.lookup_depth(name, input, 0)
+        self.lookup_depth(name, input, &[], 0)
     }
 
-    fn lookup_depth(&self, name: &str, input: &str, depth: usize) -> Option<MappingResult> {
+    /// As [`lookup`](Self::lookup), with the caller's flags set for the
+    /// templates' `$:x` (entry applies only if x is set) and `$;x` (only
+    /// if it is clear) tests.
+    pub fn lookup_flagged(&self, name: &str, input: &str, set: &[char]) -> Option<MappingResult> {
+        self.lookup_depth(name, input, set, 0)
+    }
+
+    fn lookup_depth(
+        &self,
+        name: &str,
+        input: &str,
+        set: &[char],
+        depth: usize,
+    ) -> Option<MappingResult> {
         if depth > 8 {
             return None; // tables calling each other in a circle
         }
@@ -231,7 +246,7 @@ impl Mappings {
             // A template that fails (a nested lookup without an answer) makes
             // its entry not apply; `$C`/`$L`/`$R` written before the failing
             // part only say how to go on, which is the same here: on.
-            let Some(r) = self.expand(&e.template, &captures, depth) else {
+            let Some(r) = self.expand(&e.template, &captures, set, depth) else {
                 continue;
             };
             // The last of `$E $C $L $R` decides (`$E` is the default).
@@ -281,7 +296,13 @@ impl Mappings {
     /// nested `$|TABLE;string|` that finds nothing or answers `$N`, or a
     /// lookup kind this MTA does not have (general database, LDAP URL,
     /// shared library).
-    fn expand(&self, template: &str, captures: &[String], depth: usize) -> Option<MappingResult> {
+    fn expand(
+        &self,
+        template: &str,
+        captures: &[String],
+        set: &[char],
+        depth: usize,
+    ) -> Option<MappingResult> {
         let chars: Vec<char> = template.chars().collect();
         let mut out = String::new();
         let mut flags = Vec::new();
@@ -312,15 +333,26 @@ impl Mappings {
                     let call: String = chars[i..i + end].iter().collect();
                     i += end + 1;
                     let (table, arg) = call.split_once(';')?;
-                    let arg = self.expand(arg, captures, depth)?.output;
-                    let r = self.lookup_depth(table.trim(), &arg, depth + 1)?;
+                    let arg = self.expand(arg, captures, set, depth)?.output;
+                    let r = self.lookup_depth(table.trim(), &arg, set, depth + 1)?;
                     if r.no() {
                         return None;
                     }
                     out.push_str(&r.output);
                 }
                 '{' | '[' | ']' | '}' | '?' | '(' => return None,
+                // `$:x` / `$;x`: the entry applies only if flag x is set /
+                // clear.
+                ':' | ';' => {
+                    let flag = chars.get(i)?.to_ascii_uppercase();
+                    i += 1;
+                    if (n == ':') != set.contains(&flag) {
+                        return None;
+                    }
+                }
                 l if l.is_ascii_alphabetic() => flags.push(l.to_ascii_uppercase()),
+                // The access tables' log-on-match and log-on-reject.
+                '<' | '>' => flags.push(n),
                 other => out.push(other), // $$ $  $* $% and the like
             }
         }

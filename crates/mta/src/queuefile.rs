@@ -370,6 +370,15 @@ impl Staged {
         }
     }
 
+    /// Takes the held name (`.HELD`): committed, it waits for an
+    /// administrator (`imsimta qm release`) instead of a delivery job.
+    pub fn held(mut self) -> Staged {
+        let mut name = self.path.clone().into_os_string();
+        name.push(crate::queue::HELD_SUFFIX);
+        self.path = name.into();
+        self
+    }
+
     pub fn discard(self) {
         let _ = fs::remove_file(&self.tmp);
     }

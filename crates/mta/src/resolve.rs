@@ -22,6 +22,8 @@ pub const LOCAL_CHANNEL: &str = "l";
 pub const STORE_CHANNEL: &str = "ims-ms";
 pub const STORE_HOST: &str = "ims-ms-daemon";
 pub const HOLD_CHANNEL: &str = "hold";
+/// Where discarded mail goes (the job controller empties it).
+pub const BITBUCKET_CHANNEL: &str = "bitbucket";
 /// Most alias, forwarding and group levels below an address.
 pub const MAX_DEPTH: usize = 8;
 /// Most queue recipients one address may become.

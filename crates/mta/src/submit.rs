@@ -190,7 +190,9 @@ fn commit_requests(batch: Vec<(Vec<(String, Staged)>, CommitReply)>) {
 
 /// Tells the job controller about new files; a job controller that is
 /// down or slow is not an error (it rescans the queues when it starts).
-pub async fn notify(socket: &Path, files: Vec<QueuedFile>) -> bool {
+pub async fn notify(socket: &Path, mut files: Vec<QueuedFile>) -> bool {
+    // A held file waits for `qm release`, which tells the controller.
+    files.retain(|f| !f.path.ends_with(crate::queue::HELD_SUFFIX));
     if files.is_empty() {
         return true;
     }

@@ -18,9 +18,10 @@ use epistle_daemon::Io;
 use epistle_directory::Auth;
 use epistle_directory::sasl;
 use epistle_ipc::handoff::Handoff;
+use epistle_mta::access::{AccessAnswer, AccessFlags};
 use epistle_mta::maillog::{Action, Record};
 use epistle_mta::queuefile::{Envelope, Recipient};
-use epistle_mta::resolve::{Resolver, Route, STORE_CHANNEL};
+use epistle_mta::resolve::{BITBUCKET_CHANNEL, Resolver, Route, STORE_CHANNEL};
 use epistle_mta::smtp::{
     Body, Command, DataReader, MAX_COMMAND_LINE, MailParams, Mailbox, Reply, xtext_encode,
 };
@@ -58,6 +59,30 @@ struct Transaction {
     chunks: Option<Vec<u8>>,
     /// A BDAT chunk failed: the rest of the chunks are read and dropped.
     chunk_failed: bool,
+    /// What the access tables asked for beyond yes or no.
+    policy: Policy,
+}
+
+/// The access tables' actions on a transaction (`epistle_mta::access`).
+#[derive(Debug, Default, Clone)]
+struct Policy {
+    /// `$H`: the message is queued held.
+    hold: bool,
+    /// `$V`/`$Z`, or `$B` from FROM_ACCESS: every recipient to the
+    /// bitbucket.
+    discard_all: bool,
+    /// `$K`: the message's `Sender:`.
+    sender: Option<String>,
+}
+
+impl Policy {
+    fn add(&mut self, a: &AccessAnswer) {
+        self.hold |= a.hold;
+        self.discard_all |= a.discard_all;
+        if a.new_sender.is_some() {
+            self.sender = a.new_sender.clone();
+        }
+    }
 }
 
 pub struct Session {
@@ -81,6 +106,11 @@ pub struct Session {
     transactions: usize,
     errors: usize,
     id: u64,
+    /// A positive `$D` from an access table: every later command waits
+    /// this long.
+    slowdown: Option<Duration>,
+    /// A negative `$D`: the current command's reply waits this long.
+    pause: Option<Duration>,
 }
 
 impl Session {
@@ -106,6 +136,8 @@ impl Session {
             transactions: 0,
             errors: 0,
             id: session_id(),
+            slowdown: None,
+            pause: None,
         })
     }
 
@@ -157,6 +189,9 @@ impl Session {
                 Line::TooLong => Err(Reply::new(500, "5.5.2", "Line too long")),
                 Line::Text(l) => Command::parse(&l),
             };
+            if let Some(d) = self.slowdown {
+                tokio::time::sleep(d).await;
+            }
             let keep_going = match command {
                 Err(reply) => self.fail(reply),
                 Ok(cmd) => match self.command(cmd).await {
@@ -167,6 +202,9 @@ impl Session {
                     Err(end) => return end,
                 },
             };
+            if let Some(d) = self.pause.take() {
+                tokio::time::sleep(d).await;
+            }
             if !keep_going {
                 return End::Shutdown;
             }
@@ -507,7 +545,7 @@ impl Session {
             ));
             return;
         }
-        let from = from.map(|m| m.to_string()).unwrap_or_default();
+        let mut from = from.map(|m| m.to_string()).unwrap_or_default();
         if from.len() > 320 {
             self.fail(Reply::new(553, "5.1.7", "Sender address too long"));
             return;
@@ -517,9 +555,28 @@ impl Session {
             self.transport_info(),
             self.user.as_deref().unwrap_or("")
         );
-        if let Err(r) = access(&self.server.mta, "FROM_ACCESS", &probe) {
-            self.fail(r);
-            return;
+        let flags = self.access_flags(None);
+        let mut policy = Policy::default();
+        match access(&self.server.mta, "FROM_ACCESS", &probe, flags) {
+            Err((r, delay)) => {
+                self.delay(delay.as_deref());
+                self.fail(r);
+                return;
+            }
+            Ok(Some(a)) => {
+                self.delay(Some(&a));
+                policy.add(&a);
+                // From here, `$B` is about the whole message.
+                policy.discard_all |= a.bitbucket;
+                if let Some(new) = a.new_from {
+                    from = new
+                        .trim()
+                        .trim_start_matches('<')
+                        .trim_end_matches('>')
+                        .to_string();
+                }
+            }
+            Ok(None) => {}
         }
         self.txn = Some(Transaction {
             from,
@@ -527,6 +584,7 @@ impl Session {
             recipients: Vec::new(),
             chunks: None,
             chunk_failed: false,
+            policy,
         });
         self.reply(Reply::new(250, "2.1.0", "Sender OK"));
     }
@@ -556,11 +614,24 @@ impl Session {
             None => format!("postmaster@{}", self.server.host),
         };
         let transport = self.transport_info();
-        match route(&self.server, &transport, &self.channel, &address, &from).await {
-            Ok(routes) => {
+        let flags = self.access_flags(params.notify.as_ref());
+        let asked = Asked {
+            transport: &transport,
+            channel: &self.channel,
+            from: &from,
+            flags,
+        };
+        match route(&self.server, &asked, &address).await {
+            Ok((routes, answers)) => {
+                for a in &answers {
+                    self.delay(Some(a));
+                }
                 let notify = params.notify.map(|n| n.to_string());
                 let orcpt = params.orcpt.clone();
                 if let Some(txn) = self.txn.as_mut() {
+                    for a in &answers {
+                        txn.policy.add(a);
+                    }
                     txn.recipients.push(Accepted {
                         address,
                         orcpt,
@@ -570,7 +641,8 @@ impl Session {
                 }
                 self.reply(Reply::new(250, "2.1.5", "Recipient OK"));
             }
-            Err(reply) => {
+            Err((reply, delay)) => {
+                self.delay(delay.as_deref());
                 self.server.maillog.write(&[Record {
                     source_channel: &self.channel,
                     dest_channel: "",
@@ -731,8 +803,8 @@ impl Session {
             return Vec::new();
         };
         let id = format!("{:016X}.{}", self.id, self.transactions);
-        let mut text = self.received_line(&txn, &id).into_bytes();
-        text.extend_from_slice(&message);
+        let text = self.message_text(&txn, &id, &message);
+        let text = epistle_mta::header::with_return_path(&text, &txn.from);
         let mut replies = Vec::with_capacity(txn.recipients.len());
         let store = self.store.get_or_insert_with(|| {
             // A full mailbox is the relay's to retry: always 4xx here.
@@ -740,9 +812,13 @@ impl Session {
         });
         let mut queued: Vec<Accepted> = Vec::new();
         let mut queued_index: Vec<usize> = Vec::new();
+        // A message the access tables hold or discard goes through the
+        // queue like any other, not straight into the store.
+        let direct = !(txn.policy.hold || txn.policy.discard_all);
         for (n, a) in txn.recipients.iter().enumerate() {
             let mut worst: Option<Reply> = None;
-            for r in a.routes.iter().filter(|r| r.channel == STORE_CHANNEL) {
+            let to_store = |r: &&Route| direct && r.channel == STORE_CHANNEL;
+            for r in a.routes.iter().filter(to_store) {
                 let outcome = store
                     .deliver(
                         self.server.directory.as_deref(),
@@ -764,12 +840,7 @@ impl Session {
                     worst = Some(reply);
                 }
             }
-            let others: Vec<Route> = a
-                .routes
-                .iter()
-                .filter(|r| r.channel != STORE_CHANNEL)
-                .cloned()
-                .collect();
+            let others: Vec<Route> = a.routes.iter().filter(|r| !to_store(r)).cloned().collect();
             if !others.is_empty() {
                 queued_index.push(n);
                 queued.push(Accepted {
@@ -810,8 +881,7 @@ impl Session {
             return Reply::new(503, "5.5.1", "No transaction");
         };
         let id = format!("{:016X}.{}", self.id, self.transactions);
-        let mut text = self.received_line(txn, &id).into_bytes();
-        text.extend_from_slice(&message);
+        let text = self.message_text(txn, &id, &message);
         let envelope = Envelope {
             from: txn.from.clone(),
             recipients: Vec::new(),
@@ -830,8 +900,12 @@ impl Session {
                 .clone()
                 .unwrap_or_else(|| format!("rfc822;{}", xtext_encode(&a.address)));
             for r in &a.routes {
+                let channel = match txn.policy.discard_all {
+                    true => BITBUCKET_CHANNEL,
+                    false => &r.channel,
+                };
                 recipients.push((
-                    r.channel.clone(),
+                    channel.to_string(),
                     Recipient {
                         address: r.address.clone(),
                         orcpt: Some(orcpt.clone()),
@@ -846,9 +920,14 @@ impl Session {
         let recips = recipients.clone();
         // Written by each session (into the page cache: quick enough to do
         // in place), made durable together by the group commit thread.
+        let hold = txn.policy.hold;
         let written =
             match epistle_mta::submit::stage(&server.queue, &server.mta.imta, &env, &recips, &text)
             {
+                Ok(staged) if hold => {
+                    let held = staged.into_iter().map(|(ch, s)| (ch, s.held()));
+                    self.server.committer.commit(held.collect()).await
+                }
                 Ok(staged) => self.server.committer.commit(staged).await,
                 Err(e) => Err(e),
             };
@@ -877,6 +956,19 @@ impl Session {
         self.server.maillog.write(&records);
         epistle_mta::submit::notify(&self.server.jobs_socket, files).await;
         Reply::new(250, "2.0.0", format!("Ok, queued as {id}"))
+    }
+
+    /// The message as it goes on: our trace line, then the client's
+    /// text (with the `Sender:` an access table gave, if it gave one).
+    fn message_text(&self, txn: &Transaction, id: &str, message: &[u8]) -> Vec<u8> {
+        let mut text = self.received_line(txn, id).into_bytes();
+        match &txn.policy.sender {
+            Some(sender) => text.extend(epistle_mta::header::replace_field(
+                message, "Sender", sender,
+            )),
+            None => text.extend_from_slice(message),
+        }
+        text
     }
 
     /// The trace line (RFC 5321 §4.4), with TLS and authentication
@@ -941,6 +1033,32 @@ impl Session {
                 "4.0.0",
                 format!("Node {domain} not allowed"),
             )),
+        }
+    }
+
+    /// The flags access-table templates test with `$:x` / `$;x`.
+    fn access_flags(&self, rcpt: Option<&epistle_mta::smtp::Notify>) -> AccessFlags {
+        let notify = rcpt.copied().unwrap_or_default();
+        AccessFlags {
+            sasl: self.user.is_some(),
+            tls: self.tls.is_some(),
+            esmtp: self.esmtp,
+            lmtp: self.server.lmtp,
+            notify_delay: notify.delay,
+            notify_failure: notify.failure,
+            notify_success: notify.success,
+        }
+    }
+
+    /// Takes an access answer's `$D`: negative waits once (before this
+    /// reply), positive slows every later command of the session.
+    fn delay(&mut self, answer: Option<&AccessAnswer>) {
+        let Some(a) = answer else { return };
+        let Some(d) = a.delay() else { return };
+        if a.slows_session() {
+            self.slowdown = Some(d);
+        } else {
+            self.pause = Some(self.pause.map_or(d, |p| p.max(d)));
         }
     }
 
@@ -1028,60 +1146,107 @@ impl Session {
     }
 }
 
+/// Who asks the access tables about a recipient.
+struct Asked<'a> {
+    /// `TCP|server-ip|server-port|client-ip|client-port|SMTP/helo`.
+    transport: &'a str,
+    /// The source channel.
+    channel: &'a str,
+    from: &'a str,
+    flags: AccessFlags,
+}
+
+/// A refusal, and the delay the refusing entry asked for.
+type Refused = (Reply, Option<Box<AccessAnswer>>);
+
 /// Where one recipient goes, or the refusal: rewriting, the access
 /// tables before alias expansion (ORIG_SEND_ACCESS: the relay check;
 /// ORIG_MAIL_ACCESS), the aliases and the directory, then SEND_ACCESS and
-/// MAIL_ACCESS on each resulting recipient. `transport` is the
-/// connection's `TCP|server-ip|server-port|client-ip|client-port|SMTP/helo`.
+/// MAIL_ACCESS on each resulting recipient. `$B` sends the recipient (or,
+/// before expansion, all it expands to) to the bitbucket; the other
+/// answers come back for the transaction.
 async fn route(
     server: &Server,
-    transport: &str,
-    channel: &str,
+    asked: &Asked<'_>,
     address: &str,
-    from: &str,
-) -> Result<Vec<Route>, Reply> {
+) -> Result<(Vec<Route>, Vec<AccessAnswer>), Refused> {
     let mta = &server.mta;
     let resolver = Resolver {
         config: mta,
         directory: server.directory.as_deref(),
     };
-    let rewritten = resolver.rewrite(address, channel)?;
+    let (channel, from, transport) = (asked.channel, asked.from, asked.transport);
+    let rewritten = resolver.rewrite(address, channel).map_err(|r| (r, None))?;
     let probe = format!(
         "{channel}|{from}|{}|{}",
         rewritten.channel, rewritten.address
     );
-    access(mta, "ORIG_SEND_ACCESS", &probe)?;
-    access(mta, "ORIG_MAIL_ACCESS", &format!("{transport}|{probe}"))?;
-    let resolved = resolver.resolve(address, from, channel).await?;
+    let mut answers = Vec::new();
+    answers.extend(access(mta, "ORIG_SEND_ACCESS", &probe, asked.flags)?);
+    let mail_probe = format!("{transport}|{probe}");
+    answers.extend(access(mta, "ORIG_MAIL_ACCESS", &mail_probe, asked.flags)?);
+    let all_to_bitbucket = answers.iter().any(|a| a.bitbucket);
+    let mut resolved = resolver
+        .resolve(address, from, channel)
+        .await
+        .map_err(|r| (r, None))?;
     for (addr, why) in &resolved.dropped {
         tracing::info!("{address}: member {addr} skipped: {why}");
     }
-    for r in &resolved.routes {
+    for r in &mut resolved.routes {
         let probe = format!("{channel}|{from}|{}|{}", r.channel, r.address);
-        access(mta, "SEND_ACCESS", &probe)?;
-        access(mta, "MAIL_ACCESS", &format!("{transport}|{probe}"))?;
+        let mut bitbucket = all_to_bitbucket;
+        for a in [
+            access(mta, "SEND_ACCESS", &probe, asked.flags)?,
+            access(
+                mta,
+                "MAIL_ACCESS",
+                &format!("{transport}|{probe}"),
+                asked.flags,
+            )?,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            bitbucket |= a.bitbucket;
+            answers.push(a);
+        }
+        if bitbucket {
+            r.channel = BITBUCKET_CHANNEL.to_string();
+        }
     }
-    Ok(resolved.routes)
+    Ok((resolved.routes, answers))
+}
+
+/// Asks an access table. A refusal becomes its reply (550 5.7.1 unless
+/// the table wrote a code); the text an entry asks to be logged is.
+fn access(
+    mta: &epistle_mta::compiled::MtaConfig,
+    table: &str,
+    probe: &str,
+    flags: AccessFlags,
+) -> Result<Option<AccessAnswer>, Refused> {
+    let Some(answer) = epistle_mta::access::ask(&mta.mappings, table, probe, flags) else {
+        return Ok(None);
+    };
+    if let Some(line) = answer.log_line() {
+        tracing::warn!("{table} {probe}: {line}");
+    }
+    let Some(r) = &answer.refusal else {
+        return Ok(Some(answer));
+    };
+    let code = r.code.unwrap_or(550);
+    let reply = match &r.enhanced {
+        Some(e) => Reply::plain(code, vec![format!("{e} {}", r.text)]),
+        None if code < 500 => Reply::new(code, "4.7.1", r.text.clone()),
+        None => Reply::new(code, "5.7.1", r.text.clone()),
+    };
+    Err((reply, Some(Box::new(answer))))
 }
 
 enum Line {
     Text(Vec<u8>),
     TooLong,
-}
-
-/// Asks an access table; a `$N`/`$F` answer is a 550 with its text.
-fn access(mta: &epistle_mta::compiled::MtaConfig, table: &str, probe: &str) -> Result<(), Reply> {
-    match mta.mappings.lookup(table, probe) {
-        Some(r) if r.no() || r.has('F') => {
-            let text = if r.output.trim().is_empty() {
-                "Access denied".to_string()
-            } else {
-                r.output.trim().to_string()
-            };
-            Err(Reply::new(550, "5.7.1", text))
-        }
-        _ => Ok(()),
-    }
 }
 
 /// Text safe inside a header comment.

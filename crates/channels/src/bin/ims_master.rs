@@ -1,28 +1,27 @@
 //! ims_master: the ims-ms channel program. The job controller starts it
 //! when store deliveries are due; it delivers each message into the
 //! recipients' mailboxes through stored (see
-//! `epistle_channels::store_delivery`) and exits when nothing is due.
+//! `epistle_channels::store_delivery`), with `Return-Path:` first, and
+//! exits when nothing is due.
 
 use std::time::Duration;
 
 use epistle_channels::master::{self, Context, Deliver, Job, Outcome};
 use epistle_channels::store_delivery::StoreDelivery;
 use epistle_daemon::Daemon;
+use epistle_mta::header::with_return_path;
 
 struct ImsMaster(StoreDelivery);
 
 impl Deliver for ImsMaster {
     async fn deliver(&mut self, ctx: &Context, job: &Job) -> Vec<Outcome> {
         let mut out = Vec::with_capacity(job.envelope.recipients.len());
+        // Final delivery: the envelope sender goes into the message.
+        let message = with_return_path(&job.message, &job.envelope.from);
         for r in &job.envelope.recipients {
             let o = self
                 .0
-                .deliver(
-                    ctx.directory.as_deref(),
-                    &r.address,
-                    &job.message,
-                    job.age(),
-                )
+                .deliver(ctx.directory.as_deref(), &r.address, &message, job.age())
                 .await;
             out.push(o);
         }

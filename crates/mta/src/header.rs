@@ -1,0 +1,117 @@
+//! Changing a message's header section: the MTA's own edits (an access
+//! table's `$K` new `Sender:`, the `Return-Path:` of final delivery).
+//! Pure.
+
+/// The message with every `name:` field (and its continuation lines)
+/// removed and `name: value` put where the first one was, or at the end
+/// of the header section when there was none. A message without a blank
+/// line is all header.
+pub fn replace_field(message: &[u8], name: &str, value: &str) -> Vec<u8> {
+    let field = field_line(name, value);
+    let mut out = Vec::with_capacity(message.len() + field.len());
+    edit(message, name, Some(&field), &mut out);
+    out
+}
+
+/// The message as finally delivered (RFC 5321 §4.4): `Return-Path:`
+/// with the envelope sender (`<>` for a notice) first, and any
+/// `Return-Path:` the message came with taken out.
+pub fn with_return_path(message: &[u8], from: &str) -> Vec<u8> {
+    let field = field_line("Return-Path", &format!("<{from}>"));
+    let mut out = Vec::with_capacity(message.len() + field.len());
+    out.extend_from_slice(field.as_bytes());
+    edit(message, "Return-Path", None, &mut out);
+    out
+}
+
+fn field_line(name: &str, value: &str) -> String {
+    let value: String = value.chars().filter(|c| !c.is_control()).collect();
+    format!("{name}: {value}\r\n")
+}
+
+/// Copies `message` into `out` without its `name:` fields; `field`, when
+/// given, goes where the first was (or ends the header section).
+fn edit(message: &[u8], name: &str, field: Option<&str>, out: &mut Vec<u8>) {
+    let start = out.len();
+    let mut placed = false;
+    let mut dropping = false;
+    let mut rest = message;
+    while !rest.is_empty() {
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |p| p + 1);
+        let (line, after) = rest.split_at(end);
+        if line == b"\r\n" || line == b"\n" {
+            break; // the body starts
+        }
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        if !continuation {
+            dropping = is_field(line, name);
+            if dropping && !placed {
+                out.extend_from_slice(field.unwrap_or("").as_bytes());
+                placed = true;
+            }
+        }
+        if !dropping {
+            out.extend_from_slice(line);
+        }
+        rest = after;
+    }
+    if let (false, Some(field)) = (placed, field) {
+        if out.len() > start && !out.ends_with(b"\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(field.as_bytes());
+    }
+    out.extend_from_slice(rest);
+}
+
+/// Whether `line` starts field `name` (case-insensitive, `name:`).
+fn is_field(line: &[u8], name: &str) -> bool {
+    line.len() > name.len()
+        && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+        && line[name.len()..]
+            .iter()
+            .find(|b| !matches!(b, b' ' | b'\t'))
+            == Some(&b':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_every_instance_where_the_first_was() {
+        let m = b"From: a@b\r\nSender: old@x\r\n  (folded)\r\nTo: c@d\r\nsender : again\r\n\r\nSender: in the body\r\n";
+        let out = replace_field(m, "Sender", "new@y");
+        assert_eq!(
+            out,
+            b"From: a@b\r\nSender: new@y\r\nTo: c@d\r\n\r\nSender: in the body\r\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn adds_at_the_end_of_the_header_when_absent() {
+        let out = replace_field(b"From: a@b\r\n\r\nbody\r\n", "Sender", "s@y");
+        assert_eq!(out, b"From: a@b\r\nSender: s@y\r\n\r\nbody\r\n".to_vec());
+        // No blank line: all header; a last line without its end gets one.
+        let out = replace_field(b"From: a@b", "Sender", "s@y\r\nBcc: x");
+        assert_eq!(out, b"From: a@b\r\nSender: s@yBcc: x\r\n".to_vec());
+        // Senders is another field.
+        let out = replace_field(b"Senders: q\r\n\r\n", "Sender", "s");
+        assert_eq!(out, b"Senders: q\r\nSender: s\r\n\r\n".to_vec());
+    }
+
+    #[test]
+    fn return_path_comes_first_and_only_once() {
+        let m =
+            b"Received: x\r\nReturn-Path: <forged@x>\r\nSubject: s\r\n\r\nReturn-Path: body\r\n";
+        assert_eq!(
+            with_return_path(m, "a@b.c"),
+            b"Return-Path: <a@b.c>\r\nReceived: x\r\nSubject: s\r\n\r\nReturn-Path: body\r\n"
+                .to_vec()
+        );
+        assert!(with_return_path(b"\r\nbody", "").starts_with(b"Return-Path: <>\r\n\r\nbody"));
+    }
+}
