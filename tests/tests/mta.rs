@@ -434,7 +434,9 @@ s.quit()
 #[test]
 fn a_failed_delivery_returns_a_notice_to_the_sender() {
     let i = running();
-    // Queue a message for ann while the job controller is stopped, then
+    // The postmaster (configure's POSTMASTER) has a mailbox.
+    i.add_user("pma", "pma secret", &[]);
+    // Queue messages for ann while the job controller is stopped, then
     // delete ann's mailbox: delivery fails permanently.
     i.stop_service("job_controller");
     i.smtp_script(
@@ -482,6 +484,17 @@ s.quit()
     assert!(
         notice.contains("Subject: doomed") && !notice.contains("secret body"),
         "RET=HDRS: {notice}"
+    );
+    // The postmaster gets a copy (the defaults' copysendpost), with the
+    // message's header only (postheadonly).
+    let copy = text(&i.wait_messages("user/pma/INBOX", 1)[0]);
+    assert!(
+        copy.contains("\r\nTo: <pma@example.com>\r\n")
+            && copy.contains("Action: failed\r\nStatus: 5.2.1")
+            && copy.contains("Final-Recipient: rfc822;ann@ims-ms-daemon")
+            && copy.contains("Subject: doomed")
+            && !copy.contains("secret body"),
+        "{copy}"
     );
     let log = i.wait_mail_log(|l| l.contains(" R ") && l.contains("ann@ims-ms-daemon"));
     // The notice goes out with the null sender.
@@ -1134,6 +1147,83 @@ s.quit()
     assert_ok(&i.sbin("imsimta", &["qm", "release", &id]), "qm release");
     let joe = i.wait_messages("user/joe/INBOX", 4);
     assert!(joe.iter().any(|m| text(m).contains("Subject: suspect")));
+}
+
+#[test]
+fn channel_keywords_limit_tls_size_recipients_and_transactions() {
+    let i = Install::configured();
+    for u in ["joe", "ann", "bob", "eve"] {
+        i.add_user(u, &format!("{u} secret"), &[]);
+    }
+    i.edit_config("imta.cnf", |t| {
+        t.replace(
+            "ims-ms defragment subdirs 20",
+            "ims-ms defragment blocklimit 2 recipientlimit 3 holdlimit 2 subdirs 20",
+        )
+        .replace(
+            "tcp_intranet smtp mx single_sys subdirs 20",
+            "tcp_intranet smtp mx single_sys transactionlimit 2 subdirs 20",
+        )
+        .replace(
+            "  maytlsserver maytlsclient allowswitchchannel",
+            "  musttlsserver maytlsclient allowswitchchannel",
+        )
+        .replace(
+            "SMTP_POOL maytlsserver maytlsclient maysaslserver",
+            "SMTP_POOL notls maysaslserver",
+        )
+    });
+    i.cnbuild();
+    i.start();
+    i.smtp_script(
+        r#"
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+# tcp_local (external clients) says notls: no STARTTLS offered or taken.
+s = smtplib.SMTP('127.0.0.1', port, timeout=20, source_address=('127.0.0.2', 0))
+s.ehlo('c')
+assert not s.has_extn('starttls'), s.esmtp_features
+assert s.docmd('STARTTLS')[0] == 454
+s.quit()
+# tcp_intranet says musttlsserver: no mail before STARTTLS.
+s = smtp()
+s.ehlo('c')
+code, msg = s.mail('x@example.org')
+assert code == 530 and b'STARTTLS' in msg, (code, msg)
+s.starttls(context=ctx)
+s.ehlo('c')
+# ims-ms takes 2 blocks (2048 bytes): a declared SIZE above is refused at RCPT...
+s.mail('x@example.org', ['SIZE=5000'])
+code, msg = s.rcpt('joe@example.com')
+assert code == 552 and b'channel ims-ms' in msg, (code, msg)
+s.rset()
+# ... and so is a larger message at its end, without a transaction spent.
+s.mail('x@example.org')
+assert s.rcpt('joe@example.com')[0] == 250
+code, msg = s.data(b'Subject: big\r\n\r\n' + b'x' * 3000 + b'\r\n')
+assert code == 552 and b'channel ims-ms' in msg, (code, msg)
+# recipientlimit 3; past holdlimit 2 the message is held.
+s.mail('x@example.org')
+for u in ['joe', 'ann', 'bob']:
+    assert s.rcpt(u + '@example.com')[0] == 250
+code, msg = s.rcpt('eve@example.com')
+assert code == 452 and b'Too many recipients for channel ims-ms' in msg, (code, msg)
+assert s.data(b'Subject: three\r\n\r\nt\r\n')[0] == 250
+assert s.sendmail('x@example.org', ['joe@example.com'], b'Subject: one\r\n\r\no\r\n') == {}
+# transactionlimit 2: that was the second message of this connection.
+code, msg = s.mail('x@example.org')
+assert code == 452 and b'Too many transactions' in msg, (code, msg)
+s.quit()
+"#,
+    );
+    let joe = i.wait_messages("user/joe/INBOX", 1);
+    assert!(text(&joe[0]).contains("Subject: one"));
+    let held = stdout(&i.sbin("imsimta", &["qm", "directory", "ims-ms"]));
+    assert!(held.contains(".HELD"), "{held}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(i.messages("user/joe/INBOX").len(), 1, "the held one waits");
+    assert!(i.messages("user/ann/INBOX").is_empty());
 }
 
 #[test]

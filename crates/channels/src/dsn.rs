@@ -47,6 +47,8 @@ pub struct Notice<'a> {
     pub host: &'a str,
     /// The notice's `From:`.
     pub postmaster: &'a str,
+    /// The notice's `To:`: the sender, or the postmaster for a copy.
+    pub to: &'a str,
     pub envelope: &'a Envelope,
     pub recipients: &'a [RecipientStatus],
     /// The message as queued.
@@ -115,7 +117,7 @@ impl Notice<'_> {
              Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\n\
              This is a MIME-encapsulated delivery status notification.\r\n\r\n",
             field(self.postmaster),
-            field(&self.envelope.from),
+            field(self.to),
             self.token,
             self.host,
         );
@@ -238,6 +240,7 @@ mod tests {
             diagnostic: "smtp; 550 5.1.1 No such user\r\nInjected: x".into(),
         }];
         let n = Notice {
+            to: "a@example.org",
             host: "mail.example.net",
             postmaster: "postmaster@example.net",
             envelope: &env,
@@ -265,6 +268,7 @@ mod tests {
             ..env.clone()
         };
         let n = Notice {
+            to: "a@example.org",
             envelope: &hdrs,
             ..n
         };

@@ -286,6 +286,10 @@ async fn settle(ctx: &Context, job: Job, mut outcomes: Vec<Outcome>) -> Option<P
     let mut failed: Vec<RecipientStatus> = Vec::new();
     let mut delayed: Vec<RecipientStatus> = Vec::new();
     let mut delivered: Vec<RecipientStatus> = Vec::new();
+    // What the postmaster's copies report: every failure and warning,
+    // whatever the sender asked to hear of.
+    let mut post_failed: Vec<RecipientStatus> = Vec::new();
+    let mut post_delayed: Vec<RecipientStatus> = Vec::new();
     let mut records: Vec<(Action, &Recipient, String)> = Vec::new();
     for (r, outcome) in env.recipients.iter().zip(outcomes) {
         let notify = r.notify.as_deref().unwrap_or("").to_ascii_uppercase();
@@ -311,6 +315,7 @@ async fn settle(ctx: &Context, job: Job, mut outcomes: Vec<Outcome>) -> Option<P
                 records.push((Action::Dequeue, r, detail));
             }
             Outcome::Failed(d) => {
+                post_failed.push(status(DsnAction::Failed, &d));
                 if on_failure {
                     failed.push(status(DsnAction::Failed, &d));
                 }
@@ -322,6 +327,7 @@ async fn settle(ctx: &Context, job: Job, mut outcomes: Vec<Outcome>) -> Option<P
                     text: format!("delivery time expired; last error: {}", d.text),
                     remote: d.remote,
                 };
+                post_failed.push(status(DsnAction::Failed, &d));
                 if on_failure {
                     failed.push(status(DsnAction::Failed, &d));
                 }
@@ -330,6 +336,9 @@ async fn settle(ctx: &Context, job: Job, mut outcomes: Vec<Outcome>) -> Option<P
             Outcome::Deferred(d) => {
                 // Warnings when asked, or by default (as the original's
                 // `notices` promise).
+                if warn {
+                    post_delayed.push(status(DsnAction::Delayed, &d));
+                }
                 if warn && (notify.is_empty() || notify.contains("DELAY")) {
                     delayed.push(status(DsnAction::Delayed, &d));
                     records.push((Action::Warning, r, "delay notice sent".into()));
@@ -361,8 +370,28 @@ async fn settle(ctx: &Context, job: Job, mut outcomes: Vec<Outcome>) -> Option<P
             chrono::DateTime::from_timestamp(env.received + last.as_secs() as i64, 0)
                 .map(|t| t.to_rfc2822())
         });
-    for (list, until) in [(&failed, None), (&delayed, retry_until), (&delivered, None)] {
-        if !list.is_empty() && !send_notice(ctx, env, &job.message, list, until).await {
+    let copies = [
+        (&failed, &post_failed, None, SENDPOST),
+        (&delayed, &post_delayed, retry_until, WARNPOST),
+        (&delivered, &Vec::new(), None, &[][..]),
+    ];
+    for (list, post_list, until, post_group) in copies {
+        let mut sent = NoticeSent::Unreturnable;
+        if !list.is_empty() {
+            sent = send_notice(ctx, env, &job.message, list, until.clone(), None).await;
+        }
+        let copy = !post_list.is_empty()
+            && post_copy(channel, post_group).wanted(&env.from, sent == NoticeSent::Unreturnable);
+        if copy {
+            let headers_only = channel.is_some_and(|c| c.has("postheadonly"));
+            let post = PostmasterCopy { headers_only };
+            if send_notice(ctx, env, &job.message, post_list, until, Some(post)).await
+                == NoticeSent::TryLater
+            {
+                sent = NoticeSent::TryLater;
+            }
+        }
+        if sent == NoticeSent::TryLater {
             // The notice could not be queued: keep everything as it is
             // and try the whole message again later.
             return Some(requeue_unchanged(&job));
@@ -388,17 +417,94 @@ async fn settle(ctx: &Context, job: Job, mut outcomes: Vec<Outcome>) -> Option<P
     }
 }
 
-/// Queues a notice to the message's return path; never to `<>`.
+/// The keywords choosing the postmaster's copies of failure notices
+/// (`sendpost` …) and of delay warnings (`warnpost` …).
+const SENDPOST: &[&str] = &["sendpost", "copysendpost", "errsendpost", "nosendpost"];
+const WARNPOST: &[&str] = &["warnpost", "copywarnpost", "errwarnpost", "nowarnpost"];
+
+/// When the postmaster gets a copy of a notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PostCopy {
+    /// `sendpost` / `warnpost`: every time.
+    Always,
+    /// `copy…post`, and the default without a keyword (as the original
+    /// did): unless the message is itself a notice (`<>`).
+    UnlessNotice,
+    /// `err…post`: only when the sender cannot be told.
+    Unreturnable,
+    /// `no…post`.
+    Never,
+}
+
+impl PostCopy {
+    fn wanted(self, from: &str, unreturnable: bool) -> bool {
+        match self {
+            PostCopy::Always => true,
+            PostCopy::UnlessNotice => !from.is_empty(),
+            PostCopy::Unreturnable => unreturnable,
+            PostCopy::Never => false,
+        }
+    }
+}
+
+fn post_copy(channel: Option<&epistle_mta::imtacnf::Channel>, group: &[&str]) -> PostCopy {
+    match channel
+        .and_then(|c| c.last_of(group))
+        .map(|k| k.name.as_str())
+    {
+        _ if group.is_empty() => PostCopy::Never,
+        Some(k) if k.starts_with("copy") => PostCopy::UnlessNotice,
+        Some(k) if k.starts_with("err") => PostCopy::Unreturnable,
+        Some(k) if k.starts_with("no") => PostCopy::Never,
+        Some(_) => PostCopy::Always,
+        None => PostCopy::UnlessNotice,
+    }
+}
+
+/// A notice's copy for the postmaster.
+#[derive(Debug, Clone, Copy)]
+struct PostmasterCopy {
+    /// `postheadonly`: only the message's header goes along.
+    headers_only: bool,
+}
+
+/// What became of a notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NoticeSent {
+    Queued,
+    /// Nobody to send it to: the message was a notice itself (`<>`), or
+    /// its sender's address is no good.
+    Unreturnable,
+    /// It could not be queued now.
+    TryLater,
+}
+
+/// Queues a notice to the message's return path (never to `<>`), or,
+/// with `post`, the postmaster's copy.
 async fn send_notice(
     ctx: &Context,
     env: &Envelope,
     message: &[u8],
     list: &[RecipientStatus],
     retry_until: Option<String>,
-) -> bool {
-    if env.from.is_empty() {
-        return true; // RFC 5321 §4.5.5: no notice about a notice
+    post: Option<PostmasterCopy>,
+) -> NoticeSent {
+    let to = match post {
+        Some(_) => ctx.postmaster.as_str(),
+        None => env.from.as_str(),
+    };
+    if to.is_empty() {
+        return NoticeSent::Unreturnable; // RFC 5321 §4.5.5: no notice about a notice
     }
+    // The postmaster's copy may carry only the header.
+    let headers_only = Envelope {
+        ret: Some("HDRS".into()),
+        ..env.clone()
+    };
+    let env = match post {
+        Some(PostmasterCopy { headers_only: true }) => &headers_only,
+        _ => env,
+    };
     let token = format!(
         "{}.{}",
         std::process::id(),
@@ -407,6 +513,7 @@ async fn send_notice(
             .map_or(0, |d| d.as_nanos())
     );
     let notice = Notice {
+        to,
         host: &ctx.host,
         postmaster: &ctx.postmaster,
         envelope: env,
@@ -421,16 +528,16 @@ async fn send_notice(
         config: &ctx.mta,
         directory: ctx.directory.as_deref(),
     };
-    let routes = match resolver.resolve(&env.from, "", &ctx.channel).await {
+    let routes = match resolver.resolve(to, "", &ctx.channel).await {
         Ok(r) => r.routes,
         Err(reply) if reply.code >= 500 => {
-            // The sender's address is no good: the notice has nowhere to go.
-            tracing::warn!("notice to {} dropped: {}", env.from, reply.lines.join(" "));
-            return true;
+            // The address is no good: the notice has nowhere to go.
+            tracing::warn!("notice to {to} dropped: {}", reply.lines.join(" "));
+            return NoticeSent::Unreturnable;
         }
         Err(reply) => {
-            tracing::warn!("notice to {} deferred: {}", env.from, reply.lines.join(" "));
-            return false;
+            tracing::warn!("notice to {to} deferred: {}", reply.lines.join(" "));
+            return NoticeSent::TryLater;
         }
     };
     let dsn_env = Envelope {
@@ -448,7 +555,7 @@ async fn send_notice(
                 r.channel,
                 Recipient {
                     address: r.address,
-                    orcpt: Some(format!("rfc822;{}", env.from)),
+                    orcpt: Some(format!("rfc822;{to}")),
                     notify: Some("NEVER".into()),
                 },
             )
@@ -458,7 +565,7 @@ async fn send_notice(
         .iter()
         .map(|(ch, r)| (ch.clone(), r.address.clone()))
         .collect();
-    let orcpt = format!("rfc822;{}", env.from);
+    let orcpt = format!("rfc822;{to}");
     let size = text.len() as u64;
     let queue = ctx.queue.clone();
     let imta = ctx.mta.clone();
@@ -484,13 +591,13 @@ async fn send_notice(
                 .collect();
             ctx.maillog.write(&records);
             epistle_mta::submit::notify(&ctx.base.job_controller_socket(), files).await;
-            true
+            NoticeSent::Queued
         }
         Ok(Err(e)) => {
-            tracing::error!("cannot queue a notice to {}: {e}", env.from);
-            false
+            tracing::error!("cannot queue a notice to {to}: {e}");
+            NoticeSent::TryLater
         }
-        Err(_) => false,
+        Err(_) => NoticeSent::TryLater,
     }
 }
 

@@ -242,10 +242,20 @@ impl Outbound {
             return Err(remote("4.4.1", &r));
         }
         let channel = ctx.mta.imta.channel(&ctx.channel);
+        // `maytls`/`musttls`/`notls` set both directions; the last
+        // keyword of the group counts.
+        const GROUP: &[&str] = &[
+            "maytlsclient",
+            "musttlsclient",
+            "notlsclient",
+            "maytls",
+            "musttls",
+            "notls",
+        ];
         let tls_mode = channel
-            .and_then(|ch| ch.last_of(&["maytlsclient", "musttlsclient", "notlsclient"]))
-            .map(|k| k.name.clone());
-        if tls_mode.as_deref() != Some("notlsclient") && c.has("STARTTLS") {
+            .and_then(|ch| ch.last_of(GROUP))
+            .map(|k| k.name.trim_end_matches("client").to_string());
+        if tls_mode.as_deref() != Some("notls") && c.has("STARTTLS") {
             let name = ServerName::try_from(host.name.trim_matches(['[', ']']).to_string())
                 .unwrap_or_else(|_| ServerName::IpAddress(addr.ip().into()));
             let (next, r) = c.starttls(&self.tls, name).await.map_err(retry)?;
@@ -258,7 +268,7 @@ impl Outbound {
                 }
             }
         }
-        if tls_mode.as_deref() == Some("musttlsclient") && !c.tls {
+        if tls_mode.as_deref() == Some("musttls") && !c.tls {
             c.quit().await;
             return Err(Diagnostic::new(
                 "4.7.5",

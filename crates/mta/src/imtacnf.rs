@@ -183,6 +183,8 @@ fn arity(keyword: &str) -> Option<Arity> {
         | "maytls"
         | "musttls"
         | "notls"
+        | "notlsserver"
+        | "notlsclient"
         | "identnone"
         | "identnonenumeric"
         | "identnonelimited"

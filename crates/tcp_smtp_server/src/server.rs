@@ -24,6 +24,8 @@ use tokio_rustls::TlsAcceptor;
 pub struct Limits {
     /// Largest message, bytes (`BLOCK_LIMIT` × `BLOCK_SIZE`).
     pub max_message: u64,
+    /// `BLOCK_SIZE`: the unit of the channels' `blocklimit`.
+    pub block_size: u64,
     /// Recipients per transaction (`ALLOW_RECIPIENTS_PER_TRANSACTION`;
     /// RFC 5321 requires at least 100).
     pub max_recipients: usize,
@@ -51,6 +53,7 @@ impl Limits {
         let block = opt("BLOCK_SIZE", 1024) as u64;
         Limits {
             max_message: (opt("BLOCK_LIMIT", 51_200) as u64).saturating_mul(block),
+            block_size: block,
             max_recipients: opt("ALLOW_RECIPIENTS_PER_TRANSACTION", 1000).max(100) as usize,
             max_errors: opt("ALLOW_REJECTIONS_BEFORE_DEFERRAL", 20) as usize,
             max_transactions: opt("ALLOW_TRANSACTIONS_PER_SESSION", 1000) as usize,
@@ -58,6 +61,18 @@ impl Limits {
             data_timeout: Duration::from_secs(opt("SMTP_DATA_TIMEOUT", 600) as u64),
         }
     }
+}
+
+/// A source channel's STARTTLS policy (`maytlsserver`, `musttlsserver`,
+/// `notls`…; the last of them in the channel block counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsPolicy {
+    /// Offered (the default).
+    May,
+    /// Mail is refused until the session is under TLS.
+    Must,
+    /// Not offered.
+    Never,
 }
 
 pub struct Server {
@@ -130,6 +145,63 @@ impl Server {
         let imta = &self.mta.imta;
         let to = imta.channel(channel)?.arg("saslswitchchannel")?;
         imta.channel(to).map(|c| c.name.clone())
+    }
+
+    /// The STARTTLS policy of a source channel.
+    pub fn tls_policy(&self, channel: &str) -> TlsPolicy {
+        const GROUP: &[&str] = &[
+            "maytls",
+            "musttls",
+            "notls",
+            "maytlsserver",
+            "musttlsserver",
+            "notlsserver",
+        ];
+        let chosen = self
+            .mta
+            .imta
+            .channel(channel)
+            .and_then(|c| c.last_of(GROUP));
+        match chosen.map(|k| k.name.as_str()) {
+            Some("musttls" | "musttlsserver") => TlsPolicy::Must,
+            Some("notls" | "notlsserver") => TlsPolicy::Never,
+            _ => TlsPolicy::May,
+        }
+    }
+
+    /// Messages one connection may send: option.dat's
+    /// `ALLOW_TRANSACTIONS_PER_SESSION`, or the source channel's
+    /// `transactionlimit` when lower.
+    pub fn max_transactions(&self, channel: &str) -> usize {
+        let limit = self.channel_number(channel, "transactionlimit");
+        limit.map_or(self.limits.max_transactions, |n| {
+            (n as usize).min(self.limits.max_transactions)
+        })
+    }
+
+    /// The largest message a destination channel takes, bytes
+    /// (`blocklimit` × `BLOCK_SIZE`), when it sets one.
+    pub fn channel_size_limit(&self, channel: &str) -> Option<u64> {
+        self.channel_number(channel, "blocklimit")
+            .map(|n| n.saturating_mul(self.limits.block_size))
+    }
+
+    /// Most recipients of one message for a destination channel
+    /// (`recipientlimit`).
+    pub fn channel_recipient_limit(&self, channel: &str) -> Option<usize> {
+        self.channel_number(channel, "recipientlimit")
+            .map(|n| n as usize)
+    }
+
+    /// Above this many recipients for a destination channel, the
+    /// message's file for it is held (`holdlimit`).
+    pub fn channel_hold_limit(&self, channel: &str) -> Option<usize> {
+        self.channel_number(channel, "holdlimit")
+            .map(|n| n as usize)
+    }
+
+    fn channel_number(&self, channel: &str, keyword: &str) -> Option<u64> {
+        self.mta.imta.channel(channel)?.arg(keyword)?.parse().ok()
     }
 
     /// Whether a channel must see SASL before mail (`mustsaslserver`,

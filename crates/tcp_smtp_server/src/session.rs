@@ -27,7 +27,7 @@ use epistle_mta::smtp::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::server::Server;
+use crate::server::{Server, TlsPolicy};
 
 /// Bytes read at a time.
 const READ_CHUNK: usize = 16 * 1024;
@@ -273,7 +273,9 @@ impl Session {
                 if self.tls.is_some() {
                     return Ok(self.fail(Reply::new(503, "5.5.1", "TLS already active")));
                 }
-                if self.server.tls.is_none() {
+                if self.server.tls.is_none()
+                    || self.server.tls_policy(&self.channel) == TlsPolicy::Never
+                {
                     return Ok(self.fail(Reply::new(454, "4.7.0", "TLS not available")));
                 }
                 self.reply(Reply::new(220, "2.0.0", "Ready to start TLS"));
@@ -337,7 +339,10 @@ impl Session {
             "CHUNKING".into(),
             "ETRN".into(),
         ];
-        if self.tls.is_none() && self.server.tls.is_some() {
+        if self.tls.is_none()
+            && self.server.tls.is_some()
+            && self.server.tls_policy(&self.channel) != TlsPolicy::Never
+        {
             lines.push("STARTTLS".into());
         }
         if self.auth_offered() {
@@ -519,7 +524,15 @@ impl Session {
             self.fail(Reply::new(530, "5.7.0", "Authentication required"));
             return;
         }
-        if self.transactions >= self.server.limits.max_transactions {
+        if self.tls.is_none() && self.server.tls_policy(&self.channel) == TlsPolicy::Must {
+            self.fail(Reply::new(
+                530,
+                "5.7.0",
+                "Must issue a STARTTLS command first",
+            ));
+            return;
+        }
+        if self.transactions >= self.server.max_transactions(&self.channel) {
             self.fail(Reply::new(
                 452,
                 "4.5.3",
@@ -621,7 +634,14 @@ impl Session {
             from: &from,
             flags,
         };
-        match route(&self.server, &asked, &address).await {
+        let routed = match route(&self.server, &asked, &address).await {
+            Ok((routes, answers)) => match self.channel_limits(&routes) {
+                Some(reply) => Err((reply, None)),
+                None => Ok((routes, answers)),
+            },
+            Err(e) => Err(e),
+        };
+        match routed {
             Ok((routes, answers)) => {
                 for a in &answers {
                     self.delay(Some(a));
@@ -710,9 +730,47 @@ impl Session {
         Ok(())
     }
 
+    /// Whether a recipient's routes would take a destination channel
+    /// past its `recipientlimit`, or a message of the declared SIZE past
+    /// its `blocklimit`.
+    fn channel_limits(&self, routes: &[Route]) -> Option<Reply> {
+        let txn = self.txn.as_ref()?;
+        for r in routes {
+            let ch = r.channel.as_str();
+            let limit = self.server.channel_size_limit(ch);
+            if let (Some(size), Some(limit)) = (txn.params.size, limit)
+                && size > limit
+            {
+                return Some(too_large(ch, limit));
+            }
+            if let Some(limit) = self.server.channel_recipient_limit(ch) {
+                let so_far = txn.recipients.iter().flat_map(|a| &a.routes);
+                let n = so_far.chain(routes).filter(|x| x.channel == ch).count();
+                if n > limit {
+                    return Some(Reply::new(
+                        452,
+                        "4.5.3",
+                        format!("Too many recipients for channel {ch} in one message"),
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    /// A message larger than a destination channel's `blocklimit`.
+    fn channel_size_refusal(&self, size: usize) -> Option<Reply> {
+        let txn = self.txn.as_ref()?;
+        txn.recipients.iter().flat_map(|a| &a.routes).find_map(|r| {
+            let limit = self.server.channel_size_limit(&r.channel)?;
+            (size as u64 > limit).then(|| too_large(&r.channel, limit))
+        })
+    }
+
     /// Answers the end of a message: one reply in SMTP, one per accepted
     /// recipient in LMTP (RFC 2033 §4.2), refusals included.
     async fn end_of_data(&mut self, refusal: Option<Reply>, message: Vec<u8>) {
+        let refusal = refusal.or_else(|| self.channel_size_refusal(message.len()));
         let count = match (&self.txn, self.server.lmtp) {
             (Some(t), true) => t.recipients.len(),
             _ => 1,
@@ -924,11 +982,19 @@ impl Session {
         let written =
             match epistle_mta::submit::stage(&server.queue, &server.mta.imta, &env, &recips, &text)
             {
-                Ok(staged) if hold => {
-                    let held = staged.into_iter().map(|(ch, s)| (ch, s.held()));
+                Ok(staged) => {
+                    // Held: the whole message by an access table, or one
+                    // channel's file past the channel's `holdlimit`.
+                    let held = staged.into_iter().map(|(ch, s)| {
+                        let count = recips.iter().filter(|(c, _)| *c == ch).count();
+                        let over = server.channel_hold_limit(&ch).is_some_and(|l| count > l);
+                        match hold || over {
+                            true => (ch, s.held()),
+                            false => (ch, s),
+                        }
+                    });
                     self.server.committer.commit(held.collect()).await
                 }
-                Ok(staged) => self.server.committer.commit(staged).await,
                 Err(e) => Err(e),
             };
         let files = match written {
@@ -1144,6 +1210,14 @@ impl Session {
             }
         }
     }
+}
+
+fn too_large(channel: &str, limit: u64) -> Reply {
+    Reply::new(
+        552,
+        "5.3.4",
+        format!("Message too large for channel {channel} (limit {limit} bytes)"),
+    )
 }
 
 /// Who asks the access tables about a recipient.
