@@ -697,6 +697,152 @@ s.quit()
     assert!(text(&i.wait_messages("user/joe/INBOX", 1)[0]).contains("Subject: later"));
 }
 
+#[test]
+fn a_delay_warning_goes_out_once_when_the_first_notice_age_passes() {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &[]);
+    i.add_user("ann", "ann secret", &[]);
+    i.add_user("pma", "pma secret", &[]);
+    i.edit_config("imta.cnf", |t| {
+        t.replace(
+            "backoff \"pt5m\" \"pt10m\" \"pt30m\" \"pt1h\" \"pt2h\" \"pt4h\"",
+            "backoff \"pt1s\"",
+        )
+    });
+    i.cnbuild();
+    i.start();
+    i.stop_service("store");
+    i.smtp_script(
+        r#"
+s = smtp()
+assert s.sendmail('ann@example.com', ['joe@example.com'], b'Subject: slow\r\n\r\ns\r\n') == {}
+s.quit()
+"#,
+    );
+    i.wait_mail_log(|l| l.contains(" Q ") && l.contains("joe@ims-ms-daemon"));
+    // Make the message nearly a day old (ims-ms warns after 1 day): the
+    // retry that finds it past the day sends the one warning.
+    i.stop_service("job_controller");
+    let mut files = vec![];
+    let mut dirs = vec![i.base.join("data/queue/ims-ms")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.path().is_dir() && !name.starts_with('.') {
+                dirs.push(e.path());
+            } else if e.path().is_file() && !name.starts_with('$') {
+                files.push(e.path());
+            }
+        }
+    }
+    assert_eq!(files.len(), 1, "{files:?}");
+    let old = std::fs::read(&files[0]).unwrap();
+    let t = text(&old);
+    let at = t.find("\nD ").expect("the arrival line") + 3;
+    let end = at + t[at..].find('\n').unwrap();
+    let nearly_a_day = chrono_now() - 86_400 + 2;
+    let edited = format!("{}{nearly_a_day}{}", &t[..at], &t[end..]);
+    std::fs::write(&files[0], edited).unwrap();
+    i.start_service("job_controller");
+    let log = i.wait_mail_log(|l| l.contains(" W ") && l.contains("joe@ims-ms-daemon"));
+    std::thread::sleep(Duration::from_secs(3));
+    let log_now = std::fs::read_to_string(i.base.join("log/mail.log_current")).unwrap();
+    let warnings = log_now
+        .lines()
+        .filter(|l| l.contains(" W ") && l.contains("joe@ims-ms-daemon"))
+        .count();
+    assert_eq!(warnings, 1, "one warning: {log}");
+    // With the store back: ann has the warning, the postmaster its copy
+    // (copywarnpost), joe the message.
+    i.start_service("store");
+    let ann = text(&i.wait_messages("user/ann/INBOX", 1)[0]);
+    assert!(
+        ann.contains("Subject: Delayed")
+            && ann.contains("Action: delayed")
+            && ann.contains("Will-Retry-Until:"),
+        "{ann}"
+    );
+    let pma = text(&i.wait_messages("user/pma/INBOX", 1)[0]);
+    assert!(
+        pma.contains("To: <pma@example.com>") && pma.contains("Action: delayed"),
+        "{pma}"
+    );
+    assert!(text(&i.wait_messages("user/joe/INBOX", 1)[0]).contains("Subject: slow"));
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn the_message_log_rolls_over_daily_and_purge_keeps_the_newest() {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &[]);
+    i.edit_config("job_controller.cnf", |t| {
+        t.replace("SYNCH_TIME=30", "SYNCH_TIME=1")
+    });
+    i.cnbuild();
+    let logs = i.base.join("log");
+    // Three old rolled logs, and a current one last written yesterday.
+    for (n, day) in ["20261101", "20261102", "20261103"].iter().enumerate() {
+        let p = logs.join(format!("mail.log_{day}"));
+        std::fs::write(&p, "old\n").unwrap();
+        touch(&p, &format!("2026-11-0{} 12:00", n + 1));
+    }
+    let current = logs.join("mail.log_current");
+    std::fs::write(&current, "yesterday's record\n").unwrap();
+    let yesterday = std::process::Command::new("date")
+        .args(["-d", "yesterday", "+%Y-%m-%d 12:00"])
+        .output()
+        .unwrap();
+    let yesterday = stdout(&yesterday).trim().to_string();
+    touch(&current, &yesterday);
+    i.start();
+    let rolled = logs.join(format!("mail.log_{}", yesterday[..10].replace('-', "")));
+    assert!(
+        wait_for(Duration::from_secs(10), || rolled.exists()),
+        "mail.log_current rolled over to {}",
+        rolled.display()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&rolled).unwrap(),
+        "yesterday's record\n"
+    );
+    // New records start a new current log.
+    i.smtp_script(
+        r#"
+s = smtp()
+assert s.sendmail('x@example.org', ['joe@example.com'], b'Subject: new day\r\n\r\nn\r\n') == {}
+s.quit()
+"#,
+    );
+    i.wait_mail_log(|l| l.contains("joe@ims-ms-daemon"));
+    let out = i.sbin("imsimta", &["purge", "-num=2"]);
+    assert_ok(&out, "imsimta purge");
+    for (day, kept) in [("20261101", false), ("20261102", false), ("20261103", true)] {
+        assert_eq!(
+            logs.join(format!("mail.log_{day}")).exists(),
+            kept,
+            "{day}: {}",
+            stdout(&out)
+        );
+    }
+    assert!(rolled.exists() && current.exists());
+    assert!(!i.sbin("imsimta", &["purge", "-num=x"]).status.success());
+}
+
+fn touch(path: &std::path::Path, when: &str) {
+    let out = std::process::Command::new("touch")
+        .args(["-d", when])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert_ok(&out, "touch -d");
+}
+
 /// A stand-in remote SMTP server: takes mail for any address, except
 /// `bad…` (550 5.1.1) and `later…` (451 4.2.0); writes each message it
 /// takes, with its envelope, to a file in `dir`.
