@@ -36,6 +36,10 @@ impl DotStuffer {
     }
 
     pub fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        // An empty piece says nothing about a pending CR's LF.
+        if data.is_empty() {
+            return;
+        }
         out.reserve(data.len() + data.len() / 64 + 2);
         let mut i = 0;
         if self.pending_cr {
@@ -165,6 +169,17 @@ mod tests {
         assert_eq!(ml(b"lf\n.dot\n"), b"lf\r\n..dot\r\n.\r\n");
         assert_eq!(ml(b""), b".\r\n");
         assert_eq!(ml(b"bare\rcr"), b"bare\r\ncr\r\n.\r\n");
+    }
+
+    #[test]
+    fn an_empty_piece_between_cr_and_lf() {
+        let mut out = Vec::new();
+        let mut d = DotStuffer::new();
+        for piece in [&b"a\r"[..], b"", b"\n"] {
+            d.feed(piece, &mut out);
+        }
+        d.finish(&mut out);
+        assert_eq!(out, b"a\r\n.\r\n");
     }
 
     #[test]
