@@ -119,6 +119,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// The stream, for writing.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
     /// The next frame. Cancel-safe.
     pub async fn next<T: DeserializeOwned>(&mut self) -> Result<T, FrameError> {
         loop {

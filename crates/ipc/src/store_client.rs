@@ -1,16 +1,18 @@
-//! The store client: one connection to `stored`, requests answered in
-//! order, change events delivered on a channel of their own.
+//! The store client: one connection to `stored`, owned by the client
+//! itself. A request writes its frame and reads frames until its reply;
+//! change events that arrive meanwhile wait in a queue for the session
+//! ([`StoreEvents`]). No task or channel per connection: an idle IMAP
+//! session holds just the socket and a few words, which is what lets one
+//! imapd keep many thousands of them.
 
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot};
 
-use crate::frame;
+use crate::frame::{self, FrameReader};
 use crate::store::{
     FlagOp, MailboxInfo, MessageInfo, MessageStructure, ServerFrame, StoreError, StoreEvent,
     StoreReply, StoreRequest,
@@ -28,50 +30,187 @@ pub struct OpenMailbox {
     pub dir: PathBuf,
 }
 
-type Pending = oneshot::Sender<Result<StoreReply, StoreError>>;
-
-/// A connection to stored. Cheap to clone; requests from clones share it.
+/// A connection to stored. Cheap to clone; clones share it, their
+/// requests taking turns.
 #[derive(Clone)]
 pub struct StoreClient {
-    requests: mpsc::Sender<Box<(StoreRequest, Pending)>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    conn: tokio::sync::Mutex<Conn>,
+    events: Mutex<EventQueue>,
     /// The staging directory last given, and the account it is for
     /// (every mailbox of an account is on one partition).
-    staging: Arc<std::sync::Mutex<Option<(String, PathBuf)>>>,
+    staging: Mutex<Option<(String, PathBuf)>>,
+}
+
+struct Conn {
+    stream: FrameReader<UnixStream>,
+    /// Replies still owed to requests whose callers stopped waiting
+    /// (a cancelled future): read and dropped before the next request.
+    owed: usize,
+    /// A request frame was cut off halfway (its writer was cancelled):
+    /// the stream is out of step and the connection unusable.
+    broken: bool,
+}
+
+/// Events read while a request waited for its reply.
+#[derive(Default)]
+struct EventQueue {
+    queue: VecDeque<StoreEvent>,
+    /// Events were dropped since the reader last asked.
+    lost: bool,
+    /// Whether anyone still reads them ([`StoreEvents`] alive).
+    wanted: bool,
+}
+
+impl EventQueue {
+    fn push(&mut self, event: StoreEvent) {
+        if !self.wanted {
+            return;
+        }
+        if self.queue.len() >= EVENT_BACKLOG {
+            self.lost = true;
+        } else {
+            self.queue.push_back(event);
+        }
+    }
 }
 
 /// The change events of one connection. A reader that falls behind by
 /// [`EVENT_BACKLOG`] events loses the ones that do not fit, and is told
 /// so ([`StoreEvents::lost`]) to read its mailbox again.
 pub struct StoreEvents {
-    /// Boxed: a channel allocates room for a block of its items when it
-    /// is made, and thousands of idle IMAP sessions each hold one, so the
-    /// items are kept pointer-sized.
-    rx: mpsc::Receiver<Box<StoreEvent>>,
-    lost: Arc<AtomicBool>,
+    shared: Arc<Shared>,
 }
 
 /// Events a connection's reader may be behind by.
 pub const EVENT_BACKLOG: usize = 1024;
 
 impl StoreEvents {
-    /// The next event; `None` once the connection is gone.
+    /// The next event, waiting for one; `None` once the connection is
+    /// gone. Cancel-safe. It holds the connection while it waits, so a
+    /// session waits for events only when it has no request to make
+    /// (IMAP's IDLE, in a `select!` with the client's input).
     pub async fn recv(&mut self) -> Option<StoreEvent> {
-        self.rx.recv().await.map(|e| *e)
+        loop {
+            if let Some(e) = self.queued() {
+                return Some(e);
+            }
+            let mut conn = self.shared.conn.lock().await;
+            // Queued by a request while this waited for the lock.
+            if let Some(e) = self.queued() {
+                return Some(e);
+            }
+            match conn.read_frame(&self.shared).await {
+                Ok(Some(event)) => return Some(event),
+                Ok(None) => continue,
+                Err(_) => return None,
+            }
+        }
     }
 
-    /// An event already waiting.
+    /// An event already here, without waiting.
     pub fn try_recv(&mut self) -> Option<StoreEvent> {
-        self.rx.try_recv().ok().map(|e| *e)
+        if let Some(e) = self.queued() {
+            return Some(e);
+        }
+        let mut conn = self.shared.conn.try_lock().ok()?;
+        // Frames already in the socket are read; none is waited for.
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        loop {
+            let read = std::pin::pin!(conn.read_frame(&self.shared));
+            match read.poll(&mut cx) {
+                std::task::Poll::Ready(Ok(Some(event))) => return Some(event),
+                std::task::Poll::Ready(Ok(None)) => continue,
+                _ => return None,
+            }
+        }
     }
 
     /// Whether events were lost since the last call.
     pub fn lost(&self) -> bool {
-        self.lost.swap(false, Ordering::Relaxed)
+        std::mem::take(&mut lock(&self.shared.events).lost)
     }
+
+    fn queued(&self) -> Option<StoreEvent> {
+        lock(&self.shared.events).queue.pop_front()
+    }
+}
+
+impl Drop for StoreEvents {
+    fn drop(&mut self) {
+        let mut q = lock(&self.shared.events);
+        q.wanted = false;
+        q.queue = VecDeque::new();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(format!("the store server is unavailable: {e}"))
+}
+
+impl Conn {
+    /// Reads one frame: `Ok(Some(event))` for an event (returned, not
+    /// queued), `Ok(None)` for an owed reply it dropped.
+    async fn read_frame(&mut self, shared: &Shared) -> Result<Option<StoreEvent>, StoreError> {
+        match self.stream.next::<ServerFrame>().await {
+            Ok(ServerFrame::Event { event }) => {
+                let wanted = lock(&shared.events).wanted;
+                Ok(wanted.then_some(event))
+            }
+            Ok(ServerFrame::Reply { .. }) if self.owed > 0 => {
+                self.owed -= 1;
+                Ok(None)
+            }
+            Ok(ServerFrame::Reply { .. }) => Err(unavailable("a reply nobody asked for")),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Sends a request and reads up to its reply, queueing the events
+    /// that come first. Cancelled halfway, the reply is owed and dropped
+    /// later; a frame cut off halfway breaks the connection.
+    async fn exchange(
+        &mut self,
+        shared: &Shared,
+        req: &StoreRequest,
+    ) -> Result<StoreReply, StoreError> {
+        if self.broken {
+            return Err(unavailable("connection closed"));
+        }
+        while self.owed > 0 {
+            if let Some(event) = self.read_frame(shared).await? {
+                lock(&shared.events).push(event);
+            }
+        }
+        self.broken = true;
+        frame::write(self.stream.get_mut(), req)
+            .await
+            .map_err(unavailable)?;
+        self.broken = false;
+        self.owed = 1;
+        loop {
+            match self
+                .stream
+                .next::<ServerFrame>()
+                .await
+                .map_err(unavailable)?
+            {
+                ServerFrame::Reply { reply } => {
+                    self.owed = 0;
+                    return Ok(reply);
+                }
+                ServerFrame::Event { event } => lock(&shared.events).push(event),
+            }
+        }
+    }
 }
 
 impl StoreClient {
@@ -81,58 +220,23 @@ impl StoreClient {
         let stream = UnixStream::connect(socket)
             .await
             .map_err(|e| unavailable(format!("{}: {e}", socket.display())))?;
-        let (req_tx, mut req_rx) = mpsc::channel::<Box<(StoreRequest, Pending)>>(64);
-        let (ev_tx, ev_rx) = mpsc::channel::<Box<StoreEvent>>(EVENT_BACKLOG);
-        let lost = Arc::new(AtomicBool::new(false));
-        let lost_by_reader = lost.clone();
-        let (rd, mut wr) = stream.into_split();
-        let mut rd = frame::FrameReader::new(rd);
-        tokio::spawn(async move {
-            let mut waiting: VecDeque<Pending> = VecDeque::new();
-            loop {
-                tokio::select! {
-                    req = req_rx.recv() => match req {
-                        Some(pending) => {
-                            let (req, reply) = *pending;
-                            if let Err(e) = frame::write(&mut wr, &req).await {
-                                let _ = reply.send(Err(unavailable(e)));
-                                break;
-                            }
-                            waiting.push_back(reply);
-                        }
-                        None => break, // every handle dropped
-                    },
-                    msg = rd.next::<ServerFrame>() => match msg {
-                        Ok(ServerFrame::Reply { reply }) => {
-                            if let Some(w) = waiting.pop_front() {
-                                let _ = w.send(Ok(reply));
-                            }
-                        }
-                        Ok(ServerFrame::Event { event }) => {
-                            // A reader that fell behind loses events, not the
-                            // connection, and reads its mailbox again.
-                            if let Err(mpsc::error::TrySendError::Full(_)) =
-                                ev_tx.try_send(Box::new(event))
-                            {
-                                lost_by_reader.store(true, Ordering::Relaxed);
-                            }
-                        }
-                        Err(e) => {
-                            for w in waiting.drain(..) {
-                                let _ = w.send(Err(unavailable(&e)));
-                            }
-                            break;
-                        }
-                    },
-                }
-            }
+        let shared = Arc::new(Shared {
+            conn: tokio::sync::Mutex::new(Conn {
+                stream: FrameReader::new(stream),
+                owed: 0,
+                broken: false,
+            }),
+            events: Mutex::new(EventQueue {
+                wanted: true,
+                ..EventQueue::default()
+            }),
+            staging: Mutex::new(None),
         });
         Ok((
             StoreClient {
-                requests: req_tx,
-                staging: Arc::default(),
+                shared: shared.clone(),
             },
-            StoreEvents { rx: ev_rx, lost },
+            StoreEvents { shared },
         ))
     }
 
@@ -162,12 +266,8 @@ impl StoreClient {
 
     /// Sends one request; a store-side error comes back as `Err`.
     pub async fn request(&self, req: StoreRequest) -> Result<StoreReply, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.requests
-            .send(Box::new((req, tx)))
-            .await
-            .map_err(|_| unavailable("connection closed"))?;
-        match rx.await.map_err(|_| unavailable("connection closed"))?? {
+        let mut conn = self.shared.conn.lock().await;
+        match conn.exchange(&self.shared, &req).await? {
             StoreReply::Error { error } => Err(error),
             other => Ok(other),
         }
@@ -436,10 +536,7 @@ impl StoreClient {
         uid: Option<u32>,
     ) -> Result<(u32, MailboxInfo), StoreError> {
         let account = name.split('/').nth(1).unwrap_or_default();
-        let known = self
-            .staging
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let known = lock(&self.shared.staging)
             .as_ref()
             .filter(|(a, _)| a == account)
             .map(|(_, dir)| dir.clone());
@@ -463,8 +560,7 @@ impl StoreClient {
             StoreReply::Path { path } => PathBuf::from(path),
             other => return Err(unexpected(other)),
         };
-        *self.staging.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((account.to_string(), dir.clone()));
+        *lock(&self.shared.staging) = Some((account.to_string(), dir.clone()));
         Ok(dir)
     }
 
