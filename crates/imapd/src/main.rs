@@ -9,6 +9,7 @@
 //! open sessions go.
 
 mod compress;
+mod flag_lists;
 mod render;
 mod search;
 mod selected;

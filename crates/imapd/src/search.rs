@@ -7,12 +7,14 @@ use epistle_imap::response::date_start;
 use epistle_imap::search::{Date, SearchKey};
 use epistle_imap::sequence::SequenceSet;
 
+use crate::flag_lists::has_flag;
 use crate::selected::Msg;
 
 /// What one message offers a search.
 pub struct Candidate<'a> {
     pub seq: u32,
     pub msg: &'a Msg,
+    pub flags: &'a [String],
     /// The whole message, when a key needs it.
     pub raw: Option<&'a [u8]>,
     /// Its Date: header, seconds since the epoch.
@@ -84,8 +86,8 @@ pub fn matches(key: &SearchKey, c: &Candidate<'_>, x: &Extent<'_>) -> bool {
         SearchKey::All => true,
         SearchKey::Sequence(s) => in_set(s, c.seq, x.largest_seq, x.saved, Some(m.uid)),
         SearchKey::Uid(s) => in_set(s, m.uid, x.largest_uid, x.saved, Some(m.uid)),
-        SearchKey::Flag(f) => m.has_flag(f),
-        SearchKey::NotFlag(f) => !m.has_flag(f),
+        SearchKey::Flag(f) => has_flag(c.flags, f),
+        SearchKey::NotFlag(f) => !has_flag(c.flags, f),
         // No session sees a message as recent (RFC 9051 dropped \Recent).
         SearchKey::New | SearchKey::Recent => false,
         SearchKey::Old => true,

@@ -22,6 +22,7 @@ use epistle_ipc::store::{
 };
 use epistle_ipc::store_client::{OpenMailbox, StoreClient, read_message_file};
 
+use crate::flag_lists::{FlagLists, FlagsId, has_flag};
 use crate::render;
 use crate::search::{self, Candidate, Extent};
 use crate::session::{Result, Session};
@@ -30,29 +31,16 @@ const SYSTEM_FLAGS: [&str; 5] = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen
 /// Changes kept for reporting before the view is rebuilt instead.
 const MAX_PENDING: usize = 100_000;
 
-#[derive(Debug, Clone)]
+/// A message in the view: 32 bytes, since a view holds one for every
+/// message and a session one view.
+#[derive(Debug, Clone, Copy)]
 pub struct Msg {
     pub uid: u32,
-    pub flags: Vec<String>,
+    /// Its flags, a list of the view's [`FlagLists`].
+    pub flags: FlagsId,
     pub modseq: u64,
     pub size: u64,
     pub internal_date: i64,
-}
-
-impl Msg {
-    fn from_info(m: &MessageInfo) -> Msg {
-        Msg {
-            uid: m.uid,
-            flags: m.record.flags.clone(),
-            modseq: m.record.modseq,
-            size: m.record.size,
-            internal_date: m.record.internal_date,
-        }
-    }
-
-    pub fn has_flag(&self, f: &str) -> bool {
-        self.flags.iter().any(|x| x.eq_ignore_ascii_case(f))
-    }
 }
 
 pub struct Selected {
@@ -70,6 +58,7 @@ pub struct Selected {
     pub uidnext: u32,
     pub highest_modseq: u64,
     pub messages: Vec<Msg>,
+    flag_lists: FlagLists,
     pending: VecDeque<StoreEvent>,
     /// Too many changes were waiting: the view is read again.
     rebuild: bool,
@@ -80,7 +69,12 @@ pub struct Selected {
 impl Selected {
     pub fn new(name: String, read_only: bool, own: bool, open: OpenMailbox) -> Selected {
         let info = &open.info.record;
-        let messages: Vec<Msg> = open.messages.iter().map(Msg::from_info).collect();
+        let mut flag_lists = FlagLists::default();
+        let messages: Vec<Msg> = open
+            .messages
+            .iter()
+            .map(|m| entry(&mut flag_lists, m))
+            .collect();
         // The status and the index may be a commit apart.
         let uidnext = messages.last().map_or(0, |m| m.uid + 1).max(info.uidnext);
         let highest_modseq = messages
@@ -97,17 +91,44 @@ impl Selected {
             uidnext,
             highest_modseq,
             messages,
+            flag_lists,
             pending: VecDeque::new(),
             rebuild: false,
             saved: Vec::new(),
         }
     }
 
+    /// Message `i`'s flags.
+    pub fn flags(&self, i: usize) -> &[String] {
+        self.flag_lists.get(self.messages[i].flags)
+    }
+
+    pub fn has_flag(&self, i: usize, flag: &str) -> bool {
+        has_flag(self.flags(i), flag)
+    }
+
+    /// Message `i`'s flags and mod-sequence as the store says they are
+    /// now.
+    fn set_flags(&mut self, i: usize, m: &MessageInfo) {
+        self.messages[i].flags = self.flag_lists.intern(&m.record.flags);
+        self.messages[i].modseq = m.record.modseq;
+        if self.flag_lists.needs_compacting(self.messages.len()) {
+            self.flag_lists
+                .compact(self.messages.iter_mut().map(|m| &mut m.flags));
+        }
+    }
+
+    /// Adds a message to the end of the view.
+    fn push(&mut self, m: &MessageInfo) {
+        let e = entry(&mut self.flag_lists, m);
+        self.messages.push(e);
+    }
+
     /// The untagged lines that open a SELECT.
     pub fn announce(&self, s: &mut Session) {
         let mut keywords: Vec<&str> = SYSTEM_FLAGS.to_vec();
         for m in &self.messages {
-            for f in &m.flags {
+            for f in self.flag_lists.get(m.flags) {
                 if !f.starts_with('\\') && !keywords.contains(&f.as_str()) && keywords.len() < 200 {
                     keywords.push(f);
                 }
@@ -126,7 +147,7 @@ impl Selected {
         // IMAP4rev2 dropped RECENT and the UNSEEN code.
         if !s.rev2 {
             s.line("* 0 RECENT");
-            if let Some(i) = self.messages.iter().position(|m| !m.has_flag("\\Seen")) {
+            if let Some(i) = (0..self.messages.len()).position(|i| !self.has_flag(i, "\\Seen")) {
                 s.line(&format!("* OK [UNSEEN {}] First unseen", i + 1));
             }
         }
@@ -200,7 +221,7 @@ impl Selected {
     fn flags_line(&self, s: &mut Session, i: usize) {
         let m = &self.messages[i];
         let mut l = format!("* {} FETCH (UID {} FLAGS ", i + 1, m.uid).into_bytes();
-        response::flags(&mut l, &m.flags);
+        response::flags(&mut l, self.flags(i));
         if s.condstore {
             l.extend_from_slice(format!(" MODSEQ ({})", m.modseq).as_bytes());
         }
@@ -283,14 +304,14 @@ impl Selected {
             self.rebuild = false;
             self.resync(s).await?;
         }
-        while let Some(ev) = self.pending.front() {
-            match ev {
+        while let Some(ev) = self.pending.pop_front() {
+            match &ev {
                 StoreEvent::Expunged { uids, .. } => {
                     if !expunges {
+                        self.pending.push_front(ev);
                         break;
                     }
-                    let uids = uids.clone();
-                    self.expunge_uids(s, &uids);
+                    self.expunge_uids(s, uids);
                 }
                 StoreEvent::Exists {
                     after,
@@ -305,7 +326,7 @@ impl Selected {
                         if self.own && *after == self.last_uid() && !new_messages {
                             for m in messages {
                                 self.highest_modseq = self.highest_modseq.max(m.record.modseq);
-                                self.messages.push(Msg::from_info(m));
+                                self.push(m);
                             }
                         } else {
                             new_messages = true;
@@ -317,19 +338,17 @@ impl Selected {
                     messages, status, ..
                 } => {
                     self.highest_modseq = self.highest_modseq.max(status.highest_modseq);
-                    for m in messages.clone() {
+                    for m in messages {
                         if let Some(i) = self.position(m.uid)
                             && m.record.modseq > self.messages[i].modseq
                         {
-                            self.messages[i].flags = m.record.flags.clone();
-                            self.messages[i].modseq = m.record.modseq;
+                            self.set_flags(i, m);
                             self.flags_line(s, i);
                         }
                     }
                 }
                 StoreEvent::Gone { .. } => {}
             }
-            self.pending.pop_front();
         }
         if new_messages {
             self.fetch_new(s).await?;
@@ -358,7 +377,7 @@ impl Selected {
             for m in &messages {
                 self.uidnext = self.uidnext.max(m.uid + 1);
                 self.highest_modseq = self.highest_modseq.max(m.record.modseq);
-                self.messages.push(Msg::from_info(m));
+                self.push(m);
             }
             if n < epistle_ipc::store::INDEX_PAGE {
                 return Ok(());
@@ -384,15 +403,14 @@ impl Selected {
         self.expunge_uids(s, &gone);
         for i in 0..self.messages.len() {
             let m = now[&self.messages[i].uid];
-            if m.record.flags != self.messages[i].flags {
-                self.messages[i].flags = m.record.flags.clone();
-                self.messages[i].modseq = m.record.modseq;
+            if m.record.flags != self.flags(i) {
+                self.set_flags(i, m);
                 self.flags_line(s, i);
             }
         }
         let last = self.last_uid();
         for m in index.iter().filter(|m| m.uid > last) {
-            self.messages.push(Msg::from_info(m));
+            self.push(m);
         }
         Ok(())
     }
@@ -812,9 +830,8 @@ async fn fetch(
     if !sel.read_only && items.iter().any(sets_seen) {
         let unseen: Vec<u32> = ix
             .iter()
-            .map(|&i| &sel.messages[i])
-            .filter(|m| !m.has_flag("\\Seen"))
-            .map(|m| m.uid)
+            .filter(|&&i| !sel.has_flag(i, "\\Seen"))
+            .map(|&i| sel.messages[i].uid)
             .collect();
         if !unseen.is_empty() {
             if let Ok((changed, _, _)) = store
@@ -823,8 +840,7 @@ async fn fetch(
             {
                 for m in changed {
                     if let Some(i) = sel.position(m.uid) {
-                        sel.messages[i].flags = m.record.flags;
-                        sel.messages[i].modseq = m.record.modseq;
+                        sel.set_flags(i, &m);
                     }
                 }
             }
@@ -868,7 +884,15 @@ async fn fetch(
                 if n > 0 {
                     l.push(b' ');
                 }
-                fetch_item(&mut l, a, m, structure, raw.as_deref(), s.utf8);
+                fetch_item(
+                    &mut l,
+                    a,
+                    m,
+                    sel.flags(i),
+                    structure,
+                    raw.as_deref(),
+                    s.utf8,
+                );
             }
             l.extend_from_slice(b")\r\n");
             s.out.extend_from_slice(&l);
@@ -892,6 +916,7 @@ fn fetch_item(
     l: &mut Vec<u8>,
     a: &FetchAttr,
     m: &Msg,
+    flags: &[String],
     st: Option<&MessageStructure>,
     raw: Option<&[u8]>,
     utf8: bool,
@@ -903,7 +928,7 @@ fn fetch_item(
         FetchAttr::Uid => l.extend_from_slice(format!("UID {}", m.uid).as_bytes()),
         FetchAttr::Flags => {
             l.extend_from_slice(b"FLAGS ");
-            response::flags(l, &m.flags);
+            response::flags(l, flags);
         }
         FetchAttr::InternalDate => {
             l.extend_from_slice(b"INTERNALDATE ");
@@ -1098,8 +1123,7 @@ async fn store(
     };
     for m in &changed {
         if let Some(i) = sel.position(m.uid) {
-            sel.messages[i].flags = m.record.flags.clone();
-            sel.messages[i].modseq = m.record.modseq;
+            sel.set_flags(i, m);
         }
     }
     for &i in &ix {
@@ -1121,7 +1145,7 @@ async fn store(
             continue;
         }
         l.extend_from_slice(b"FLAGS ");
-        response::flags(&mut l, &m.flags);
+        response::flags(&mut l, sel.flags(i));
         if s.condstore {
             l.extend_from_slice(format!(" MODSEQ ({})", m.modseq).as_bytes());
         }
@@ -1269,6 +1293,7 @@ async fn evaluate(
             let c = Candidate {
                 seq: i as u32 + 1,
                 msg: m,
+                flags: sel.flags(i),
                 raw: raw.as_deref(),
                 sent: st.and_then(|st| search::sent_date(st.envelope.date.as_deref())),
                 email_id: st.map(|st| st.email_id.as_str()),
@@ -1367,4 +1392,15 @@ fn join_uids(uids: &[u32]) -> String {
         .map(u32::to_string)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// A view entry for a message the store describes.
+fn entry(flag_lists: &mut FlagLists, m: &MessageInfo) -> Msg {
+    Msg {
+        uid: m.uid,
+        flags: flag_lists.intern(&m.record.flags),
+        modseq: m.record.modseq,
+        size: m.record.size,
+        internal_date: m.record.internal_date,
+    }
 }

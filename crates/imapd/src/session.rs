@@ -15,9 +15,7 @@ use epistle_daemon::access::{
 use epistle_directory::Auth;
 use epistle_imap::command::{BadCommand, ListCommand, QResync, StatusItem};
 use epistle_imap::{Command, CommandBody, Frame, Framer, response};
-use epistle_ipc::store::{
-    MailboxInfo, StoreError, StoreEvent, StoreReply, StoreRequest, mailbox_object_id,
-};
+use epistle_ipc::store::{MailboxInfo, StoreError, StoreReply, StoreRequest, mailbox_object_id};
 use epistle_ipc::store_client::{StoreClient, StoreEvents};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -35,6 +33,14 @@ pub enum End {
 }
 
 pub type Result<T> = std::result::Result<T, End>;
+
+/// What ended a session's wait.
+enum Woken {
+    /// The client sent more.
+    Input,
+    /// A store event came, queued on the selected mailbox.
+    Event,
+}
 
 /// Most bytes one read asks for.
 const READ_CHUNK: usize = 4096;
@@ -132,6 +138,12 @@ impl Session {
         if self.out.is_empty() {
             return Ok(());
         }
+        // Boxed: the write and its timer are large, and an idle session's
+        // future would otherwise keep room for them.
+        Box::pin(self.write_out()).await
+    }
+
+    async fn write_out(&mut self) -> Result<()> {
         let out = std::mem::take(&mut self.out);
         self.record.bytes_out += out.len() as u64;
         let written = tokio::time::timeout(Duration::from_secs(300), async {
@@ -157,28 +169,28 @@ impl Session {
     /// point where they may be reported). Says BYE on timeout.
     async fn fill(&mut self) -> Result<()> {
         let deadline = tokio::time::Instant::now() + self.timeout();
-        loop {
-            let events = self.events.as_mut();
-            tokio::select! {
-                read = read_more(&mut self.stream, &mut self.inbuf) => {
-                    return match read {
-                        Ok(0) | Err(_) => Err(End::Closed),
-                        Ok(n) => {
-                            self.record.bytes_in += n as u64;
-                            Ok(())
-                        }
-                    };
+        while let Woken::Event = self.wait(deadline).await? {}
+        Ok(())
+    }
+
+    /// Waits for the client's next bytes (added to `inbuf`) or a store
+    /// event (queued on the selected mailbox); says BYE at `deadline`.
+    /// The one place a session waits, so an idle session's future is this
+    /// and little more.
+    async fn wait(&mut self, deadline: tokio::time::Instant) -> Result<Woken> {
+        tokio::select! {
+            read = read_more(&mut self.stream, &mut self.inbuf) => match read {
+                Ok(0) | Err(_) => Err(End::Closed),
+                Ok(n) => {
+                    self.record.bytes_in += n as u64;
+                    Ok(Woken::Input)
                 }
-                Some(ev) = next_event(events) => {
-                    if let Some(sel) = self.selected.as_mut() {
-                        sel.queue(ev);
-                    }
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    self.line("* BYE Autologout; idle for too long");
-                    let _ = self.flush().await;
-                    return Err(End::Bye);
-                }
+            },
+            true = take_event(self.events.as_mut(), &mut self.selected) => Ok(Woken::Event),
+            _ = tokio::time::sleep_until(deadline) => {
+                self.line("* BYE Autologout; idle for too long");
+                let _ = self.flush().await;
+                Err(End::Bye)
             }
         }
     }
@@ -194,19 +206,28 @@ impl Session {
         loop {
             match self.framer.next(&self.inbuf) {
                 Frame::Complete(n) => {
-                    let raw: Vec<u8> = self.inbuf.drain(..n).collect();
+                    Box::pin(self.rate.pace()).await;
+                    let parsed = Command::parse(&self.inbuf[..n]);
+                    self.inbuf.drain(..n);
                     self.framer.reset();
-                    match Command::parse(&raw) {
-                        Ok(cmd) => {
-                            if let Err(end) = self.command(cmd).await {
-                                let _ = self.flush().await;
-                                return Err(end);
-                            }
+                    // IDLE waits here, in the session's own future; every
+                    // other command's work is boxed, so a waiting session
+                    // keeps only a small future, not room for the largest
+                    // command.
+                    let done = match parsed {
+                        Ok(cmd) if matches!(cmd.body, CommandBody::Idle) && self.user.is_some() => {
+                            self.idle(&cmd.tag).await
                         }
+                        Ok(cmd) => Box::pin(self.run_command(cmd)).await,
                         Err(BadCommand { tag, error }) => {
                             let tag = tag.unwrap_or_else(|| "*".into());
                             self.line(&format!("{tag} BAD {error}"));
+                            Ok(())
                         }
+                    };
+                    if let Err(end) = done {
+                        let _ = self.flush().await;
+                        return Err(end);
                     }
                 }
                 Frame::Incomplete => {
@@ -326,17 +347,6 @@ impl Session {
     }
 
     /// Runs one command and writes its answers (tagged line included).
-    /// IDLE runs here; every other command's work is
-    /// boxed, so a session waiting for input or idling keeps only a small
-    /// future, not room for the largest command.
-    async fn command(&mut self, cmd: Command) -> Result<()> {
-        self.rate.pace().await;
-        if matches!(cmd.body, CommandBody::Idle) && self.user.is_some() {
-            return self.idle(&cmd.tag).await;
-        }
-        Box::pin(self.run_command(cmd)).await
-    }
-
     async fn run_command(&mut self, cmd: Command) -> Result<()> {
         let Command { tag, body } = cmd;
         // Commands that need a state the session is not in.
@@ -1055,24 +1065,9 @@ impl Session {
                 self.flush().await?;
                 return Err(End::Bye);
             }
-            let events = self.events.as_mut();
-            tokio::select! {
-                read = read_more(&mut self.stream, &mut self.inbuf) => match read {
-                    Ok(0) | Err(_) => return Err(End::Closed),
-                    Ok(n) => self.record.bytes_in += n as u64,
-                },
-                Some(ev) = next_event(events) => {
-                    if let Some(sel) = self.selected.as_mut() {
-                        sel.queue(ev);
-                    }
-                    Box::pin(self.report_changes(true)).await?;
-                    self.flush().await?;
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    self.line("* BYE Autologout; idle for too long");
-                    self.flush().await?;
-                    return Err(End::Bye);
-                }
+            if let Woken::Event = self.wait(deadline).await? {
+                Box::pin(self.report_changes(true)).await?;
+                self.flush().await?;
             }
         }
     }
@@ -1354,11 +1349,19 @@ async fn read_more(stream: &mut Box<dyn Io>, inbuf: &mut Vec<u8>) -> std::io::Re
     stream.read_buf(inbuf).await
 }
 
-async fn next_event(rx: Option<&mut StoreEvents>) -> Option<StoreEvent> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
+/// Waits for a store event and queues it on the selected mailbox; false
+/// once the store connection is gone. Never ready before login.
+async fn take_event(rx: Option<&mut StoreEvents>, selected: &mut Option<Selected>) -> bool {
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
+    let Some(event) = rx.recv().await else {
+        return false;
+    };
+    if let Some(sel) = selected.as_mut() {
+        sel.queue(event);
     }
+    true
 }
 
 /// Special-use attributes a mailbox can be given (RFC 6154; \All and
