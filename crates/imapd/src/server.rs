@@ -2,7 +2,7 @@
 //! the TLS identity, the store's socket, the session count, and the
 //! failed-login tracker.
 
-use std::path::PathBuf;
+use epistle_ipc::store_client::StorePool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +21,8 @@ pub struct Server {
     pub greeting: String,
     pub directory: Option<Arc<Directory>>,
     pub tls: Option<TlsAcceptor>,
-    pub store_socket: PathBuf,
+    /// The links to stored every session shares.
+    pub store: StorePool,
     /// Authenticated sessions may be silent this long (IDLE included).
     pub idle_timeout: Duration,
     pub append_limit: u64,
@@ -47,7 +48,7 @@ impl Server {
             greeting,
             directory,
             tls,
-            store_socket: d.base.store_socket(),
+            store: StorePool::new(d.base.store_socket()),
             idle_timeout: Duration::from_secs(
                 d.config.get_u64("service.imap.idletimeout").max(30) * 60,
             ),

@@ -909,12 +909,7 @@ impl Session {
         };
         match dir.authenticate(login, password).await {
             Ok(Auth::Ok(user)) => {
-                let (store, events) = match StoreClient::connect_as(
-                    &self.server.store_socket,
-                    &user.uid,
-                )
-                .await
-                {
+                let (store, events) = match self.server.store.session_as(&user.uid).await {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::error!(target: "Store", "[{}] login of {}: {e}", self.peer, user.uid);

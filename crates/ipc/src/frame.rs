@@ -154,6 +154,138 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+/// The sending side of a Unix stream that many tasks send frames on (the
+/// store protocol's shared connections). A frame is queued whole and
+/// written at once as far as the socket takes it; a flusher task writes
+/// the rest when the socket has room. No sender waits, and none can be
+/// cancelled halfway through a frame.
+pub struct FrameSender {
+    half: tokio::net::unix::OwnedWriteHalf,
+    state: std::sync::Mutex<SendState>,
+    room: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct SendState {
+    /// Bytes the socket has not taken yet.
+    pending: Vec<u8>,
+    /// Closed, or the peer is gone: nothing more is sent.
+    closed: bool,
+}
+
+/// The connection a frame was to go on is closed.
+#[derive(Debug, thiserror::Error)]
+#[error("the connection is closed")]
+pub struct SendClosed;
+
+impl FrameSender {
+    /// Takes over `half`; its flusher runs until the sender is closed or
+    /// the socket fails.
+    pub fn new(half: tokio::net::unix::OwnedWriteHalf) -> std::sync::Arc<FrameSender> {
+        let sender = std::sync::Arc::new(FrameSender {
+            half,
+            state: std::sync::Mutex::new(SendState::default()),
+            room: tokio::sync::Notify::new(),
+        });
+        tokio::spawn(sender.clone().flush());
+        sender
+    }
+
+    /// Queues a frame (from [`encode`]).
+    pub fn send(&self, frame: &[u8]) -> Result<(), SendClosed> {
+        self.send_within(frame, usize::MAX).map(|_| ())
+    }
+
+    /// Queues a frame unless `limit` bytes already wait for the peer (one
+    /// that reads too slowly): `Ok(false)` when it was dropped.
+    pub fn send_within(&self, frame: &[u8], limit: usize) -> Result<bool, SendClosed> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(SendClosed);
+        }
+        if !st.pending.is_empty() {
+            if st.pending.len() > limit {
+                return Ok(false);
+            }
+            st.pending.extend_from_slice(frame);
+            return Ok(true);
+        }
+        let written = match self.half.try_write(frame) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(_) => {
+                st.closed = true;
+                return Err(SendClosed);
+            }
+        };
+        if written < frame.len() {
+            st.pending.extend_from_slice(&frame[written..]);
+            self.room.notify_one();
+        }
+        Ok(true)
+    }
+
+    /// Stops sending and shuts the stream for writing (the peer sees the
+    /// end); what was not written yet is dropped.
+    pub fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        st.pending = Vec::new();
+        let _ = nix::sys::socket::shutdown(
+            std::os::fd::AsRawFd::as_raw_fd(self.half.as_ref()),
+            nix::sys::socket::Shutdown::Write,
+        );
+        self.room.notify_one();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SendState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes what waits whenever the socket has room.
+    async fn flush(self: std::sync::Arc<Self>) {
+        loop {
+            self.room.notified().await;
+            loop {
+                {
+                    let st = self.lock();
+                    if st.closed {
+                        return;
+                    }
+                    if st.pending.is_empty() {
+                        break;
+                    }
+                }
+                if self.half.writable().await.is_err() {
+                    self.lock().closed = true;
+                    return;
+                }
+                let mut st = self.lock();
+                if st.closed {
+                    return;
+                }
+                match self.half.try_write(&st.pending) {
+                    Ok(n) => {
+                        st.pending.drain(..n);
+                        if st.pending.is_empty() && st.pending.capacity() > 64 * 1024 {
+                            st.pending = Vec::new();
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => {
+                        st.closed = true;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

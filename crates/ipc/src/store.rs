@@ -6,8 +6,9 @@
 //! a file next to the mailboxes (`StageDir`), then asks for `Append`; a
 //! reader learns the mailbox's directory (`Open`, `MailboxDir`), names
 //! files with [`message_file`] and reads the immutable files itself.
-//! A connection may `Watch` mailboxes: change events then arrive on it
-//! between replies.
+//! A session may `Watch` mailboxes: change events then arrive for it
+//! between replies. One connection carries many sessions
+//! ([`ClientFrame`], [`ServerFrame`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -191,9 +192,9 @@ pub enum StoreRequest {
         dry_run: bool,
         quotas_only: bool,
     },
-    /// From now on, check every request of this connection against what
+    /// From now on, check every request of this session against what
     /// `user` may do (the IMAP, POP and webmail servers send it after a
-    /// login); a connection that never sends it acts for the system.
+    /// login); a session that never sends it acts for the system.
     ActAs {
         user: String,
     },
@@ -225,7 +226,7 @@ pub enum StoreRequest {
     },
     /// A session opens a mailbox: its status, the first page of its index
     /// and the directory of its message files, in one answer. With
-    /// `watch`, the connection watches this mailbox alone from then on —
+    /// `watch`, the session watches this mailbox alone from then on —
     /// from before the index is read, so no change made meanwhile is
     /// missed (an event may repeat what the index already says).
     Open {
@@ -252,7 +253,7 @@ pub enum StoreRequest {
         prefix: String,
     },
     /// Start or stop receiving change events for a mailbox on this
-    /// connection.
+    /// session.
     Watch {
         name: String,
         on: bool,
@@ -377,12 +378,38 @@ impl StoreEvent {
     }
 }
 
-/// What stored sends: a reply to the last request, or an event.
+/// What a client sends. One connection carries many sessions (every
+/// IMAP login of an imapd shares a few connections), each named by a
+/// number the client picks; stored keeps a session's acting user and
+/// watched mailboxes until it ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// `seq` comes back with the reply, so a reply to a request its
+    /// caller gave up on is known for what it is.
+    Request {
+        session: u32,
+        seq: u32,
+        request: StoreRequest,
+    },
+    /// The session is over: its state and watches go.
+    End { session: u32 },
+}
+
+/// What stored sends: a reply to a session's request, or an event for a
+/// session watching the mailbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ServerFrame {
-    Reply { reply: StoreReply },
-    Event { event: StoreEvent },
+    Reply {
+        session: u32,
+        seq: u32,
+        reply: StoreReply,
+    },
+    Event {
+        session: u32,
+        event: StoreEvent,
+    },
 }
 
 /// The parsed structure of a message, kept by the store at append time so

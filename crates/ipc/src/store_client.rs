@@ -1,21 +1,25 @@
-//! The store client: one connection to `stored`, owned by the client
-//! itself. A request writes its frame and reads frames until its reply;
-//! change events that arrive meanwhile wait in a queue for the session
-//! ([`StoreEvents`]). No task or channel per connection: an idle IMAP
-//! session holds just the socket and a few words, which is what lets one
-//! imapd keep many thousands of them.
+//! The store client. A [`StoreLink`] is one connection to stored that
+//! carries many sessions: every IMAP or POP login of a server process
+//! shares a few links ([`StorePool`]), so an idle session costs stored
+//! and its server a table entry, not a connection, a task and buffers
+//! on each side. A session ([`StoreClient`], [`StoreEvents`]) sends its
+//! requests on its link and gets its replies and the change events of
+//! the mailboxes it watches back from the link's reader task.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::UnixStream;
+use tokio::net::unix::OwnedReadHalf;
+use tokio::sync::{Notify, oneshot};
 
-use crate::frame::{self, FrameReader};
+use crate::frame::{self, FrameReader, FrameSender};
 use crate::store::{
-    FlagOp, MailboxInfo, MessageInfo, MessageStructure, ServerFrame, StoreError, StoreEvent,
-    StoreReply, StoreRequest,
+    ClientFrame, FlagOp, MailboxInfo, MessageInfo, MessageStructure, ServerFrame, StoreError,
+    StoreEvent, StoreReply, StoreRequest,
 };
 
 /// Most UIDs one `Structures` request names.
@@ -30,32 +34,54 @@ pub struct OpenMailbox {
     pub dir: PathBuf,
 }
 
-/// A connection to stored. Cheap to clone; clones share it, their
-/// requests taking turns.
+/// One connection to stored, carrying many sessions. Cheap to clone; it
+/// closes when the last clone and the last of its sessions are gone.
 #[derive(Clone)]
-pub struct StoreClient {
-    shared: Arc<Shared>,
+pub struct StoreLink {
+    owner: Arc<LinkOwner>,
 }
 
-struct Shared {
-    conn: tokio::sync::Mutex<Conn>,
-    events: Mutex<EventQueue>,
+/// Closes the link when dropped (the reader task sees stored hang up
+/// in turn, and ends).
+struct LinkOwner {
+    link: Arc<Link>,
+}
+
+impl Drop for LinkOwner {
+    fn drop(&mut self) {
+        self.link.sender.close();
+    }
+}
+
+struct Link {
+    sender: Arc<FrameSender>,
+    sessions: Mutex<HashMap<u32, Arc<Slot>>>,
+    next_session: AtomicU32,
+    /// stored hung up: every request fails from now on.
+    gone: AtomicBool,
+}
+
+/// What the reader task hands a session.
+#[derive(Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+    /// An event was queued, or the link is gone.
+    woken: Notify,
+}
+
+#[derive(Default)]
+struct SlotState {
+    /// Requests sent and not answered yet, by `seq` (more than one only
+    /// when clones of a client ask at once).
+    waiting: Vec<(u32, oneshot::Sender<StoreReply>)>,
+    next_seq: u32,
+    events: EventQueue,
     /// The staging directory last given, and the account it is for
     /// (every mailbox of an account is on one partition).
-    staging: Mutex<Option<(String, PathBuf)>>,
+    staging: Option<(String, PathBuf)>,
 }
 
-struct Conn {
-    stream: FrameReader<UnixStream>,
-    /// Replies still owed to requests whose callers stopped waiting
-    /// (a cancelled future): read and dropped before the next request.
-    owed: usize,
-    /// A request frame was cut off halfway (its writer was cancelled):
-    /// the stream is out of step and the connection unusable.
-    broken: bool,
-}
-
-/// Events read while a request waited for its reply.
+/// Events not yet taken by the session.
 #[derive(Default)]
 struct EventQueue {
     queue: VecDeque<StoreEvent>,
@@ -66,85 +92,84 @@ struct EventQueue {
 }
 
 impl EventQueue {
-    fn push(&mut self, event: StoreEvent) {
+    /// Whether the event was kept.
+    fn push(&mut self, event: StoreEvent) -> bool {
         if !self.wanted {
-            return;
+            return false;
         }
         if self.queue.len() >= EVENT_BACKLOG {
             self.lost = true;
-        } else {
-            self.queue.push_back(event);
+            return false;
+        }
+        self.queue.push_back(event);
+        true
+    }
+}
+
+/// A session on a link; ended (in stored too) when its last handle goes.
+struct Session {
+    id: u32,
+    slot: Arc<Slot>,
+    link: StoreLink,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let link = &self.link.owner.link;
+        lock(&link.sessions).remove(&self.id);
+        if let Ok(f) = frame::encode(&ClientFrame::End { session: self.id }) {
+            let _ = link.sender.send(&f);
         }
     }
 }
 
-/// The change events of one connection. A reader that falls behind by
+/// A session's requests. Cheap to clone; clones share the session.
+#[derive(Clone)]
+pub struct StoreClient {
+    session: Arc<Session>,
+}
+
+/// The change events of one session. A reader that falls behind by
 /// [`EVENT_BACKLOG`] events loses the ones that do not fit, and is told
 /// so ([`StoreEvents::lost`]) to read its mailbox again.
 pub struct StoreEvents {
-    shared: Arc<Shared>,
+    session: Arc<Session>,
 }
 
-/// Events a connection's reader may be behind by.
+/// Events a session's reader may be behind by.
 pub const EVENT_BACKLOG: usize = 1024;
 
 impl StoreEvents {
-    /// The next event, waiting for one; `None` once the connection is
-    /// gone. Cancel-safe. It holds the connection while it waits, so a
-    /// session waits for events only when it has no request to make
-    /// (IMAP's IDLE, in a `select!` with the client's input).
+    /// The next event, waiting for one; `None` once the link is gone.
+    /// Cancel-safe.
     pub async fn recv(&mut self) -> Option<StoreEvent> {
         loop {
-            if let Some(e) = self.queued() {
+            if let Some(e) = self.try_recv() {
                 return Some(e);
             }
-            let mut conn = self.shared.conn.lock().await;
-            // Queued by a request while this waited for the lock.
-            if let Some(e) = self.queued() {
-                return Some(e);
+            let s = &self.session;
+            if s.link.owner.link.gone.load(Ordering::SeqCst) {
+                return None;
             }
-            match conn.read_frame(&self.shared).await {
-                Ok(Some(event)) => return Some(event),
-                Ok(None) => continue,
-                Err(_) => return None,
-            }
+            s.slot.woken.notified().await;
         }
     }
 
     /// An event already here, without waiting.
     pub fn try_recv(&mut self) -> Option<StoreEvent> {
-        if let Some(e) = self.queued() {
-            return Some(e);
-        }
-        let mut conn = self.shared.conn.try_lock().ok()?;
-        // Frames already in the socket are read; none is waited for.
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        loop {
-            let read = std::pin::pin!(conn.read_frame(&self.shared));
-            match read.poll(&mut cx) {
-                std::task::Poll::Ready(Ok(Some(event))) => return Some(event),
-                std::task::Poll::Ready(Ok(None)) => continue,
-                _ => return None,
-            }
-        }
+        lock(&self.session.slot.state).events.queue.pop_front()
     }
 
     /// Whether events were lost since the last call.
     pub fn lost(&self) -> bool {
-        std::mem::take(&mut lock(&self.shared.events).lost)
-    }
-
-    fn queued(&self) -> Option<StoreEvent> {
-        lock(&self.shared.events).queue.pop_front()
+        std::mem::take(&mut lock(&self.session.slot.state).events.lost)
     }
 }
 
 impl Drop for StoreEvents {
     fn drop(&mut self) {
-        let mut q = lock(&self.shared.events);
-        q.wanted = false;
-        q.queue = VecDeque::new();
+        let mut st = lock(&self.session.slot.state);
+        st.events = EventQueue::default();
     }
 }
 
@@ -156,98 +181,60 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(format!("the store server is unavailable: {e}"))
 }
 
-impl Conn {
-    /// Reads one frame: `Ok(Some(event))` for an event (returned, not
-    /// queued), `Ok(None)` for an owed reply it dropped.
-    async fn read_frame(&mut self, shared: &Shared) -> Result<Option<StoreEvent>, StoreError> {
-        match self.stream.next::<ServerFrame>().await {
-            Ok(ServerFrame::Event { event }) => {
-                let wanted = lock(&shared.events).wanted;
-                Ok(wanted.then_some(event))
-            }
-            Ok(ServerFrame::Reply { .. }) if self.owed > 0 => {
-                self.owed -= 1;
-                Ok(None)
-            }
-            Ok(ServerFrame::Reply { .. }) => Err(unavailable("a reply nobody asked for")),
-            Err(e) => Err(unavailable(e)),
-        }
-    }
-
-    /// Sends a request and reads up to its reply, queueing the events
-    /// that come first. Cancelled halfway, the reply is owed and dropped
-    /// later; a frame cut off halfway breaks the connection.
-    async fn exchange(
-        &mut self,
-        shared: &Shared,
-        req: &StoreRequest,
-    ) -> Result<StoreReply, StoreError> {
-        if self.broken {
-            return Err(unavailable("connection closed"));
-        }
-        while self.owed > 0 {
-            if let Some(event) = self.read_frame(shared).await? {
-                lock(&shared.events).push(event);
-            }
-        }
-        self.broken = true;
-        frame::write(self.stream.get_mut(), req)
-            .await
-            .map_err(unavailable)?;
-        self.broken = false;
-        self.owed = 1;
-        loop {
-            match self
-                .stream
-                .next::<ServerFrame>()
-                .await
-                .map_err(unavailable)?
-            {
-                ServerFrame::Reply { reply } => {
-                    self.owed = 0;
-                    return Ok(reply);
-                }
-                ServerFrame::Event { event } => lock(&shared.events).push(event),
-            }
-        }
-    }
-}
-
-impl StoreClient {
-    /// Connects to stored's socket; the receiver carries change events for
-    /// the mailboxes this connection watches.
-    pub async fn connect(socket: &Path) -> Result<(StoreClient, StoreEvents), StoreError> {
+impl StoreLink {
+    /// Connects to stored's socket.
+    pub async fn connect(socket: &Path) -> Result<StoreLink, StoreError> {
         let stream = UnixStream::connect(socket)
             .await
             .map_err(|e| unavailable(format!("{}: {e}", socket.display())))?;
-        let shared = Arc::new(Shared {
-            conn: tokio::sync::Mutex::new(Conn {
-                stream: FrameReader::new(stream),
-                owed: 0,
-                broken: false,
-            }),
-            events: Mutex::new(EventQueue {
-                wanted: true,
-                ..EventQueue::default()
-            }),
-            staging: Mutex::new(None),
+        let (rd, wr) = stream.into_split();
+        let link = Arc::new(Link {
+            sender: FrameSender::new(wr),
+            sessions: Mutex::new(HashMap::new()),
+            next_session: AtomicU32::new(1),
+            gone: AtomicBool::new(false),
         });
+        tokio::spawn(read_frames(link.clone(), FrameReader::new(rd)));
+        Ok(StoreLink {
+            owner: Arc::new(LinkOwner { link }),
+        })
+    }
+
+    /// stored hung up on this link.
+    pub fn is_gone(&self) -> bool {
+        self.owner.link.gone.load(Ordering::SeqCst)
+    }
+
+    /// A new session acting for the system (tools, delivery).
+    pub fn session(&self) -> Result<(StoreClient, StoreEvents), StoreError> {
+        let link = &self.owner.link;
+        let id = link.next_session.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(Slot::default());
+        lock(&slot.state).events.wanted = true;
+        lock(&link.sessions).insert(id, slot.clone());
+        let session = Arc::new(Session {
+            id,
+            slot,
+            link: self.clone(),
+        });
+        // Checked after the slot is in the table: the reader marks the
+        // link gone before it empties the table's slots.
+        if self.is_gone() {
+            return Err(unavailable("connection closed"));
+        }
         Ok((
             StoreClient {
-                shared: shared.clone(),
+                session: session.clone(),
             },
-            StoreEvents { shared },
+            StoreEvents { session },
         ))
     }
 
-    /// Connects on behalf of `user` after a login: every request is then
-    /// checked against what the user may do, and the user's INBOX exists
-    /// (RFC 9051 §5.1; POP3 reads it).
-    pub async fn connect_as(
-        socket: &Path,
-        user: &str,
-    ) -> Result<(StoreClient, StoreEvents), StoreError> {
-        let (client, events) = StoreClient::connect(socket).await?;
+    /// A new session on behalf of `user` after a login: every request is
+    /// then checked against what the user may do, and the user's INBOX
+    /// exists (RFC 9051 §5.1; POP3 reads it).
+    pub async fn session_as(&self, user: &str) -> Result<(StoreClient, StoreEvents), StoreError> {
+        let (client, events) = self.session()?;
         client
             .request(StoreRequest::ActAs { user: user.into() })
             .await?;
@@ -263,13 +250,136 @@ impl StoreClient {
         }
         Ok((client, events))
     }
+}
+
+/// The link's reader: replies to the requests waiting for them, events
+/// to their sessions' queues. When stored hangs up, every waiting
+/// request fails and every event reader wakes.
+async fn read_frames(link: Arc<Link>, mut frames: FrameReader<OwnedReadHalf>) {
+    let slot = |id| lock(&link.sessions).get(&id).cloned();
+    loop {
+        match frames.next::<ServerFrame>().await {
+            Ok(ServerFrame::Reply {
+                session,
+                seq,
+                reply,
+            }) => {
+                let Some(slot) = slot(session) else { continue };
+                let waiter = {
+                    let mut st = lock(&slot.state);
+                    let at = st.waiting.iter().position(|(s, _)| *s == seq);
+                    at.map(|i| st.waiting.swap_remove(i).1)
+                };
+                // A caller that gave up has dropped its receiver.
+                if let Some(tx) = waiter {
+                    let _ = tx.send(reply);
+                }
+            }
+            Ok(ServerFrame::Event { session, event }) => {
+                let Some(slot) = slot(session) else { continue };
+                if lock(&slot.state).events.push(event) {
+                    slot.woken.notify_one();
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    link.gone.store(true, Ordering::SeqCst);
+    link.sender.close();
+    let slots: Vec<Arc<Slot>> = lock(&link.sessions).values().cloned().collect();
+    for slot in slots {
+        lock(&slot.state).waiting.clear();
+        slot.woken.notify_one();
+    }
+}
+
+/// Links in a [`StorePool`]: enough that stored answers several at once
+/// (it reads a link's requests in turn), few enough to cost nothing.
+const POOL_LINKS: usize = 4;
+
+/// A few links that every session of a server process (imapd, popd)
+/// shares, taken in turn; one stored has hung up on is replaced when
+/// next taken.
+pub struct StorePool {
+    socket: PathBuf,
+    links: Mutex<Vec<Option<StoreLink>>>,
+    next: AtomicUsize,
+}
+
+impl StorePool {
+    pub fn new(socket: PathBuf) -> StorePool {
+        StorePool {
+            socket,
+            links: Mutex::new(vec![None; POOL_LINKS]),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// A session for `user` ([`StoreLink::session_as`]) on the next link.
+    pub async fn session_as(&self, user: &str) -> Result<(StoreClient, StoreEvents), StoreError> {
+        let (at, link) = {
+            let links = lock(&self.links);
+            let at = self.next.fetch_add(1, Ordering::Relaxed) % links.len();
+            (at, links[at].clone().filter(|l| !l.is_gone()))
+        };
+        let link = match link {
+            Some(l) => l,
+            None => {
+                let l = StoreLink::connect(&self.socket).await?;
+                lock(&self.links)[at] = Some(l.clone());
+                l
+            }
+        };
+        link.session_as(user).await
+    }
+}
+
+impl StoreClient {
+    /// A session on a link of its own (tools, a delivery): the link
+    /// closes when the session ends.
+    pub async fn connect(socket: &Path) -> Result<(StoreClient, StoreEvents), StoreError> {
+        StoreLink::connect(socket).await?.session()
+    }
+
+    /// [`StoreLink::session_as`] on a link of its own.
+    pub async fn connect_as(
+        socket: &Path,
+        user: &str,
+    ) -> Result<(StoreClient, StoreEvents), StoreError> {
+        StoreLink::connect(socket).await?.session_as(user).await
+    }
 
     /// Sends one request; a store-side error comes back as `Err`.
+    /// Cancel-safe: the reply to a request given up on is dropped.
     pub async fn request(&self, req: StoreRequest) -> Result<StoreReply, StoreError> {
-        let mut conn = self.shared.conn.lock().await;
-        match conn.exchange(&self.shared, &req).await? {
-            StoreReply::Error { error } => Err(error),
-            other => Ok(other),
+        let s = &self.session;
+        let link = &s.link.owner.link;
+        let (tx, rx) = oneshot::channel();
+        let seq = {
+            let mut st = lock(&s.slot.state);
+            if link.gone.load(Ordering::SeqCst) {
+                return Err(unavailable("connection closed"));
+            }
+            let seq = st.next_seq;
+            st.next_seq = seq.wrapping_add(1);
+            st.waiting.push((seq, tx));
+            seq
+        };
+        let sent = frame::encode(&ClientFrame::Request {
+            session: s.id,
+            seq,
+            request: req,
+        })
+        .map_err(unavailable)
+        .and_then(|f| link.sender.send(&f).map_err(unavailable));
+        if let Err(e) = sent {
+            lock(&s.slot.state).waiting.retain(|(q, _)| *q != seq);
+            return Err(e);
+        }
+        match rx.await {
+            Ok(StoreReply::Error { error }) => Err(error),
+            Ok(other) => Ok(other),
+            Err(_) => Err(unavailable("connection closed")),
         }
     }
 
@@ -536,7 +646,8 @@ impl StoreClient {
         uid: Option<u32>,
     ) -> Result<(u32, MailboxInfo), StoreError> {
         let account = name.split('/').nth(1).unwrap_or_default();
-        let known = lock(&self.shared.staging)
+        let known = lock(&self.session.slot.state)
+            .staging
             .as_ref()
             .filter(|(a, _)| a == account)
             .map(|(_, dir)| dir.clone());
@@ -560,7 +671,7 @@ impl StoreClient {
             StoreReply::Path { path } => PathBuf::from(path),
             other => return Err(unexpected(other)),
         };
-        *lock(&self.shared.staging) = Some((account.to_string(), dir.clone()));
+        lock(&self.session.slot.state).staging = Some((account.to_string(), dir.clone()));
         Ok(dir)
     }
 
@@ -660,4 +771,121 @@ fn stage_name() -> String {
         nanos,
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in for stored on a socket of its own: the link it accepts.
+    async fn fake_stored() -> (
+        StoreLink,
+        FrameReader<OwnedReadHalf>,
+        tokio::net::unix::OwnedWriteHalf,
+    ) {
+        let dir = std::env::temp_dir().join(format!("epistle-link-{}", stage_name()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("stored.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let link = StoreLink::connect(&path).await.unwrap();
+        let (conn, _) = listener.accept().await.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let (rd, wr) = conn.into_split();
+        (link, FrameReader::new(rd), wr)
+    }
+
+    async fn next_request(frames: &mut FrameReader<OwnedReadHalf>) -> (u32, u32, StoreRequest) {
+        match frames.next::<ClientFrame>().await.unwrap() {
+            ClientFrame::Request {
+                session,
+                seq,
+                request,
+            } => (session, seq, request),
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    fn gone(name: &str) -> StoreEvent {
+        StoreEvent::Gone {
+            mailbox: name.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn sessions_share_a_link_and_each_gets_its_own_answers() {
+        let (link, mut from_client, mut to_client) = fake_stored().await;
+        let (a, mut a_events) = link.session().unwrap();
+        let (b, mut b_events) = link.session().unwrap();
+        let ask_a = tokio::spawn(async move { a.watch("user/a/INBOX", true).await.map(|_| a) });
+        let (sa, qa, _) = next_request(&mut from_client).await;
+        let ask_b = tokio::spawn(async move { b.watch("user/b/INBOX", true).await.map(|_| b) });
+        let (sb, qb, _) = next_request(&mut from_client).await;
+        assert_ne!(sa, sb);
+        // Answered the other way round, with a stale reply and events
+        // for each session in between.
+        for f in [
+            ServerFrame::Reply {
+                session: sb,
+                seq: qb.wrapping_add(7),
+                reply: StoreReply::Error {
+                    error: StoreError::Io("stale".into()),
+                },
+            },
+            ServerFrame::Event {
+                session: sa,
+                event: gone("user/a/INBOX"),
+            },
+            ServerFrame::Reply {
+                session: sb,
+                seq: qb,
+                reply: StoreReply::Done,
+            },
+            ServerFrame::Event {
+                session: sb,
+                event: gone("user/b/INBOX"),
+            },
+            ServerFrame::Reply {
+                session: sa,
+                seq: qa,
+                reply: StoreReply::Done,
+            },
+        ] {
+            frame::write(&mut to_client, &f).await.unwrap();
+        }
+        let b = ask_b.await.unwrap().unwrap();
+        let a = ask_a.await.unwrap().unwrap();
+        assert_eq!(a_events.recv().await, Some(gone("user/a/INBOX")));
+        assert_eq!(b_events.recv().await, Some(gone("user/b/INBOX")));
+        assert_eq!(a_events.try_recv(), None);
+        // A session that ends says so; the link stays for the other.
+        drop((b, b_events));
+        assert_eq!(
+            from_client.next::<ClientFrame>().await.unwrap(),
+            ClientFrame::End { session: sb }
+        );
+        // stored hanging up fails what waits and wakes event readers.
+        let waiting = tokio::spawn(async move { a.status("user/a/INBOX").await });
+        next_request(&mut from_client).await;
+        drop((from_client, to_client));
+        assert!(matches!(waiting.await.unwrap(), Err(StoreError::Io(_))));
+        assert_eq!(a_events.recv().await, None);
+        assert!(link.is_gone());
+        assert!(link.session().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_link_closes_when_its_last_user_goes() {
+        let (link, mut from_client, _to_client) = fake_stored().await;
+        let (client, events) = link.session().unwrap();
+        drop(link);
+        drop((client, events));
+        assert!(matches!(
+            from_client.next::<ClientFrame>().await,
+            Ok(ClientFrame::End { .. })
+        ));
+        assert!(matches!(
+            from_client.next::<ClientFrame>().await,
+            Err(frame::FrameError::Closed)
+        ));
+    }
 }

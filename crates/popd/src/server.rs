@@ -2,8 +2,8 @@
 //! identity, the store's socket, the session limit, the failed-login
 //! tracker, and the maildrops in use.
 
+use epistle_ipc::store_client::StorePool;
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,7 +24,8 @@ pub struct Server {
     pub host: String,
     pub directory: Option<Arc<Directory>>,
     pub tls: Option<TlsAcceptor>,
-    pub store_socket: PathBuf,
+    /// The links to stored every session shares.
+    pub store: StorePool,
     /// Sessions may be silent this long (RFC 1939 §3: at least 10 minutes).
     pub idle_timeout: Duration,
     /// USER/PASS and AUTH PLAIN without TLS from anywhere.
@@ -59,7 +60,7 @@ impl Server {
             host,
             directory,
             tls,
-            store_socket: d.base.store_socket(),
+            store: StorePool::new(d.base.store_socket()),
             idle_timeout: Duration::from_secs(
                 d.config.get_u64("service.pop.idletimeout").max(10) * 60,
             ),

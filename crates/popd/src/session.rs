@@ -735,7 +735,7 @@ async fn open_maildrop(
     user: &str,
     lock: MaildropLock,
 ) -> std::result::Result<Maildrop, StoreError> {
-    let (store, _events) = StoreClient::connect_as(&server.store_socket, user).await?;
+    let (store, _events) = server.store.session_as(user).await?;
     let mailbox = format!("user/{user}/INBOX");
     let open = store.open(&mailbox, false).await?;
     let messages = open

@@ -20,21 +20,22 @@
 
 mod acl;
 mod quota;
+mod watchers;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use acl::need;
 use anyhow::Context as _;
 use epistle_daemon::{Daemon, SignalEvent, Signals};
-use epistle_ipc::frame;
-use epistle_ipc::store::{ServerFrame, StoreEvent, StoreReply, StoreRequest};
+use epistle_ipc::frame::{self, FrameSender};
+use epistle_ipc::store::{ClientFrame, ServerFrame, StoreEvent, StoreReply, StoreRequest};
 use epistle_store::db::{Quota, QuotaWarning};
 use epistle_store::{MailboxName, Store, StoreError};
 use quota::Quotas;
 use tokio::net::UnixStream;
-use tokio::sync::broadcast;
+use watchers::{Watcher, Watchers};
 
 #[tokio::main]
 async fn main() {
@@ -68,7 +69,7 @@ async fn main() {
     let shared = Arc::new(Shared {
         store,
         quotas: Quotas::from_config(&d.base, &d.config).await,
-        events: broadcast::channel::<StoreEvent>(4096).0,
+        watchers: Watchers::default(),
         postmaster: match d.config.get("local.postmaster") {
             "" => format!("postmaster@{}", d.config.get("local.defdomain")),
             p => p.to_string(),
@@ -116,7 +117,8 @@ fn open_store(d: &Daemon) -> anyhow::Result<Store> {
 struct Shared {
     store: Arc<Store>,
     quotas: Quotas,
-    events: broadcast::Sender<StoreEvent>,
+    /// Who gets which change events.
+    watchers: Watchers,
     /// Sender of quota warnings.
     postmaster: String,
     host: String,
@@ -224,8 +226,8 @@ async fn run_request(sh: &Arc<Shared>, user: Option<String>, other: StoreRequest
     };
     match done {
         Ok((reply, evs)) => {
-            for e in evs {
-                let _ = sh.events.send(e);
+            for e in &evs {
+                sh.watchers.publish(e);
             }
             reply
         }
@@ -256,101 +258,202 @@ fn reads_only(req: &StoreRequest) -> bool {
     )
 }
 
-/// One client: requests in order, events for the mailboxes it watches.
+/// Most sessions one connection may carry at once.
+const MAX_SESSIONS: usize = 1 << 20;
+
+/// A session of a connection: whom it acts for and what it watches.
+#[derive(Default)]
+struct SessionState {
+    /// The user whose rights every request is checked against (ActAs);
+    /// unset: the system (tools, delivery).
+    acting: std::sync::OnceLock<String>,
+    watched: std::sync::Mutex<Vec<String>>,
+    /// A session's requests run one at a time.
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl SessionState {
+    fn acting(&self) -> Option<String> {
+        self.acting.get().cloned()
+    }
+
+    fn watched(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.watched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn watch(&self, sh: &Shared, me: &Watcher, name: String, on: bool) {
+        let mut watched = self.watched();
+        let at = watched.iter().position(|n| *n == name);
+        match (on, at) {
+            (true, None) => {
+                sh.watchers.add(&name, me);
+                watched.push(name);
+            }
+            (false, Some(i)) => {
+                sh.watchers.remove(&name, me);
+                watched.swap_remove(i);
+            }
+            _ => {}
+        }
+    }
+
+    fn unwatch_all(&self, sh: &Shared, me: &Watcher) {
+        for name in self.watched().drain(..) {
+            sh.watchers.remove(&name, me);
+        }
+    }
+}
+
+/// One client connection, carrying many sessions: their requests, and
+/// back their replies and the events of the mailboxes each watches.
+/// Reads are answered right here (microseconds); writes run in tasks of
+/// their own, so one session's fsync does not hold up the others.
 async fn serve(conn: UnixStream, sh: Arc<Shared>) {
-    let (rd, mut wr) = conn.into_split();
+    let (rd, wr) = conn.into_split();
     let mut rd = frame::FrameReader::new(rd);
-    let mut watched: HashSet<String> = HashSet::new();
-    let mut feed = sh.events.subscribe();
-    // The user this connection acts for (ActAs), whose rights every
-    // request is checked against; None: the system (tools, delivery).
-    let mut acting: Option<String> = None;
+    let out = FrameSender::new(wr);
+    let mut sessions: HashMap<u32, Arc<SessionState>> = HashMap::new();
     loop {
-        tokio::select! {
-            req = rd.next::<StoreRequest>() => {
-                let req = match req {
-                    Ok(r) => r,
-                    Err(frame::FrameError::Closed) => return,
-                    Err(e) => {
-                        // A malformed request closes this connection only.
-                        tracing::warn!(target: "Store", "store client sent a bad request: {e}");
-                        return;
-                    }
-                };
-                let reply = match req {
-                    StoreRequest::ActAs { user } => {
-                        if acting.is_some() {
-                            StoreReply::Error { error: StoreError::Refused("this connection already acts for a user".into()) }
-                        } else {
-                            acting = Some(user);
-                            StoreReply::Done
-                        }
-                    }
-                    StoreRequest::Watch { name, on } => {
-                        let allowed = match &acting {
-                            None => Ok(()),
-                            Some(u) => need(&sh.store, u, &name, 'r'),
-                        };
-                        match (MailboxName::parse(&name), allowed) {
-                            (Ok(n), Ok(())) => {
-                                if on { watched.insert(n.to_string()); } else { watched.remove(&n.to_string()); }
-                                StoreReply::Done
-                            }
-                            (Err(e), _) => StoreReply::Error { error: StoreError::Invalid(e.to_string()) },
-                            (_, Err(e)) => StoreReply::Error { error: e },
-                        }
-                    }
-                    // Watched before it is read, so nothing is missed.
-                    StoreRequest::Open { name, watch } => {
-                        if watch {
-                            watched.clear();
-                            if let Ok(n) = MailboxName::parse(&name) {
-                                watched.insert(n.to_string());
-                            }
-                        }
-                        let reply = Box::pin(run_request(&sh, acting.clone(), StoreRequest::Open { name, watch })).await;
-                        if watch && matches!(reply, StoreReply::Error { .. }) {
-                            watched.clear();
-                        }
-                        reply
-                    }
-                    // Boxed: an idle connection's task keeps only what
-                    // waiting needs, not room for a request's work.
-                    other => Box::pin(run_request(&sh, acting.clone(), other)).await,
-                };
-                // Events already published (this request's own among them)
-                // go out before the reply, so a client that sees the reply
-                // has seen the change: an IMAP NOOP after APPEND shows it.
-                loop {
-                    match feed.try_recv() {
-                        Ok(event) if watched.contains(event.mailbox()) => {
-                            if frame::write(&mut wr, &ServerFrame::Event { event }).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                            tracing::warn!(target: "Store", "a store client missed {n} events");
-                        }
-                        Err(_) => break,
-                    }
+        let (session, seq, request) = match rd.next::<ClientFrame>().await {
+            Ok(ClientFrame::Request {
+                session,
+                seq,
+                request,
+            }) => (session, seq, request),
+            Ok(ClientFrame::End { session }) => {
+                if let Some(state) = sessions.remove(&session) {
+                    state.unwatch_all(
+                        &sh,
+                        &Watcher {
+                            out: out.clone(),
+                            session,
+                        },
+                    );
                 }
-                if frame::write(&mut wr, &ServerFrame::Reply { reply }).await.is_err() {
-                    return;
+                continue;
+            }
+            Err(frame::FrameError::Closed) => break,
+            Err(e) => {
+                // A malformed request closes this connection only.
+                tracing::warn!(target: "Store", "store client sent a bad request: {e}");
+                break;
+            }
+        };
+        let me = Watcher {
+            out: out.clone(),
+            session,
+        };
+        if !sessions.contains_key(&session) && sessions.len() >= MAX_SESSIONS {
+            let error = StoreError::Refused("too many sessions on this connection".into());
+            send_reply(&me, seq, StoreReply::Error { error });
+            continue;
+        }
+        let state = sessions.entry(session).or_default().clone();
+        let reply = match request {
+            StoreRequest::ActAs { user } => match state.acting.set(user) {
+                Ok(()) => StoreReply::Done,
+                Err(_) => StoreReply::Error {
+                    error: StoreError::Refused("this session already acts for a user".into()),
+                },
+            },
+            StoreRequest::Watch { name, on } => {
+                let allowed = match state.acting.get() {
+                    None => Ok(()),
+                    Some(u) => need(&sh.store, u, &name, 'r'),
+                };
+                match (MailboxName::parse(&name), allowed) {
+                    (Ok(n), Ok(())) => {
+                        state.watch(&sh, &me, n.to_string(), on);
+                        StoreReply::Done
+                    }
+                    (Err(e), _) => StoreReply::Error {
+                        error: StoreError::Invalid(e.to_string()),
+                    },
+                    (_, Err(e)) => StoreReply::Error { error: e },
                 }
             }
-            ev = feed.recv() => match ev {
-                Ok(event) if watched.contains(event.mailbox()) => {
-                    if frame::write(&mut wr, &ServerFrame::Event { event }).await.is_err() {
-                        return;
-                    }
+            request => {
+                // Not while the session's last request still runs (a
+                // client gave up on it): the connection would wait.
+                let inline = reads_only(&request) && state.turn.try_lock().is_ok();
+                let job = session_request(sh.clone(), me.clone(), state, seq, request);
+                if inline {
+                    // Boxed: the connection's task keeps only what waiting
+                    // needs, not room for a request's work.
+                    Box::pin(job).await;
+                } else {
+                    tokio::spawn(job);
                 }
-                Ok(_) => {}
-                // A slow reader misses events; it sees the state on its next
-                // request. The connection stays.
-                Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(target: "Store", "a store client missed {n} events"),
-                Err(broadcast::error::RecvError::Closed) => return,
+                continue;
+            }
+        };
+        send_reply(&me, seq, reply);
+    }
+    for (session, state) in sessions {
+        state.unwatch_all(
+            &sh,
+            &Watcher {
+                out: out.clone(),
+                session,
             },
+        );
+    }
+    out.close();
+}
+
+/// Runs one request of a session, in its turn, and sends the reply
+/// (after the events it caused: a client that sees the reply has seen
+/// the change, so an IMAP NOOP after APPEND shows it).
+async fn session_request(
+    sh: Arc<Shared>,
+    me: Watcher,
+    state: Arc<SessionState>,
+    seq: u32,
+    request: StoreRequest,
+) {
+    let _turn = state.turn.lock().await;
+    let acting = state.acting();
+    let reply = match request {
+        // Watched before it is read, so nothing is missed.
+        StoreRequest::Open { name, watch } => {
+            if watch {
+                state.unwatch_all(&sh, &me);
+                if let Ok(n) = MailboxName::parse(&name) {
+                    state.watch(&sh, &me, n.to_string(), true);
+                }
+            }
+            let reply = run_request(&sh, acting, StoreRequest::Open { name, watch }).await;
+            if watch && matches!(reply, StoreReply::Error { .. }) {
+                state.unwatch_all(&sh, &me);
+            }
+            reply
+        }
+        other => run_request(&sh, acting, other).await,
+    };
+    send_reply(&me, seq, reply);
+}
+
+fn send_reply(to: &Watcher, seq: u32, reply: StoreReply) {
+    let frame = frame::encode(&ServerFrame::Reply {
+        session: to.session,
+        seq,
+        reply,
+    });
+    match frame {
+        Ok(f) => {
+            // A client gone since it asked: nothing to do.
+            let _ = to.out.send(&f);
+        }
+        Err(e) => {
+            tracing::error!(target: "Store", "cannot send a reply: {e}");
+            let error = StoreError::Io(format!("the reply could not be sent: {e}"));
+            if let Ok(f) = frame::encode(&ServerFrame::Reply {
+                session: to.session,
+                seq,
+                reply: StoreReply::Error { error },
+            }) {
+                let _ = to.out.send(&f);
+            }
         }
     }
 }
@@ -712,7 +815,7 @@ async fn expire_daily(sh: Arc<Shared>, hour: u32) {
                     tracing::info!(target: "Store", "expire: {l}");
                 }
                 for (mailbox, uids) in removed {
-                    let _ = sh.events.send(StoreEvent::Expunged { mailbox, uids });
+                    sh.watchers.publish(&StoreEvent::Expunged { mailbox, uids });
                 }
                 tracing::info!(target: "Store", "Expire finished");
             }
