@@ -38,6 +38,24 @@ pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 pub use signals::{SignalEvent, Signals};
 
+/// Reads what the peer sent next and appends it to `buf`; `Ok(0)` at the
+/// end of the stream. The bytes land in a buffer on the stack of the
+/// poll that finds them, so a session waiting for input keeps no read
+/// buffer, neither in its future nor on the heap: with many thousands
+/// of idle sessions, that is most of what one costs.
+pub fn read_appending<'a>(
+    stream: &'a mut (impl tokio::io::AsyncRead + Unpin + ?Sized),
+    buf: &'a mut Vec<u8>,
+) -> impl std::future::Future<Output = std::io::Result<usize>> + 'a {
+    std::future::poll_fn(move |cx| {
+        let mut chunk = [0u8; 8192];
+        let mut read = tokio::io::ReadBuf::new(&mut chunk);
+        std::task::ready!(std::pin::Pin::new(&mut *stream).poll_read(cx, &mut read))?;
+        buf.extend_from_slice(read.filled());
+        std::task::Poll::Ready(Ok(read.filled().len()))
+    })
+}
+
 /// Makes the allocator give large blocks back to the system when they are
 /// freed. glibc raises its mmap threshold each time such a block is freed,
 /// after which a password check's 19 MiB argon2 buffer comes from the heap

@@ -77,6 +77,6 @@ mod tests {
             std::mem::size_of::<Fut>()
         }
         let size = future_size(crate::session::serve);
-        assert!(size <= 2560, "a session's future is {size} bytes");
+        assert!(size <= 1600, "a session's future is {size} bytes");
     }
 }

@@ -17,7 +17,7 @@ use epistle_imap::command::{BadCommand, ListCommand, QResync, StatusItem};
 use epistle_imap::{Command, CommandBody, Frame, Framer, response};
 use epistle_ipc::store::{MailboxInfo, StoreError, StoreReply, StoreRequest, mailbox_object_id};
 use epistle_ipc::store_client::{StoreClient, StoreEvents};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::selected::Selected;
@@ -42,10 +42,6 @@ enum Woken {
     Event,
 }
 
-/// Most bytes one read asks for.
-const READ_CHUNK: usize = 4096;
-/// What the first read of a command asks for (most commands fit).
-const FIRST_READ: usize = 256;
 /// A buffer grown by a large command or answer is given back when the
 /// session goes idle, so idle sessions stay small.
 const IDLE_BUFFER: usize = 16 * 1024;
@@ -178,8 +174,12 @@ impl Session {
     /// The one place a session waits, so an idle session's future is this
     /// and little more.
     async fn wait(&mut self, deadline: tokio::time::Instant) -> Result<Woken> {
+        // Between commands a session keeps no input buffer.
+        if self.inbuf.is_empty() {
+            self.inbuf = Vec::new();
+        }
         tokio::select! {
-            read = read_more(&mut self.stream, &mut self.inbuf) => match read {
+            read = epistle_daemon::read_appending(&mut self.stream, &mut self.inbuf) => match read {
                 Ok(0) | Err(_) => Err(End::Closed),
                 Ok(n) => {
                     self.record.bytes_in += n as u64;
@@ -1324,24 +1324,6 @@ fn may_reach_other_users(pattern: &str) -> bool {
     let literal = pattern.split(['*', '%']).next().unwrap_or_default();
     let prefix = format!("{OTHER_USERS}/");
     prefix.starts_with(literal) || literal.starts_with(&prefix)
-}
-
-/// Reads what the client sent next into `inbuf`. A session waiting
-/// between commands (or in IDLE) holds no read buffer: the first bytes
-/// land in a small array and are copied, and only input that continues
-/// past them gets the full buffer.
-async fn read_more(stream: &mut Box<dyn Io>, inbuf: &mut Vec<u8>) -> std::io::Result<usize> {
-    if inbuf.is_empty() {
-        if inbuf.capacity() > 0 {
-            *inbuf = Vec::new();
-        }
-        let mut first = [0u8; FIRST_READ];
-        let n = stream.read(&mut first).await?;
-        inbuf.extend_from_slice(&first[..n]);
-        return Ok(n);
-    }
-    inbuf.reserve(READ_CHUNK);
-    stream.read_buf(inbuf).await
 }
 
 /// Waits for a store event and queues it on the selected mailbox; false

@@ -71,8 +71,13 @@ impl Watchers {
                     return;
                 }
             };
-            if let Ok(false) = w.out.send_within(&frame, EVENT_LAG_LIMIT) {
-                tracing::warn!(target: "Store", "a store client reads too slowly: an event on {} was dropped", event.mailbox());
+            match w.out.send_within(&frame, EVENT_LAG_LIMIT) {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(target: "Store", "a store client reads too slowly: an event on {} was dropped", event.mailbox());
+                }
+                // A watch a request added as its connection went.
+                Err(_) => self.remove(event.mailbox(), &w),
             }
         }
     }
@@ -131,5 +136,18 @@ mod tests {
             ]
         );
         assert!(ws.lock().get("user/joe/INBOX").is_none());
+        // A watch left by a connection that is gone goes at the next event.
+        let (b, _b_peer) = tokio::net::UnixStream::pair().unwrap();
+        let closed = FrameSender::new(b.into_split().1);
+        closed.close();
+        let stale = Watcher {
+            out: closed,
+            session: 3,
+        };
+        ws.add("user/joe/Sent", &stale);
+        ws.publish(&StoreEvent::Gone {
+            mailbox: "user/joe/Sent".into(),
+        });
+        assert_eq!(ws.lock().get("user/joe/Sent").map(Vec::len), Some(1));
     }
 }
