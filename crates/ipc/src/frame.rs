@@ -119,11 +119,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// The stream, for writing.
-    pub fn get_mut(&mut self) -> &mut R {
-        &mut self.inner
-    }
-
     /// The next frame. Cancel-safe.
     pub async fn next<T: DeserializeOwned>(&mut self) -> Result<T, FrameError> {
         loop {
@@ -236,10 +231,6 @@ impl FrameSender {
             nix::sys::socket::Shutdown::Write,
         );
         self.room.notify_one();
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.lock().closed
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SendState> {
