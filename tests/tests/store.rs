@@ -206,6 +206,91 @@ async fn acknowledged_appends_survive_kill_9() {
     assert!(uid > acked.last().unwrap().0);
 }
 
+/// kill -9 of stored while messages are being expunged (flag changes and
+/// expunges are made durable within a second, not before their reply):
+/// afterwards every message the index still lists has its whole file, so
+/// an expunge undone by the crash never leaves a message without content.
+#[tokio::test]
+async fn expunges_cut_by_kill_9_leave_no_message_without_its_file() {
+    let i = running_store();
+    let sock = i.data.join("run/stored.sock");
+    let (c, _) = client(&i).await;
+    c.create("user/joe/INBOX").await.unwrap();
+    for k in 0..300u32 {
+        let body = format!("Subject: {k}\r\n\r\n{}\r\n", "y".repeat(300));
+        c.append("user/joe/INBOX", body.as_bytes(), &[], 0)
+            .await
+            .unwrap();
+    }
+    let expunger = tokio::spawn({
+        let sock = sock.clone();
+        async move {
+            let (c, _) = StoreClient::connect(&sock).await.unwrap();
+            let deleted = ["\\Deleted".to_string()];
+            let mut gone = 0;
+            for uid in 1..=300u32 {
+                let step = async {
+                    c.store_flags("user/joe/INBOX", &[uid], FlagOp::Add, &deleted, None)
+                        .await?;
+                    c.expunge("user/joe/INBOX", None).await
+                };
+                match step.await {
+                    Ok(_) => gone += 1,
+                    Err(_) => break, // stored went away mid-request
+                }
+            }
+            gone
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = i.pid("store").unwrap();
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let gone = expunger.await.unwrap();
+    assert!(gone > 5, "only {gone} expunges before the kill");
+    assert!(
+        wait_for(Duration::from_secs(10), || i
+            .pid("store")
+            .is_some_and(|p| p != pid)
+            && std::os::unix::net::UnixStream::connect(&sock).is_ok()),
+        "stored was not restarted"
+    );
+    let (c, _) = client(&i).await;
+    let index = c.messages("user/joe/INBOX").await.unwrap();
+    // Nothing went but what was expunged (the last one perhaps unanswered).
+    assert!(
+        index.len() + gone + 1 >= 300,
+        "{} messages left after {gone} expunges",
+        index.len()
+    );
+    for m in &index {
+        let path = c.message_path("user/joe/INBOX", m.uid).await.unwrap();
+        let len = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("uid {} lost its file: {e}", m.uid))
+            .len();
+        assert_eq!(len, m.record.size, "uid {} damaged", m.uid);
+    }
+    // Expunges go on after the restart, and their files go once durable.
+    let first = index
+        .first()
+        .expect("every message expunged before the kill")
+        .uid;
+    c.store_flags(
+        "user/joe/INBOX",
+        &[first],
+        FlagOp::Add,
+        &["\\Deleted".to_string()],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.expunge("user/joe/INBOX", None).await.unwrap(), [first]);
+    let path = c.message_path("user/joe/INBOX", first).await.unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || !path.exists()),
+        "the file of a durable expunge was left"
+    );
+}
+
 #[tokio::test]
 async fn bad_input_is_refused_and_isolated() {
     let i = running_store();

@@ -308,6 +308,8 @@ pub static PARAMS: &[Param] = &[
        "Directory of the primary partition, where mailboxes live unless a user is placed elsewhere."),
     p!("store.partition.*.path", Path, "", false,
        "Directory of another partition (store.partition.NAME.path); users are placed on one with mboxutil."),
+    p!("local.store.synclevel", Choice(&["messages", "all"]), "messages", false,
+       "What stored makes durable before answering: messages (every message, mailbox and copy; flag changes and expunges within a second) or all (every change)."),
     p!("store.defaultpartition", Text, "primary", false,
        "The partition new users go to."),
     p!("store.quotaenforcement", Bool, "yes", true,

@@ -8,6 +8,10 @@
 //! either the old or the new state, plus at worst a file nobody points at
 //! (which `reconstruct` finds).
 //!
+//! How much is on disk before a reply is the [`SyncLevel`]: by default
+//! only flag changes and expunges may wait (up to a second, for the next
+//! [`Store::sync_pending`]); nothing that adds a message ever waits.
+//!
 //! Tables: `mailboxes` (name → record; folder.db), `mailbox_ids`,
 //! `messages` ((mailbox id, uid) → record; the index), `subscriptions`
 //! ((user, name); subscr.db), `quota` (user → bytes, messages; quota.db),
@@ -23,7 +27,9 @@ use serde::{Deserialize, Serialize};
 pub use epistle_ipc::store::{
     FlagOp, MailboxInfo, MailboxRecord, MessageInfo, MessageRecord, StoreError,
 };
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 
 use crate::group::GroupCommit;
 use crate::names::{MailboxName, user_dir};
@@ -70,6 +76,7 @@ db_err!(
     redb::TableError,
     redb::StorageError,
     redb::CommitError,
+    redb::SetDurabilityError,
     postcard::Error
 );
 
@@ -204,6 +211,46 @@ fn has(flags: &[String], f: &str) -> bool {
     flags.iter().any(|x| x == f)
 }
 
+/// How much of a change is on disk when the store answers
+/// (`local.store.synclevel`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncLevel {
+    /// What adds or keeps a message (appends, copies, mailboxes) is
+    /// durable before the reply; flag changes and expunges are committed
+    /// at once, so every session sees them, and made durable by the next
+    /// [`Store::sync_pending`] (stored runs it every second). A power
+    /// failure can undo the last second's flag changes and expunges, never
+    /// lose a message: an expunged message's file goes only once its
+    /// expunge is durable. This is what Dovecot's default
+    /// `mail_fsync=optimized` promises too.
+    Messages,
+    /// Every change is durable before its reply.
+    #[default]
+    All,
+}
+
+impl std::str::FromStr for SyncLevel {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "messages" => Ok(SyncLevel::Messages),
+            "all" => Ok(SyncLevel::All),
+            other => Err(StoreError::Invalid(format!(
+                "unknown sync level {other:?}: say messages or all"
+            ))),
+        }
+    }
+}
+
+/// Committed changes not yet durable (SyncLevel::Messages).
+#[derive(Default)]
+struct Unsynced {
+    changes: bool,
+    /// Files of expunged messages, removed once the expunge is durable.
+    unlinks: Vec<PathBuf>,
+}
+
 /// The store.
 pub struct Store {
     db: Database,
@@ -212,6 +259,16 @@ pub struct Store {
     default_partition: String,
     /// Concurrent appends share their flushes and their transaction.
     appends: GroupCommit<AppendArgs, AppendResult>,
+    sync_level: SyncLevel,
+    unsynced: std::sync::Mutex<Unsynced>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.sync_pending() {
+            tracing::error!(target: "Store", "cannot make the last changes durable: {e}");
+        }
+    }
 }
 
 /// One append waiting for its batch.
@@ -283,7 +340,57 @@ impl Store {
             partitions,
             default_partition: default_partition.to_string(),
             appends: GroupCommit::default(),
+            sync_level: SyncLevel::default(),
+            unsynced: Default::default(),
         })
+    }
+
+    /// The store with another [`SyncLevel`] (the default is `All`).
+    pub fn with_sync_level(mut self, level: SyncLevel) -> Store {
+        self.sync_level = level;
+        self
+    }
+
+    /// Commits a flag change or an expunge (whose message files are
+    /// `unlinks`): durable now at SyncLevel::All, else at the next
+    /// `sync_pending`. Either way every reader sees it from now on.
+    fn commit_change(
+        &self,
+        mut tx: WriteTransaction,
+        unlinks: Vec<PathBuf>,
+    ) -> Result<(), StoreError> {
+        if self.sync_level == SyncLevel::All {
+            tx.commit().db()?;
+            remove_files(unlinks);
+            return Ok(());
+        }
+        tx.set_durability(Durability::None).db()?;
+        tx.commit().db()?;
+        let mut u = self.unsynced.lock().unwrap_or_else(|p| p.into_inner());
+        u.changes = true;
+        u.unlinks.extend(unlinks);
+        Ok(())
+    }
+
+    /// Makes every committed change durable, then removes the files of
+    /// the messages expunged meanwhile. Cheap when nothing waits.
+    pub fn sync_pending(&self) -> Result<(), StoreError> {
+        let lock = || self.unsynced.lock().unwrap_or_else(|p| p.into_inner());
+        // Taken before the durable commit begins, so every change taken
+        // committed before it and is made durable by it.
+        let taken = std::mem::take(&mut *lock());
+        if !taken.changes {
+            return Ok(());
+        }
+        let durable = self.db.begin_write().db().and_then(|tx| tx.commit().db());
+        if let Err(e) = durable {
+            let mut u = lock();
+            u.changes = true;
+            u.unlinks.extend(taken.unlinks);
+            return Err(e);
+        }
+        remove_files(taken.unlinks);
+        Ok(())
     }
 
     /// Where clients write message files before an append: same file
@@ -1163,7 +1270,7 @@ impl Store {
                 },
             )
         };
-        tx.commit().db()?;
+        self.commit_change(tx, Vec::new())?;
         Ok(result)
     }
 
@@ -1346,10 +1453,8 @@ impl Store {
             }
             (gone, self.mailbox_dir(&part, n.owner(), rec.id)?)
         };
-        tx.commit().db()?;
-        for uid in &gone {
-            let _ = fs::remove_file(message_file(&dir, *uid));
-        }
+        let files = gone.iter().map(|uid| message_file(&dir, *uid)).collect();
+        self.commit_change(tx, files)?;
         Ok(gone)
     }
 
@@ -1357,6 +1462,7 @@ impl Store {
     /// user/U/INBOX user/U/INBOX PART`). Other writes wait while the files
     /// are copied; the old copies are removed once the move has committed.
     pub fn move_user(&self, user: &str, partition: &str) -> Result<(), StoreError> {
+        self.sync_pending()?;
         crate::names::validate_userid(user).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let to_root = self.user_root(partition, user)?;
         let from_part = self.user_partition(user)?;
@@ -1385,6 +1491,9 @@ impl Store {
     /// usage are recomputed. With `dry_run` nothing is written. Returns one
     /// line per change.
     pub fn reconstruct(&self, dry_run: bool) -> Result<Vec<String>, StoreError> {
+        // Files of expunges not yet durable would look like messages the
+        // index lacks.
+        self.sync_pending()?;
         let mut report = Vec::new();
         let mut found: Vec<(String, PathBuf, MailboxMeta, u64)> = Vec::new();
         for (part, root) in &self.partitions {
@@ -1731,7 +1840,7 @@ impl Store {
                 }
             }
         }
-        tx.commit().db()?;
+        self.commit_change(tx, Vec::new())?;
         let view = self.messages_for(name, 0, usize::MAX, reader)?;
         let changed = view
             .into_iter()
@@ -2118,6 +2227,14 @@ fn read_meta(dir: &Path) -> Option<MailboxMeta> {
     serde_json::from_slice(&fs::read(dir.join(META_FILE)).ok()?).ok()
 }
 
+/// Removes files whose messages are gone for good (a file already gone
+/// is no error: its mailbox may have been deleted since).
+fn remove_files(files: Vec<PathBuf>) {
+    for f in files {
+        let _ = fs::remove_file(f);
+    }
+}
+
 /// fsync of a directory, so a rename or create in it is durable.
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
@@ -2254,6 +2371,60 @@ mod tests {
             normalize_flags(&flags(&["\\Bogus"])),
             Err(StoreError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn sync_level_messages_defers_only_flags_and_expunges() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("mboxlist/store.redb");
+        let parts = BTreeMap::from([("primary".to_string(), dir.path().join("p"))]);
+        let s = Store::open(&db, parts.clone(), "primary")
+            .unwrap()
+            .with_sync_level(SyncLevel::Messages);
+        s.create_mailbox("user/joe/INBOX", None).unwrap();
+        append_plain(&s, "user/joe/INBOX", "joe", "one");
+        append_plain(&s, "user/joe/INBOX", "joe", "two");
+        s.store_flags(
+            "user/joe/INBOX",
+            &[1, 2],
+            FlagOp::Add,
+            &flags(&["\\Deleted"]),
+            None,
+        )
+        .unwrap();
+        s.store_flags(
+            "user/joe/INBOX",
+            &[2],
+            FlagOp::Add,
+            &flags(&["\\Seen"]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.expunge_uids("user/joe/INBOX", &[1], true).unwrap(), [1]);
+        // Seen by every reader at once...
+        let left = s.messages("user/joe/INBOX").unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].record.flags, flags(&["\\Deleted", "\\Seen"]));
+        // ...but the file stays until the expunge is durable.
+        let file = s.message_path("user/joe/INBOX", 1).unwrap();
+        assert!(file.exists(), "file removed before the expunge was durable");
+        s.sync_pending().unwrap();
+        assert!(!file.exists(), "file of a durable expunge left");
+        s.sync_pending().unwrap();
+        // A store closed with changes pending makes them durable first.
+        s.store_flags(
+            "user/joe/INBOX",
+            &[2],
+            FlagOp::Remove,
+            &flags(&["\\Seen"]),
+            None,
+        )
+        .unwrap();
+        drop(s);
+        let s = Store::open(&db, parts, "primary").unwrap();
+        let left = s.messages("user/joe/INBOX").unwrap();
+        assert_eq!(left[0].record.flags, flags(&["\\Deleted"]));
+        assert!("sometimes".parse::<SyncLevel>().is_err());
     }
 
     #[test]

@@ -31,7 +31,7 @@ use anyhow::Context as _;
 use epistle_daemon::{Daemon, SignalEvent, Signals};
 use epistle_ipc::frame::{self, FrameSender};
 use epistle_ipc::store::{ClientFrame, ServerFrame, StoreEvent, StoreReply, StoreRequest};
-use epistle_store::db::{Quota, QuotaWarning};
+use epistle_store::db::{Quota, QuotaWarning, SyncLevel};
 use epistle_store::{MailboxName, Store, StoreError};
 use quota::Quotas;
 use tokio::net::UnixStream;
@@ -78,6 +78,7 @@ async fn main() {
     });
     let expire_hour = u32::try_from(d.config.get_int("store.expirestart")).unwrap_or(23);
     tokio::spawn(expire_daily(shared.clone(), expire_hour));
+    tokio::spawn(sync_every_second(shared.store.clone()));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -91,6 +92,9 @@ async fn main() {
         }
     }
     let _ = std::fs::remove_file(&socket);
+    if let Err(e) = shared.store.sync_pending() {
+        tracing::error!(target: "Store", "cannot make the last changes durable: {e}");
+    }
     tracing::info!(target: "Store", "store stopped");
 }
 
@@ -108,9 +112,33 @@ fn open_store(d: &Daemon) -> anyhow::Result<Store> {
             .to_string();
         partitions.insert(part, d.base.resolve(d.config.get(&name)));
     }
+    let sync_level: SyncLevel = d
+        .config
+        .get("local.store.synclevel")
+        .parse()
+        .context("local.store.synclevel")?;
     let db = d.base.data().join("store/mboxlist/store.redb");
-    Store::open(&db, partitions, d.config.get("store.defaultpartition"))
-        .with_context(|| format!("cannot open the store database {}", db.display()))
+    Ok(
+        Store::open(&db, partitions, d.config.get("store.defaultpartition"))
+            .with_context(|| format!("cannot open the store database {}", db.display()))?
+            .with_sync_level(sync_level),
+    )
+}
+
+/// Makes the flag changes and expunges of the last second durable
+/// (local.store.synclevel = messages).
+async fn sync_every_second(store: Arc<Store>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.sync_pending()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(target: "Store", "cannot make changes durable: {e}"),
+            Err(e) => tracing::error!(target: "Store", "the sync task failed: {e}"),
+        }
+    }
 }
 
 /// What every connection shares.
