@@ -194,7 +194,10 @@ def epistle_password_hash(work):
 def setup_dovecot(work, listeners, password_hash):
     """Starts Dovecot with maildir storage under `work`; `listeners` maps a
     protocol (imap, pop3) to its (plain port, TLS port). Returns the
-    executables whose memory counts and the stop function."""
+    executables whose memory counts and the stop function. Its auth cache
+    is on, as Epistle remembers verified logins by default
+    (local.ugldap.authcachettl), so runs with a login per session compare
+    like with like."""
     pkgs = {"imap": "dovecot-imapd", "pop3": "dovecot-pop3d"}
     missing = [pkgs[p] for p in listeners if not os.path.exists(f"/usr/lib/dovecot/{p}")]
     if missing:
@@ -249,6 +252,7 @@ ssl = yes
 ssl_cert = <{cert}
 ssl_key = <{key}
 disable_plaintext_auth = no
+auth_cache_size = 10M
 mail_location = maildir:{mail}/%n
 first_valid_uid = 1
 first_valid_gid = 1

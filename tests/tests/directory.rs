@@ -9,6 +9,7 @@ use epistle_directory::cache::Cache;
 use epistle_directory::embedded::EmbeddedDirectory;
 use epistle_directory::ldap::{LdapDirectory, LdapSettings};
 use epistle_directory::model::DeliveryOption;
+use epistle_directory::verified::VerifiedLogins;
 use epistle_directory::{
     Auth, Backend, Delivery, Denied, DirError, Directory, Limit, Recipient, Schema, Settings,
     Status,
@@ -548,4 +549,40 @@ async fn ldap_over_tls() {
             "a self-signed certificate was trusted"
         );
     }
+}
+
+/// A remembered login (local.ugldap.authcachettl) answers only for the
+/// password it was checked with against the hash the directory holds now:
+/// once the password changes, the old one is refused at once.
+#[tokio::test]
+async fn remembered_logins_follow_a_password_change() {
+    let (dir, d) = embedded(Schema::Two);
+    let d = d.with_verified_logins(VerifiedLogins::new(Duration::from_secs(600), 100));
+    for _ in 0..2 {
+        assert!(matches!(
+            d.authenticate("joe", "secret").await.unwrap(),
+            Auth::Ok(_)
+        ));
+    }
+    assert_eq!(
+        d.authenticate("joe", "wrong").await.unwrap(),
+        Auth::Denied(Denied::BadPassword)
+    );
+    let path = dir.path().join("directory.ldif");
+    let ldif = std::fs::read_to_string(&path).unwrap();
+    let old = "userPassword: {SSHA}lHFzXul4wnzRItssVcTnvXWRjNgBAgMEBQYHCA==";
+    assert!(ldif.contains(old), "joe's password is not in the fixture");
+    let new = format!(
+        "userPassword: {}",
+        epistle_directory::password::hash("changed").unwrap()
+    );
+    std::fs::write(&path, ldif.replace(old, &new)).unwrap();
+    assert_eq!(
+        d.authenticate("joe", "secret").await.unwrap(),
+        Auth::Denied(Denied::BadPassword)
+    );
+    assert!(matches!(
+        d.authenticate("joe", "changed").await.unwrap(),
+        Auth::Ok(_)
+    ));
 }

@@ -302,6 +302,8 @@ pub static PARAMS: &[Param] = &[
        "Seconds a directory answer is reused without asking the directory again (0: no cache)."),
     p!("local.ugldap.cachesize", Int { min: 0, max: 10_000_000 }, "100000", true,
        "Most directory answers a process keeps in its cache."),
+    p!("local.ugldap.authcachettl", Int { min: 0, max: 86400 }, "900", true,
+       "Seconds a successful password check is remembered (as a keyed digest, never the password), so the same login again skips the slow hash (0: always check)."),
     p!("local.ugldap.bindauth", Bool, "no", true,
        "Check passwords by binding to LDAP as the user instead of comparing userPassword."),
     p!("store.partition.primary.path", Path, "data/store/partition/primary", false,

@@ -9,7 +9,8 @@
 //! - [`lookup`]: the lookups, written once over a [`Backend`].
 //! - Backends: [`embedded`] (LDIF file) and [`ldap`] (ldap3 over rustls,
 //!   several servers with failover, a pool, timeouts).
-//! - [`cache`]: answers reused for `local.ugldap.cachettl` seconds.
+//! - [`cache`]: answers reused for `local.ugldap.cachettl` seconds;
+//!   [`verified`]: logins verified within `local.ugldap.authcachettl`.
 
 pub mod cache;
 pub mod dn;
@@ -23,6 +24,7 @@ pub mod model;
 pub mod password;
 pub mod provision;
 pub mod sasl;
+pub mod verified;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,5 +143,9 @@ pub async fn open(
         Duration::from_secs(cfg.get_u64("local.ugldap.cachettl")),
         usize::try_from(cfg.get_u64("local.ugldap.cachesize")).unwrap_or(usize::MAX),
     );
-    Ok(Directory::new(backend, Settings::from_config(cfg), cache))
+    let verified = verified::VerifiedLogins::new(
+        Duration::from_secs(cfg.get_u64("local.ugldap.authcachettl")),
+        usize::try_from(cfg.get_u64("local.ugldap.cachesize")).unwrap_or(usize::MAX),
+    );
+    Ok(Directory::new(backend, Settings::from_config(cfg), cache).with_verified_logins(verified))
 }

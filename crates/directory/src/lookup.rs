@@ -12,6 +12,7 @@ use crate::dn::{Dn, escape_value};
 use crate::entry::Entry;
 use crate::filter::{Filter, escape};
 use crate::model::{Domain, Group, Recipient, Status, User};
+use crate::verified::VerifiedLogins;
 use crate::{Backend, DirError, Scope, password};
 
 /// Which shape the directory tree has.
@@ -142,6 +143,7 @@ pub struct Directory {
     backend: Backend,
     settings: Settings,
     cache: Cache,
+    verified: VerifiedLogins,
 }
 
 impl Directory {
@@ -150,7 +152,14 @@ impl Directory {
             backend,
             settings,
             cache,
+            verified: VerifiedLogins::disabled(),
         }
+    }
+
+    /// The directory remembering successful logins (off by default).
+    pub fn with_verified_logins(mut self, verified: VerifiedLogins) -> Directory {
+        self.verified = verified;
+        self
     }
 
     pub fn backend(&self) -> &Backend {
@@ -473,7 +482,15 @@ impl Directory {
             self.backend.check_bind(&user.dn, given).await?
         } else {
             let stored = self.current_passwords(&user).await?;
-            verify_off_runtime(stored, given.to_string()).await
+            if self.verified.contains(&stored, given) {
+                true
+            } else {
+                let good = verify_off_runtime(stored.clone(), given.to_string()).await;
+                if good {
+                    self.verified.remember(&stored, given);
+                }
+                good
+            }
         };
         Ok(admit(user, good))
     }
