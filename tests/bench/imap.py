@@ -78,10 +78,10 @@ def memory(port, tls_port, exes, n):
     opened first and stay open (so the server has grown its pools and
     tables, and nothing freed can be reused), then n more are measured."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard, 4 * n + 1000) if hard != resource.RLIM_INFINITY else 4 * n + 1000
+    want = min(hard, 2 * n + 1000) if hard != resource.RLIM_INFINITY else 2 * n + 1000
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
-    if want < 4 * n + 100:
-        n = max(1, (want - 100) // 4)
+    if want < 2 * n + 100:
+        n = max(1, (want - 100) // 2)
         print(f"  (descriptor limit {hard}: {n} sessions)")
 
     def open_idle(p, tls, count):

@@ -18,14 +18,15 @@ if [ "${1:-}" = "--peer" ]; then peer=1; shift; fi
 N=${1:-2000}
 CONCURRENCY=(${CONCURRENCY:-1 10 50})
 
+# need COMMAND-OR-PATH PACKAGE
 need() {
-  command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || {
+  command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "$1" ] || {
     echo "installing $2 ..."
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
   }
 }
 need smtp-source postfix
-[ $peer = 1 ] && need dovecot dovecot-lmtpd
+[ $peer = 1 ] && need /usr/lib/dovecot/lmtp dovecot-lmtpd
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
