@@ -702,7 +702,10 @@ impl Session {
         self.flush().await.map_err(|_| End::Closed)?;
         let limit = self.server.limits.max_message;
         let mut reader = DataReader::new(limit);
-        let mut message = Vec::new();
+        // Sized once from the client's SIZE (bounded), not grown by
+        // doubling as the text arrives.
+        let declared = self.txn.as_ref().and_then(|t| t.params.size);
+        let mut message = Vec::with_capacity(initial_capacity(declared, limit));
         loop {
             if !self.input.is_empty() {
                 let progress = reader.feed(&self.input, &mut message);
@@ -1339,4 +1342,25 @@ fn session_id() -> u64 {
         .unwrap_or_default()
         .as_micros() as u64;
     (t << 16) ^ (u64::from(std::process::id()) << 40) ^ NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The message buffer to start DATA with: what SIZE declared (plus room
+/// for the trace lines), else 16 KB; never more than 1 MB or the limit, so
+/// a false SIZE cannot make the server reserve much.
+fn initial_capacity(declared: Option<u64>, limit: u64) -> usize {
+    let want = declared.map_or(16 * 1024, |s| s.saturating_add(1024));
+    usize::try_from(want.min(limit).min(1 << 20)).unwrap_or(1 << 20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::initial_capacity;
+
+    #[test]
+    fn data_buffer_starts_at_the_declared_size_within_bounds() {
+        assert_eq!(initial_capacity(None, 10 << 20), 16 * 1024);
+        assert_eq!(initial_capacity(Some(4096), 10 << 20), 5120);
+        assert_eq!(initial_capacity(Some(u64::MAX), 10 << 20), 1 << 20);
+        assert_eq!(initial_capacity(Some(50_000), 8192), 8192);
+    }
 }
