@@ -412,6 +412,42 @@ pub enum ServerFrame {
     },
 }
 
+/// An event serialized once and framed for each session that watches its
+/// mailbox: a shared mailbox may have thousands, and each frame differs
+/// only in the session number. `frame_for(s)` is byte for byte what
+/// `frame::encode(&ServerFrame::Event { session: s, event })` gives.
+pub struct EventFrames {
+    event: Vec<u8>,
+}
+
+impl EventFrames {
+    const HEAD: &'static [u8] = br#"{"kind":"event","session":"#;
+    const MIDDLE: &'static [u8] = br#","event":"#;
+
+    pub fn new(event: &StoreEvent) -> Result<EventFrames, crate::frame::FrameError> {
+        let event = serde_json::to_vec(event)?;
+        // The longest frame it can make: a ten-digit session number.
+        let body = Self::HEAD.len() + 10 + Self::MIDDLE.len() + event.len() + 1;
+        if body > crate::frame::MAX_FRAME {
+            return Err(crate::frame::FrameError::TooLarge(body));
+        }
+        Ok(EventFrames { event })
+    }
+
+    pub fn frame_for(&self, session: u32) -> Vec<u8> {
+        let session = session.to_string();
+        let len = Self::HEAD.len() + session.len() + Self::MIDDLE.len() + self.event.len() + 1;
+        let mut out = Vec::with_capacity(4 + len);
+        out.extend_from_slice(&u32::try_from(len).expect("bounded in new").to_be_bytes());
+        out.extend_from_slice(Self::HEAD);
+        out.extend_from_slice(session.as_bytes());
+        out.extend_from_slice(Self::MIDDLE);
+        out.extend_from_slice(&self.event);
+        out.push(b'}');
+        out
+    }
+}
+
 /// The parsed structure of a message, kept by the store at append time so
 /// that IMAP FETCH (ENVELOPE, BODYSTRUCTURE, sections) never parses a
 /// message again. Offsets are bytes into the message file.
@@ -481,4 +517,33 @@ pub struct BodyPart {
     pub parts: Vec<BodyPart>,
     /// The enclosed message of a message/rfc822 part.
     pub message: Option<Box<MessageStructure>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_framed_once_per_session_equals_the_encoded_frame() {
+        let events = [
+            StoreEvent::Gone {
+                mailbox: "user/joe/\"odd\" name\u{e9}".into(),
+            },
+            StoreEvent::Expunged {
+                mailbox: "user/joe/INBOX".into(),
+                uids: vec![1, 7, 9],
+            },
+        ];
+        for event in events {
+            let once = EventFrames::new(&event).unwrap();
+            for session in [0, 1, 4242, u32::MAX] {
+                let frame = crate::frame::encode(&ServerFrame::Event {
+                    session,
+                    event: event.clone(),
+                })
+                .unwrap();
+                assert_eq!(once.frame_for(session), frame);
+            }
+        }
+    }
 }

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use epistle_ipc::frame::{self, FrameSender};
-use epistle_ipc::store::{ServerFrame, StoreEvent};
+use epistle_ipc::frame::FrameSender;
+use epistle_ipc::store::{EventFrames, StoreEvent};
 
 /// Bytes of frames a connection may leave unread before events for it
 /// are dropped (its sessions see the state on their next request; a
@@ -60,18 +60,18 @@ impl Watchers {
             Some(list) => list.clone(),
             None => return,
         };
+        let frames = match EventFrames::new(event) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(target: "Store", "cannot send an event on {}: {e}", event.mailbox());
+                return;
+            }
+        };
         for w in targets {
-            let frame = match frame::encode(&ServerFrame::Event {
-                session: w.session,
-                event: event.clone(),
-            }) {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!(target: "Store", "cannot send an event on {}: {e}", event.mailbox());
-                    return;
-                }
-            };
-            match w.out.send_within(&frame, EVENT_LAG_LIMIT) {
+            match w
+                .out
+                .send_within(&frames.frame_for(w.session), EVENT_LAG_LIMIT)
+            {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::warn!(target: "Store", "a store client reads too slowly: an event on {} was dropped", event.mailbox());
@@ -86,6 +86,8 @@ impl Watchers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use epistle_ipc::frame;
+    use epistle_ipc::store::ServerFrame;
 
     #[tokio::test]
     async fn an_event_goes_to_the_watchers_of_its_mailbox_only() {
