@@ -845,14 +845,15 @@ fn touch(path: &std::path::Path, when: &str) {
 
 /// A stand-in remote SMTP server: takes mail for any address, except
 /// `bad…` (550 5.1.1) and `later…` (451 4.2.0); writes each message it
-/// takes, with its envelope, to a file in `dir`.
+/// takes, with its envelope and the client's address (`PEER ip`), to a
+/// file in `dir`.
 const SINK: &str = r#"
 import socket, sys, threading, os
 port, out = int(sys.argv[1]), sys.argv[2]
 srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind(('127.0.0.1', port)); srv.listen(20)
 count = [0]
-def serve(c):
+def serve(c, peer):
     f = c.makefile('rb')
     w = lambda s: c.sendall(s.encode() + b'\r\n')
     w('220 sink.test ESMTP')
@@ -876,13 +877,13 @@ def serve(c):
                 data += l
             count[0] += 1
             with open(os.path.join(out, 'msg%d' % count[0]), 'wb') as m:
-                m.write((env + '\n' + '\n'.join(rcpts) + '\n\n').encode() + data)
+                m.write((env + '\n' + '\n'.join(rcpts) + '\nPEER ' + peer[0] + '\n\n').encode() + data)
             w('250 2.0.0 taken')
         elif up == 'QUIT': w('221 bye'); c.close(); return
         else: w('502 5.5.1 no')
 while True:
-    c, _ = srv.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
+    c, peer = srv.accept()
+    threading.Thread(target=serve, args=(c, peer), daemon=True).start()
 "#;
 
 /// The stand-in SMTP server of [`SINK`], stopped when dropped.
@@ -1499,6 +1500,63 @@ s.quit()
         notice
             .contains("Final-Recipient: rfc822;b@nowhere.test\r\nAction: failed\r\nStatus: 5.1.2"),
         "{notice}"
+    );
+    let _ = dns.kill();
+    let _ = dns.wait();
+    drop(sink);
+}
+
+/// `nomx`: the domain's own address, whatever its MX records say;
+/// `interfaceaddress`: connections leave from that address.
+#[test]
+fn outbound_channel_keywords_nomx_and_interfaceaddress() {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &[]);
+    let dns_port = epistle_tests::free_port();
+    let sink = Sink::start(&i);
+    let (sink_port, sink_dir) = (sink.port, sink.dir.clone());
+    let mut dns = std::process::Command::new("python3")
+        .args(["-c", DNS, &dns_port.to_string()])
+        .args([
+            // The MX has no address: only nomx can reach the domain.
+            "mx:direct.test:10:mx.unreachable.test",
+            "a:direct.test:127.0.0.1",
+        ])
+        .spawn()
+        .unwrap();
+    i.edit_config("option.dat", |t| {
+        format!("{t}\nDNS_SERVER=127.0.0.1:{dns_port}\n")
+    });
+    i.edit_config("imta.cnf", |t| {
+        t.replacen(
+            "tcp_local smtp mx single_sys",
+            &format!(
+                "tcp_local port {sink_port} interfaceaddress 127.0.0.2 nomx backoff \"pt1s\" smtp single_sys"
+            ),
+            1,
+        )
+    });
+    i.cnbuild();
+    i.start();
+    i.smtp_script(
+        r#"
+s = smtp()
+assert s.sendmail('joe@example.com', ['friend@direct.test'], b'Subject: no mx\r\n\r\nx\r\n') == {}
+s.quit()
+"#,
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || sink_dir.join("msg1").exists()),
+        "the domain's own address got the message"
+    );
+    let got = std::fs::read_to_string(sink_dir.join("msg1")).unwrap();
+    assert!(
+        got.contains("RCPT TO:<friend@direct.test>") && got.contains("Subject: no mx"),
+        "{got}"
+    );
+    assert!(
+        got.contains("\nPEER 127.0.0.2\n"),
+        "sent from interfaceaddress: {got}"
     );
     let _ = dns.kill();
     let _ = dns.wait();

@@ -67,13 +67,36 @@ impl SmtpClient {
         }
     }
 
-    /// Connects over TCP.
+    /// Connects over TCP, from `source` when given (the channel's
+    /// `interfaceaddress`).
     pub async fn connect(
         addr: std::net::SocketAddr,
+        source: Option<std::net::IpAddr>,
         peer: String,
         timeouts: Timeouts,
     ) -> Result<SmtpClient, ClientError> {
-        let conn = tokio::time::timeout(timeouts.connect, tokio::net::TcpStream::connect(addr))
+        let io = |message: String| ClientError::Io {
+            peer: peer.clone(),
+            message,
+        };
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(|e| io(e.to_string()))?;
+        if let Some(src) = source {
+            if src.is_ipv4() != addr.is_ipv4() {
+                return Err(io(format!(
+                    "interfaceaddress {src} cannot reach {} (another address family)",
+                    addr.ip()
+                )));
+            }
+            socket
+                .bind(std::net::SocketAddr::new(src, 0))
+                .map_err(|e| io(format!("cannot send from interfaceaddress {src}: {e}")))?;
+        }
+        let conn = tokio::time::timeout(timeouts.connect, socket.connect(addr))
             .await
             .map_err(|_| ClientError::Timeout {
                 peer: peer.clone(),

@@ -7,7 +7,11 @@
 //!
 //! Channel keywords read: `daemon HOST`, `port N`, `maytlsclient` /
 //! `musttlsclient` (STARTTLS when offered / required; the certificate is
-//! not checked, as in opportunistic TLS, RFC 7435). option.dat
+//! not checked, as in opportunistic TLS, RFC 7435), `nomx` (connect to
+//! the domain's own addresses, no MX lookup), `nonrandommx` (MX hosts of
+//! equal preference in the order DNS gave them; by default they are
+//! tried in random order, as RFC 5321 §5.1 asks, also with `randommx`),
+//! `interfaceaddress IP` (the source address of outgoing connections). option.dat
 //! `DNS_SERVER=ip[:port]` names the resolver to ask instead of the
 //! system's (a test network, a local cache).
 
@@ -110,6 +114,13 @@ impl Outbound {
             }]);
         }
         let fqdn = format!("{}.", domain.trim_end_matches('.'));
+        if channel.is_some_and(|c| c.has("nomx")) {
+            return self
+                .addresses_of(&fqdn)
+                .await
+                .map(|h| vec![h])
+                .map_err(Outcome::Deferred);
+        }
         let mut mx: Vec<(u16, String)> = match self.resolver.mx_lookup(fqdn.as_str()).await {
             Ok(l) => l
                 .answers()
@@ -138,7 +149,8 @@ impl Outbound {
         if mx.is_empty() {
             mx.push((0, fqdn)); // implicit MX: the domain itself
         }
-        mx.sort();
+        let random = !channel.is_some_and(|c| c.has("nonrandommx"));
+        order_mx(&mut mx, random.then(random_seed));
         let mut hosts = Vec::new();
         let mut last_error = None;
         for (_, name) in mx.into_iter().take(MAX_HOSTS) {
@@ -195,11 +207,15 @@ impl Outbound {
             .and_then(|c| c.arg("port"))
             .and_then(|p| p.parse::<u16>().ok())
             .unwrap_or(if self.lmtp { 24 } else { 25 });
+        let source = match channel_source(ctx) {
+            Ok(s) => s,
+            Err(d) => return vec![Outcome::Deferred(d); idx.len()],
+        };
         let mut last = Diagnostic::new("4.4.1", format!("no mail host of {domain} answered"));
         for host in &hosts {
             for ip in &host.addresses {
                 let addr = SocketAddr::new(*ip, port);
-                match self.transaction(ctx, job, idx, host, addr).await {
+                match self.transaction(ctx, job, idx, host, addr, source).await {
                     Ok(outcomes) => return outcomes,
                     Err(d) => last = d,
                 }
@@ -216,6 +232,7 @@ impl Outbound {
         idx: &[usize],
         host: &Host,
         addr: SocketAddr,
+        source: Option<IpAddr>,
     ) -> Result<Vec<Outcome>, Diagnostic> {
         let peer = format!("{} [{}]", host.name, addr.ip());
         let remote = |status: &str, r: &PeerReply| Diagnostic {
@@ -228,7 +245,7 @@ impl Outbound {
             text: e.to_string(),
             remote: Some(host.name.clone()),
         };
-        let mut c = SmtpClient::connect(addr, peer.clone(), Timeouts::default())
+        let mut c = SmtpClient::connect(addr, source, peer.clone(), Timeouts::default())
             .await
             .map_err(retry)?;
         let r = c.greeting().await.map_err(retry)?;
@@ -376,6 +393,64 @@ impl Outbound {
 }
 
 /// The enhanced status code at the start of a reply, else a default.
+/// The channel's `interfaceaddress`, if it names one.
+fn channel_source(ctx: &Context) -> Result<Option<IpAddr>, Diagnostic> {
+    let Some(arg) = ctx
+        .mta
+        .imta
+        .channel(&ctx.channel)
+        .and_then(|c| c.arg("interfaceaddress"))
+    else {
+        return Ok(None);
+    };
+    arg.parse().map(Some).map_err(|_| {
+        Diagnostic::new(
+            "4.3.5",
+            format!(
+                "channel {}: interfaceaddress {arg:?} is not an IP address",
+                ctx.channel
+            ),
+        )
+    })
+}
+
+/// MX hosts best first (RFC 5321 §5.1); with a seed, hosts of equal
+/// preference in an order drawn from it, so load spreads over them.
+fn order_mx(mx: &mut [(u16, String)], seed: Option<u64>) {
+    mx.sort_by_key(|(pref, _)| *pref);
+    let Some(mut state) = seed else { return };
+    let mut start = 0;
+    while start < mx.len() {
+        let end = start
+            + mx[start..]
+                .iter()
+                .take_while(|(p, _)| *p == mx[start].0)
+                .count();
+        // Fisher–Yates over the run, with a xorshift stream.
+        for i in (start + 1..end).rev() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let j = start + (state % (i - start + 1) as u64) as usize;
+            mx.swap(i, j);
+        }
+        start = end;
+    }
+}
+
+/// A seed for `order_mx`: not secret, only different each time.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish() | 1
+}
+
 fn status_of(r: &PeerReply, default: &str) -> String {
     let first = r
         .lines
@@ -498,6 +573,31 @@ pub async fn run_program(program: &str, default_channel: &str, lmtp: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mx_hosts_by_preference_shuffled_only_among_equals() {
+        let hosts = |v: &[(u16, &str)]| -> Vec<(u16, String)> {
+            v.iter().map(|(p, h)| (*p, h.to_string())).collect()
+        };
+        let given = hosts(&[(20, "c"), (10, "b"), (10, "a"), (30, "d"), (10, "e")]);
+        let mut kept = given.clone();
+        order_mx(&mut kept, None);
+        assert_eq!(
+            kept,
+            hosts(&[(10, "b"), (10, "a"), (10, "e"), (20, "c"), (30, "d")])
+        );
+        let mut firsts = std::collections::BTreeSet::new();
+        for seed in 1..200u64 {
+            let mut m = given.clone();
+            order_mx(&mut m, Some(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1));
+            assert_eq!(&m[3..], &hosts(&[(20, "c"), (30, "d")])[..]);
+            let mut best: Vec<&str> = m[..3].iter().map(|(_, h)| h.as_str()).collect();
+            firsts.insert(best[0].to_string());
+            best.sort();
+            assert_eq!(best, ["a", "b", "e"]);
+        }
+        assert_eq!(firsts.len(), 3, "every best host comes first sometimes");
+    }
 
     #[test]
     fn enhanced_codes_are_read_from_replies() {

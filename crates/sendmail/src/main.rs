@@ -299,10 +299,11 @@ async fn submit(
         eprintln!("sendmail: {what}");
         code
     };
-    let mut c = match SmtpClient::connect(target, target.to_string(), Timeouts::default()).await {
-        Ok(c) => c,
-        Err(e) => return fail(EX_TEMPFAIL, format!("the MTA is not reachable: {e}")),
-    };
+    let mut c =
+        match SmtpClient::connect(target, None, target.to_string(), Timeouts::default()).await {
+            Ok(c) => c,
+            Err(e) => return fail(EX_TEMPFAIL, format!("the MTA is not reachable: {e}")),
+        };
     let temp_or = |code: u16| {
         if code < 500 {
             EX_TEMPFAIL
