@@ -255,7 +255,7 @@ async fn settle(ctx: &Context, job: Job, mut outcomes: Vec<Outcome>) -> Option<P
         Outcome::Deferred(Diagnostic::new("4.3.0", "no result from the channel")),
     );
     let channel = ctx.mta.imta.channel(&ctx.channel);
-    let unit = Duration::from_secs(86_400);
+    let unit = epistle_mta::retry::return_unit(&ctx.mta.options);
     let notices =
         channel.and_then(|c| Notices::for_channel(&ctx.mta.imta, c, Priority::Normal, unit).ok());
     let age = job.age();

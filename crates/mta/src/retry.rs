@@ -138,6 +138,15 @@ pub enum NoticeAction {
     Return,
 }
 
+/// The unit of `notices` ages: a day, or an hour with option.dat's
+/// `RETURN_UNITS=1`.
+pub fn return_unit(options: &crate::optionfile::OptionFile) -> Duration {
+    match options.global("RETURN_UNITS").and_then(crate::optionfile::int) {
+        Some(1) => Duration::from_secs(3_600),
+        _ => Duration::from_secs(86_400),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notices {
     /// Ascending ages at which notices are due.
@@ -287,6 +296,11 @@ mod tests {
             Notices::for_channel(&c, c.channel("ims-ms").unwrap(), Priority::Normal, DAY).unwrap();
         assert_eq!(ms.ages.len(), 5);
         let bare = config("a b\n\nl\nlocalhost\n");
+        let hourly = crate::optionfile::OptionFile::parse("RETURN_UNITS=1\n").unwrap();
+        assert_eq!(return_unit(&hourly), Duration::from_secs(3_600));
+        let daily = crate::optionfile::OptionFile::parse("RETURN_UNITS=0\n").unwrap();
+        assert_eq!(return_unit(&daily), DAY);
+        assert_eq!(return_unit(&Default::default()), DAY);
         let hours = Notices::for_channel(
             &bare,
             bare.channel("l").unwrap(),
