@@ -709,6 +709,8 @@ fn a_delay_warning_goes_out_once_when_the_first_notice_age_passes() {
             "backoff \"pt1s\"",
         )
     });
+    // notices count hours, not days.
+    i.edit_config("option.dat", |t| format!("{t}\nRETURN_UNITS=1\n"));
     i.cnbuild();
     i.start();
     i.stop_service("store");
@@ -720,8 +722,9 @@ s.quit()
 "#,
     );
     i.wait_mail_log(|l| l.contains(" Q ") && l.contains("joe@ims-ms-daemon"));
-    // Make the message nearly a day old (ims-ms warns after 1 day): the
-    // retry that finds it past the day sends the one warning.
+    // Make the message nearly an hour old (ims-ms warns after 1 unit, an
+    // hour with RETURN_UNITS=1): the retry that finds it past the hour
+    // sends the one warning.
     i.stop_service("job_controller");
     let mut files = vec![];
     let mut dirs = vec![i.base.join("data/queue/ims-ms")];
@@ -740,8 +743,8 @@ s.quit()
     let t = text(&old);
     let at = t.find("\nD ").expect("the arrival line") + 3;
     let end = at + t[at..].find('\n').unwrap();
-    let nearly_a_day = chrono_now() - 86_400 + 2;
-    let edited = format!("{}{nearly_a_day}{}", &t[..at], &t[end..]);
+    let nearly_an_hour = chrono_now() - 3_600 + 2;
+    let edited = format!("{}{nearly_an_hour}{}", &t[..at], &t[end..]);
     std::fs::write(&files[0], edited).unwrap();
     i.start_service("job_controller");
     let log = i.wait_mail_log(|l| l.contains(" W ") && l.contains("joe@ims-ms-daemon"));

@@ -141,7 +141,10 @@ pub enum NoticeAction {
 /// The unit of `notices` ages: a day, or an hour with option.dat's
 /// `RETURN_UNITS=1`.
 pub fn return_unit(options: &crate::optionfile::OptionFile) -> Duration {
-    match options.global("RETURN_UNITS").and_then(crate::optionfile::int) {
+    match options
+        .global("RETURN_UNITS")
+        .and_then(crate::optionfile::int)
+    {
         Some(1) => Duration::from_secs(3_600),
         _ => Duration::from_secs(86_400),
     }
