@@ -773,6 +773,51 @@ s.quit()
     assert!(text(&i.wait_messages("user/joe/INBOX", 1)[0]).contains("Subject: slow"));
 }
 
+/// A message for a full mailbox waits in the queue (holdexquota, the
+/// default); with `noexquota` on ims-ms the next try returns it at once.
+#[test]
+fn over_quota_mail_is_held_or_with_noexquota_returned() {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &["-A", "mailQuota:1K"]);
+    i.add_user("ann", "ann secret", &[]);
+    i.edit_config("imta.cnf", |t| {
+        t.replace(
+            "backoff \"pt5m\" \"pt10m\" \"pt30m\" \"pt1h\" \"pt2h\" \"pt4h\"",
+            "backoff \"pt1s\"",
+        )
+    });
+    i.cnbuild();
+    i.start();
+    i.smtp_script(
+        r#"
+s = smtp()
+body = b'Subject: too big\r\n\r\n' + b'x' * 4000 + b'\r\n'
+assert s.sendmail('ann@example.com', ['joe@example.com'], body) == {}
+s.quit()
+"#,
+    );
+    let held = i.wait_mail_log(|l| l.contains(" Q ") && l.contains("joe@ims-ms-daemon"));
+    assert!(held.contains("mailbox full"), "{held}");
+    let queued = stdout(&i.sbin("imsimta", &["qm", "directory", "ims-ms"]));
+    assert!(queued.contains("joe@ims-ms-daemon"), "{queued}");
+    i.edit_config("imta.cnf", |t| {
+        t.replacen("ims-ms defragment", "ims-ms noexquota defragment", 1)
+    });
+    i.cnbuild();
+    assert_ok(&i.sbin("imsimta", &["restart"]), "imsimta restart");
+    let notice = text(&i.wait_messages("user/ann/INBOX", 1)[0]);
+    assert!(
+        notice.contains("Final-Recipient: rfc822;joe@ims-ms-daemon")
+            && notice.contains("Action: failed")
+            && notice.contains("Status: 5.2.2"),
+        "{notice}"
+    );
+    assert!(
+        i.wait_mail_log(|l| l.contains(" R ") && l.contains("joe@ims-ms-daemon"))
+            .contains("mailbox full")
+    );
+}
+
 fn chrono_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -2,7 +2,9 @@
 //! when store deliveries are due; it delivers each message into the
 //! recipients' mailboxes through stored (see
 //! `epistle_channels::store_delivery`), with `Return-Path:` first, and
-//! exits when nothing is due.
+//! exits when nothing is due. A message for a full mailbox waits
+//! `store.quotagraceperiod` hours for room (`holdexquota`, the default),
+//! or goes back to its sender at once when the channel says `noexquota`.
 
 use std::time::Duration;
 
@@ -46,11 +48,22 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let grace = Duration::from_secs(
-        ctx.config
-            .get_u64("store.quotagraceperiod")
-            .saturating_mul(3600),
-    );
+    // Over quota: held for store.quotagraceperiod hours (holdexquota, the
+    // default), or returned at once (noexquota).
+    let returns_at_once = ctx
+        .mta
+        .imta
+        .channel(&ctx.channel)
+        .is_some_and(|c| c.has("noexquota"));
+    let grace = if returns_at_once {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(
+            ctx.config
+                .get_u64("store.quotagraceperiod")
+                .saturating_mul(3600),
+        )
+    };
     let mut ims = ImsMaster(StoreDelivery::new(ctx.base.store_socket(), grace));
     if let Err(e) = master::run(&ctx, &mut ims).await {
         tracing::error!("ims_master: {e:#}");
