@@ -1,5 +1,6 @@
 //! Putting a message into the channel queues: one queue file per
-//! destination channel holding that channel's recipients, each written
+//! destination channel holding that channel's recipients (one file per
+//! recipient on a channel with the keyword `single`), each written
 //! durably, then a word to the job controller so delivery starts at once
 //! (its periodic rescan finds the files anyway if the word is lost).
 //!
@@ -76,21 +77,29 @@ pub fn stage(
     }
     let mut staged: Vec<(String, Staged)> = Vec::new();
     for ch in channels {
-        let env = Envelope {
-            recipients: recipients
-                .iter()
-                .filter(|(c, _)| c == ch)
-                .map(|(_, r)| r.clone())
-                .collect(),
-            ..envelope.clone()
+        let mine: Vec<Recipient> = recipients
+            .iter()
+            .filter(|(c, _)| c == ch)
+            .map(|(_, r)| r.clone())
+            .collect();
+        let groups: Vec<Vec<Recipient>> = if imta.channel(ch).is_some_and(|c| c.has("single")) {
+            mine.into_iter().map(|r| vec![r]).collect()
+        } else {
+            vec![mine]
         };
-        match queue.stage(ch, subdirs(imta, ch), &env, message) {
-            Ok(s) => staged.push((ch.to_string(), s)),
-            Err(e) => {
-                for (_, s) in staged {
-                    s.discard();
+        for group in groups {
+            let env = Envelope {
+                recipients: group,
+                ..envelope.clone()
+            };
+            match queue.stage(ch, subdirs(imta, ch), &env, message) {
+                Ok(s) => staged.push((ch.to_string(), s)),
+                Err(e) => {
+                    for (_, s) in staged {
+                        s.discard();
+                    }
+                    return Err(e);
                 }
-                return Err(e);
             }
         }
     }
@@ -257,5 +266,34 @@ mod tests {
         assert_eq!(&data[at..], b"Subject: t\r\n\r\nhi\r\n");
         // tcp_local spreads over numbered subdirectories.
         assert!(files[1].path.contains("/tcp_local/00"), "{}", files[1].path);
+
+        // `single`: a file per recipient.
+        let imta = ImtaConfig::parse(
+            "imta.cnf",
+            "\nl\nmail.example\n\nims-ms single\nims-ms-daemon\n",
+            &mut |_| Err("no includes".into()),
+        )
+        .unwrap();
+        let files = enqueue(
+            &q,
+            &imta,
+            &env,
+            &[
+                ("ims-ms".into(), r("a@ims-ms-daemon")),
+                ("ims-ms".into(), r("c@ims-ms-daemon")),
+            ],
+            b"x\r\n",
+        )
+        .unwrap();
+        assert_eq!(files.len(), 2);
+        let to: Vec<String> = files
+            .iter()
+            .map(|f| {
+                let (e, _) = Envelope::decode(&std::fs::read(&f.path).unwrap()).unwrap();
+                assert_eq!(e.recipients.len(), 1);
+                e.recipients[0].address.clone()
+            })
+            .collect();
+        assert_eq!(to, ["a@ims-ms-daemon", "c@ims-ms-daemon"]);
     }
 }
