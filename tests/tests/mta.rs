@@ -1483,27 +1483,48 @@ while True:
     s.sendto(head + question + b''.join(b'\xc0\x0c' + r for r in answers), peer)
 "#;
 
+/// The stand-in DNS server of [`DNS`] with the given records, named as
+/// the MTA's resolver in option.dat; stopped when dropped.
+struct StandInDns(std::process::Child);
+
+impl StandInDns {
+    fn start(i: &Install, records: &[&str]) -> StandInDns {
+        let port = epistle_tests::free_port();
+        let child = std::process::Command::new("python3")
+            .args(["-c", DNS, &port.to_string()])
+            .args(records)
+            .spawn()
+            .unwrap();
+        i.edit_config("option.dat", |t| {
+            format!("{t}\nDNS_SERVER=127.0.0.1:{port}\n")
+        });
+        StandInDns(child)
+    }
+}
+
+impl Drop for StandInDns {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn outbound_mail_follows_mx_records() {
     let i = Install::configured();
     i.add_user("joe", "joe secret", &[]);
-    let dns_port = epistle_tests::free_port();
     let sink = Sink::start(&i);
     let (sink_port, sink_dir) = (sink.port, sink.dir.clone());
-    let mut dns = std::process::Command::new("python3")
-        .args(["-c", DNS, &dns_port.to_string()])
-        .args([
+    let _dns = StandInDns::start(
+        &i,
+        &[
             "mx:partner.test:20:mx2.partner.test",
             "mx:partner.test:10:mx1.partner.test",
             "a:mx1.partner.test:127.0.0.1",
             "a:mx2.partner.test:127.0.0.1",
             "nullmx:nomail.test",
-        ])
-        .spawn()
-        .unwrap();
-    i.edit_config("option.dat", |t| {
-        format!("{t}\nDNS_SERVER=127.0.0.1:{dns_port}\n")
-    });
+        ],
+    );
     i.edit_config("imta.cnf", |t| {
         t.replacen(
             "tcp_local smtp mx single_sys",
@@ -1549,8 +1570,6 @@ s.quit()
             .contains("Final-Recipient: rfc822;b@nowhere.test\r\nAction: failed\r\nStatus: 5.1.2"),
         "{notice}"
     );
-    let _ = dns.kill();
-    let _ = dns.wait();
     drop(sink);
 }
 
@@ -1560,21 +1579,16 @@ s.quit()
 fn outbound_channel_keywords_nomx_and_interfaceaddress() {
     let i = Install::configured();
     i.add_user("joe", "joe secret", &[]);
-    let dns_port = epistle_tests::free_port();
     let sink = Sink::start(&i);
     let (sink_port, sink_dir) = (sink.port, sink.dir.clone());
-    let mut dns = std::process::Command::new("python3")
-        .args(["-c", DNS, &dns_port.to_string()])
-        .args([
-            // The MX has no address: only nomx can reach the domain.
+    // The MX has no address: only nomx can reach the domain.
+    let _dns = StandInDns::start(
+        &i,
+        &[
             "mx:direct.test:10:mx.unreachable.test",
             "a:direct.test:127.0.0.1",
-        ])
-        .spawn()
-        .unwrap();
-    i.edit_config("option.dat", |t| {
-        format!("{t}\nDNS_SERVER=127.0.0.1:{dns_port}\n")
-    });
+        ],
+    );
     i.edit_config("imta.cnf", |t| {
         t.replacen(
             "tcp_local smtp mx single_sys",
@@ -1606,7 +1620,5 @@ s.quit()
         got.contains("\nPEER 127.0.0.2\n"),
         "sent from interfaceaddress: {got}"
     );
-    let _ = dns.kill();
-    let _ = dns.wait();
     drop(sink);
 }

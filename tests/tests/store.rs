@@ -141,6 +141,24 @@ async fn many_clients_append_at_once() {
     }
 }
 
+/// Sends stored SIGKILL after `delay`; the function returned waits until
+/// the watcher has it serving again.
+async fn kill_stored_after(i: &Install, delay: Duration) -> impl Fn() + '_ {
+    tokio::time::sleep(delay).await;
+    let pid = i.pid("store").unwrap();
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    move || {
+        let sock = i.data.join("run/stored.sock");
+        assert!(
+            wait_for(Duration::from_secs(10), || i
+                .pid("store")
+                .is_some_and(|p| p != pid)
+                && std::os::unix::net::UnixStream::connect(&sock).is_ok()),
+            "stored was not restarted"
+        );
+    }
+}
+
 /// kill -9 of stored during a stream of appends: every append answered OK
 /// is there exactly once with its content, and stored comes back (the
 /// watcher restarts it) without repair.
@@ -165,22 +183,14 @@ async fn acknowledged_appends_survive_kill_9() {
             acked
         }
     });
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let pid = i.pid("store").unwrap();
-    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let restarted = kill_stored_after(&i, Duration::from_millis(600)).await;
     let acked = appender.await.unwrap();
     assert!(
         acked.len() > 5,
         "only {} appends before the kill",
         acked.len()
     );
-    assert!(
-        wait_for(Duration::from_secs(10), || i
-            .pid("store")
-            .is_some_and(|p| p != pid)
-            && std::os::unix::net::UnixStream::connect(&sock).is_ok()),
-        "stored was not restarted"
-    );
+    restarted();
     let (c, _) = client(&i).await;
     let index = c.messages("user/joe/INBOX").await.unwrap();
     for (uid, body) in &acked {
@@ -242,18 +252,10 @@ async fn expunges_cut_by_kill_9_leave_no_message_without_its_file() {
             gone
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = i.pid("store").unwrap();
-    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let restarted = kill_stored_after(&i, Duration::from_millis(300)).await;
     let gone = expunger.await.unwrap();
     assert!(gone > 5, "only {gone} expunges before the kill");
-    assert!(
-        wait_for(Duration::from_secs(10), || i
-            .pid("store")
-            .is_some_and(|p| p != pid)
-            && std::os::unix::net::UnixStream::connect(&sock).is_ok()),
-        "stored was not restarted"
-    );
+    restarted();
     let (c, _) = client(&i).await;
     let index = c.messages("user/joe/INBOX").await.unwrap();
     // Nothing went but what was expunged (the last one perhaps unanswered).
