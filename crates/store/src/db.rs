@@ -261,6 +261,9 @@ pub struct Store {
     appends: GroupCommit<AppendArgs, AppendResult>,
     sync_level: SyncLevel,
     unsynced: std::sync::Mutex<Unsynced>,
+    /// Held through a whole `sync_pending`, so a caller that returns from
+    /// it knows every change before its call is durable and its files gone.
+    syncing: std::sync::Mutex<()>,
 }
 
 impl Drop for Store {
@@ -342,6 +345,7 @@ impl Store {
             appends: GroupCommit::default(),
             sync_level: SyncLevel::default(),
             unsynced: Default::default(),
+            syncing: Default::default(),
         })
     }
 
@@ -375,6 +379,7 @@ impl Store {
     /// Makes every committed change durable, then removes the files of
     /// the messages expunged meanwhile. Cheap when nothing waits.
     pub fn sync_pending(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
         let lock = || self.unsynced.lock().unwrap_or_else(|p| p.into_inner());
         // Taken before the durable commit begins, so every change taken
         // committed before it and is made durable by it.
