@@ -11,7 +11,9 @@
 //!   transaction per request, many clients at once, and change events
 //!   (new messages, flag changes, expunges, mailboxes gone) pushed to the
 //!   connections that watch a mailbox, so a delivery shows at once in
-//!   another process's IMAP IDLE. Its log is log/store/store.
+//!   another process's IMAP IDLE. Flag changes and expunges are made
+//!   durable within a second unless local.store.synclevel is "all" (see
+//!   epistle_store::db::SyncLevel). Its log is log/store/store.
 //!
 //! SECURITY
 //!   Runs as the mail system's user; the socket is reachable by that user
