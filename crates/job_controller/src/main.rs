@@ -182,14 +182,16 @@ fn schedule(controller: &Shared, wake: &Arc<Notify>) -> bool {
     let now = now_ms();
     let mta = c.mta.clone();
     let pools = job_cnf::pools(&mta.job_controller);
-    // No channel needs more programs than its maxjobs, so counting due
-    // messages stops there (the queue may hold many thousands).
+    // No channel needs more programs than its maxjobs (one per
+    // filesperjob due messages), so counting due messages stops there (the
+    // queue may hold many thousands).
     let channels: Vec<(String, usize, usize)> = c
         .sched
         .channels
         .iter()
         .map(|(name, s)| {
-            let cap = job_cnf::max_jobs(&mta.imta, name).max(1);
+            let cap = job_cnf::max_jobs(&mta.imta, name)
+                .saturating_mul(job_cnf::files_per_job(&mta.imta, name));
             (name.clone(), s.due_count_at_most(now, cap), s.jobs)
         })
         .filter(|(_, due, _)| *due > 0)
@@ -204,11 +206,10 @@ fn schedule(controller: &Shared, wake: &Arc<Notify>) -> bool {
                 {
                     continue;
                 }
-                let max_jobs = job_cnf::max_jobs(&mta.imta, &channel);
+                let wanted = job_cnf::programs_wanted(&mta.imta, &channel, due);
                 let pool = job_cnf::pool_of(&pools, &mta.imta, &channel);
                 let mut running = jobs;
-                while running < max_jobs
-                    && running < due
+                while running < wanted
                     && c.pool_jobs.get(&pool.name).copied().unwrap_or(0) < pool.job_limit
                 {
                     match start_program(controller, &mut c, &channel, &program, &pool.name, wake) {

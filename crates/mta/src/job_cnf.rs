@@ -104,9 +104,42 @@ pub fn max_jobs(imta: &ImtaConfig, channel: &str) -> usize {
         .clamp(1, MAX_JOB_LIMIT)
 }
 
+/// A channel's `filesperjob`: how many due messages call for one more
+/// delivery program (1 when absent).
+pub fn files_per_job(imta: &ImtaConfig, channel: &str) -> usize {
+    imta.channel(channel)
+        .and_then(|c| c.arg("filesperjob"))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .clamp(1, 100_000)
+}
+
+/// How many programs `due` messages call for: one per `filesperjob` of
+/// them, at most `maxjobs`.
+pub fn programs_wanted(imta: &ImtaConfig, channel: &str, due: usize) -> usize {
+    due.div_ceil(files_per_job(imta, channel))
+        .min(max_jobs(imta, channel))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filesperjob_divides_the_due_messages_among_programs() {
+        let imta = ImtaConfig::parse(
+            "imta.cnf",
+            "\nl\nmail.example\n\nims-ms maxjobs 4 filesperjob 10\nims-ms-daemon\n\ntcp_local maxjobs 3\ntcp_local-daemon\n",
+            &mut |_| Err("no includes".into()),
+        )
+        .unwrap();
+        let wanted = |ch, due| programs_wanted(&imta, ch, due);
+        assert_eq!(
+            [0, 1, 10, 11, 35, 1000].map(|d| wanted("ims-ms", d)),
+            [0, 1, 1, 2, 4, 4]
+        );
+        assert_eq!([0, 1, 2, 9].map(|d| wanted("tcp_local", d)), [0, 1, 2, 3]);
+    }
 
     #[test]
     fn pools_and_masters() {
