@@ -150,7 +150,7 @@ impl Outbound {
             mx.push((0, fqdn)); // implicit MX: the domain itself
         }
         let random = !channel.is_some_and(|c| c.has("nonrandommx"));
-        order_mx(&mut mx, random.then(random_seed));
+        order_mx(&mut mx, random.then(epistle_mta::queuefile::random_u64));
         let mut hosts = Vec::new();
         let mut last_error = None;
         for (_, name) in mx.into_iter().take(MAX_HOSTS) {
@@ -418,7 +418,8 @@ fn channel_source(ctx: &Context) -> Result<Option<IpAddr>, Diagnostic> {
 /// preference in an order drawn from it, so load spreads over them.
 fn order_mx(mx: &mut [(u16, String)], seed: Option<u64>) {
     mx.sort_by_key(|(pref, _)| *pref);
-    let Some(mut state) = seed else { return };
+    let Some(seed) = seed else { return };
+    let mut state = seed | 1; // xorshift never leaves zero
     let mut start = 0;
     while start < mx.len() {
         let end = start
@@ -436,19 +437,6 @@ fn order_mx(mx: &mut [(u16, String)], seed: Option<u64>) {
         }
         start = end;
     }
-}
-
-/// A seed for `order_mx`: not secret, only different each time.
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.finish() | 1
 }
 
 fn status_of(r: &PeerReply, default: &str) -> String {
@@ -589,7 +577,7 @@ mod tests {
         let mut firsts = std::collections::BTreeSet::new();
         for seed in 1..200u64 {
             let mut m = given.clone();
-            order_mx(&mut m, Some(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1));
+            order_mx(&mut m, Some(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
             assert_eq!(&m[3..], &hosts(&[(20, "c"), (30, "d")])[..]);
             let mut best: Vec<&str> = m[..3].iter().map(|(_, h)| h.as_str()).collect();
             firsts.insert(best[0].to_string());

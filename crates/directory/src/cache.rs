@@ -15,37 +15,40 @@ enum Value {
     Recipient(Option<Recipient>),
 }
 
-pub struct Cache {
+/// Entries kept for `ttl`, at most `max` of them: when it is full, the
+/// stale ones go, and if that frees nothing, all of them. `ttl` or `max`
+/// zero keeps nothing. What the directory cache and the remembered
+/// logins ([`crate::verified`]) are built on.
+pub(crate) struct TtlMap<K, V> {
     ttl: Duration,
     max: usize,
-    map: Mutex<HashMap<(u8, String), (Instant, Value)>>,
+    map: Mutex<HashMap<K, (Instant, V)>>,
 }
 
-impl Cache {
-    /// `ttl` zero turns the cache off.
-    pub fn new(ttl: Duration, max: usize) -> Cache {
-        Cache {
+impl<K: Eq + std::hash::Hash, V: Clone> TtlMap<K, V> {
+    pub(crate) fn new(ttl: Duration, max: usize) -> TtlMap<K, V> {
+        TtlMap {
             ttl,
             max,
             map: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn disabled() -> Cache {
-        Cache::new(Duration::ZERO, 0)
+    pub(crate) fn enabled(&self) -> bool {
+        !self.ttl.is_zero() && self.max > 0
     }
 
-    fn get(&self, kind: u8, key: &str) -> Option<Value> {
-        if self.ttl.is_zero() {
+    pub(crate) fn get(&self, key: &K) -> Option<V> {
+        if !self.enabled() {
             return None;
         }
         let map = self.map.lock().ok()?;
-        let (at, v) = map.get(&(kind, key.to_ascii_lowercase()))?;
+        let (at, v) = map.get(key)?;
         (at.elapsed() < self.ttl).then(|| v.clone())
     }
 
-    fn put(&self, kind: u8, key: &str, v: Value) {
-        if self.ttl.is_zero() || self.max == 0 {
+    pub(crate) fn put(&self, key: K, v: V) {
+        if !self.enabled() {
             return;
         }
         let Ok(mut map) = self.map.lock() else { return };
@@ -56,13 +59,47 @@ impl Cache {
                 map.clear();
             }
         }
-        map.insert((kind, key.to_ascii_lowercase()), (Instant::now(), v));
+        map.insert(key, (Instant::now(), v));
     }
 
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         if let Ok(mut m) = self.map.lock() {
             m.clear();
         }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.map.lock().map_or(0, |m| m.len())
+    }
+}
+
+pub struct Cache {
+    map: TtlMap<(u8, String), Value>,
+}
+
+impl Cache {
+    /// `ttl` zero turns the cache off.
+    pub fn new(ttl: Duration, max: usize) -> Cache {
+        Cache {
+            map: TtlMap::new(ttl, max),
+        }
+    }
+
+    pub fn disabled() -> Cache {
+        Cache::new(Duration::ZERO, 0)
+    }
+
+    fn get(&self, kind: u8, key: &str) -> Option<Value> {
+        self.map.get(&(kind, key.to_ascii_lowercase()))
+    }
+
+    fn put(&self, kind: u8, key: &str, v: Value) {
+        self.map.put((kind, key.to_ascii_lowercase()), v);
+    }
+
+    pub fn clear(&self) {
+        self.map.clear();
     }
 
     pub fn get_domain(&self, k: &str) -> Option<Option<Domain>> {

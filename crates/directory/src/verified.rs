@@ -11,20 +11,18 @@
 //! the old password stops matching as soon as the directory cache hands
 //! out the new entry (`local.ugldap.cachettl`).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+
+use crate::cache::TtlMap;
 
 type Digest = [u8; 32];
 
 pub struct VerifiedLogins {
     key: Digest,
-    ttl: Duration,
-    max: usize,
-    seen: Mutex<HashMap<Digest, Instant>>,
+    seen: TtlMap<Digest, ()>,
 }
 
 impl VerifiedLogins {
@@ -37,18 +35,12 @@ impl VerifiedLogins {
         };
         VerifiedLogins {
             key,
-            ttl,
-            max,
-            seen: Mutex::new(HashMap::new()),
+            seen: TtlMap::new(ttl, max),
         }
     }
 
     pub fn disabled() -> VerifiedLogins {
         VerifiedLogins::new(Duration::ZERO, 0)
-    }
-
-    fn enabled(&self) -> bool {
-        !self.ttl.is_zero() && self.max > 0
     }
 
     fn digest(&self, stored: &[String], given: &str) -> Digest {
@@ -66,33 +58,14 @@ impl VerifiedLogins {
 
     /// Whether `given` was found right against `stored` within the TTL.
     pub fn contains(&self, stored: &[String], given: &str) -> bool {
-        if !self.enabled() {
-            return false;
-        }
-        let d = self.digest(stored, given);
-        let Ok(seen) = self.seen.lock() else {
-            return false;
-        };
-        seen.get(&d).is_some_and(|at| at.elapsed() < self.ttl)
+        self.seen.enabled() && self.seen.get(&self.digest(stored, given)).is_some()
     }
 
     /// Keeps a check that succeeded.
     pub fn remember(&self, stored: &[String], given: &str) {
-        if !self.enabled() {
-            return;
+        if self.seen.enabled() {
+            self.seen.put(self.digest(stored, given), ());
         }
-        let d = self.digest(stored, given);
-        let Ok(mut seen) = self.seen.lock() else {
-            return;
-        };
-        if seen.len() >= self.max {
-            let ttl = self.ttl;
-            seen.retain(|_, at| at.elapsed() < ttl);
-            if seen.len() >= self.max {
-                seen.clear();
-            }
-        }
-        seen.insert(d, Instant::now());
     }
 }
 
@@ -134,7 +107,7 @@ mod tests {
         for p in ["b", "c", "d"] {
             v.remember(&stored, p);
         }
-        assert!(v.seen.lock().unwrap().len() <= 2);
+        assert!(v.seen.len() <= 2);
         assert!(v.contains(&stored, "d"));
         let off = VerifiedLogins::disabled();
         off.remember(&stored, "a");

@@ -436,8 +436,9 @@ pub fn write(
     stage(dir, spares, envelope, message)?.commit()
 }
 
-/// Cheap per-process randomness for choosing slots (not for names).
-fn random_u64() -> u64 {
+/// Cheap per-process randomness for choosing slots and orders (not for
+/// names, never for secrets).
+pub fn random_u64() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
