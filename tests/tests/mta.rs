@@ -1509,14 +1509,29 @@ impl Drop for StandInDns {
     }
 }
 
-#[test]
-fn outbound_mail_follows_mx_records() {
+/// A running install (user joe) whose tcp_local channel, with
+/// `keywords`, delivers to a stand-in SMTP server and asks a stand-in DNS
+/// server holding `records`.
+fn outbound_through_stand_ins(records: &[&str], keywords: &str) -> (Install, Sink, StandInDns) {
     let i = Install::configured();
     i.add_user("joe", "joe secret", &[]);
     let sink = Sink::start(&i);
-    let (sink_port, sink_dir) = (sink.port, sink.dir.clone());
-    let _dns = StandInDns::start(
-        &i,
+    let dns = StandInDns::start(&i, records);
+    i.edit_config("imta.cnf", |t| {
+        t.replacen(
+            "tcp_local smtp mx single_sys",
+            &format!("tcp_local port {} {keywords}", sink.port),
+            1,
+        )
+    });
+    i.cnbuild();
+    i.start();
+    (i, sink, dns)
+}
+
+#[test]
+fn outbound_mail_follows_mx_records() {
+    let (i, sink, _dns) = outbound_through_stand_ins(
         &[
             "mx:partner.test:20:mx2.partner.test",
             "mx:partner.test:10:mx1.partner.test",
@@ -1524,16 +1539,9 @@ fn outbound_mail_follows_mx_records() {
             "a:mx2.partner.test:127.0.0.1",
             "nullmx:nomail.test",
         ],
+        "smtp mx single_sys",
     );
-    i.edit_config("imta.cnf", |t| {
-        t.replacen(
-            "tcp_local smtp mx single_sys",
-            &format!("tcp_local port {sink_port} smtp mx single_sys"),
-            1,
-        )
-    });
-    i.cnbuild();
-    i.start();
+    let sink_dir = sink.dir.clone();
     i.smtp_script(
         r#"
 s = smtp()
@@ -1577,29 +1585,15 @@ s.quit()
 /// `interfaceaddress`: connections leave from that address.
 #[test]
 fn outbound_channel_keywords_nomx_and_interfaceaddress() {
-    let i = Install::configured();
-    i.add_user("joe", "joe secret", &[]);
-    let sink = Sink::start(&i);
-    let (sink_port, sink_dir) = (sink.port, sink.dir.clone());
     // The MX has no address: only nomx can reach the domain.
-    let _dns = StandInDns::start(
-        &i,
+    let (i, sink, _dns) = outbound_through_stand_ins(
         &[
             "mx:direct.test:10:mx.unreachable.test",
             "a:direct.test:127.0.0.1",
         ],
+        "interfaceaddress 127.0.0.2 nomx backoff \"pt1s\" smtp single_sys",
     );
-    i.edit_config("imta.cnf", |t| {
-        t.replacen(
-            "tcp_local smtp mx single_sys",
-            &format!(
-                "tcp_local port {sink_port} interfaceaddress 127.0.0.2 nomx backoff \"pt1s\" smtp single_sys"
-            ),
-            1,
-        )
-    });
-    i.cnbuild();
-    i.start();
+    let sink_dir = sink.dir.clone();
     i.smtp_script(
         r#"
 s = smtp()
