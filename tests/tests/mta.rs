@@ -662,17 +662,22 @@ new.quit()
     assert!(text(&i.wait_messages("user/ann/INBOX", 1)[0]).contains("new alias"));
 }
 
-#[test]
-fn a_temporary_failure_stays_queued_and_is_retried() {
-    let i = Install::configured();
-    i.add_user("joe", "joe secret", &[]);
-    // Retry every second on the store channel.
+/// The store channel (ims-ms) retries every second instead of after
+/// 5 minutes, 10 minutes, ...
+fn retry_store_deliveries_every_second(i: &Install) {
     i.edit_config("imta.cnf", |t| {
         t.replace(
             "backoff \"pt5m\" \"pt10m\" \"pt30m\" \"pt1h\" \"pt2h\" \"pt4h\"",
             "backoff \"pt1s\"",
         )
     });
+}
+
+#[test]
+fn a_temporary_failure_stays_queued_and_is_retried() {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &[]);
+    retry_store_deliveries_every_second(&i);
     i.cnbuild();
     i.start();
     i.stop_service("store");
@@ -703,12 +708,7 @@ fn a_delay_warning_goes_out_once_when_the_first_notice_age_passes() {
     i.add_user("joe", "joe secret", &[]);
     i.add_user("ann", "ann secret", &[]);
     i.add_user("pma", "pma secret", &[]);
-    i.edit_config("imta.cnf", |t| {
-        t.replace(
-            "backoff \"pt5m\" \"pt10m\" \"pt30m\" \"pt1h\" \"pt2h\" \"pt4h\"",
-            "backoff \"pt1s\"",
-        )
-    });
+    retry_store_deliveries_every_second(&i);
     // notices count hours, not days.
     i.edit_config("option.dat", |t| format!("{t}\nRETURN_UNITS=1\n"));
     i.cnbuild();
@@ -780,12 +780,7 @@ fn over_quota_mail_is_held_or_with_noexquota_returned() {
     let i = Install::configured();
     i.add_user("joe", "joe secret", &["-A", "mailQuota:1K"]);
     i.add_user("ann", "ann secret", &[]);
-    i.edit_config("imta.cnf", |t| {
-        t.replace(
-            "backoff \"pt5m\" \"pt10m\" \"pt30m\" \"pt1h\" \"pt2h\" \"pt4h\"",
-            "backoff \"pt1s\"",
-        )
-    });
+    retry_store_deliveries_every_second(&i);
     i.cnbuild();
     i.start();
     i.smtp_script(
