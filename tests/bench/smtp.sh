@@ -8,6 +8,12 @@
 #
 #   tests/bench/smtp.sh [--peer] [MESSAGES]      (default 2000 per run)
 #
+# CONCURRENCY="10 50" picks the session counts; BINDIR=DIR takes the
+# programs from DIR instead of building (to compare two builds); KEEP=1
+# leaves the work directory. On ext4 without a journal, new files are
+# slower to create for some minutes after many were deleted, so runs
+# started right after another run's clean-up read low.
+#
 # Needs root for --peer (Postfix's master runs as root); installs postfix
 # (for smtp-source) and, with --peer, dovecot-lmtpd when missing.
 set -euo pipefail
@@ -28,7 +34,14 @@ need() {
 need smtp-source postfix
 [ $peer = 1 ] && need /usr/lib/dovecot/lmtp dovecot-lmtpd
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_ports N: N distinct free ports (all held open while chosen, so no
+# two are the same).
+free_ports() {
+  python3 -c 'import socket,sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))' "$1"
+}
 now() { date +%s.%N; }
 rate() { python3 -c "import sys; print('%.0f' % (float(sys.argv[1]) / (float(sys.argv[3]) - float(sys.argv[2]))))" "$@"; }
 
@@ -80,8 +93,11 @@ run() {
   done
 }
 
-echo "building (release) ..."
-cargo build --release --locked -q --bins
+bindir=${BINDIR:-target/release}
+if [ -z "${BINDIR:-}" ]; then
+  echo "building (release) ..."
+  cargo build --release --locked -q --bins
+fi
 work=$(mktemp -d /var/tmp/epistle-smtpbench.XXXXXX)
 chmod 755 "$work"
 cleanup() {
@@ -93,8 +109,8 @@ cleanup() {
 trap cleanup EXIT
 
 # --- Epistle --------------------------------------------------------------
-bash install/install.sh --no-build --prefix "$work/base" --bindir target/release >/dev/null
-smtp=$(free_port); sub=$(free_port); smtps=$(free_port)
+bash install/install.sh --no-build --prefix "$work/base" --bindir "$bindir" >/dev/null
+read -r smtp sub smtps watcher_port <<<"$(free_ports 4)"
 user=$(id -un); group=$(id -gn)
 cat > "$work/state" <<STATE
 CONFIG_DATA_DIR = $work/data
@@ -112,7 +128,7 @@ param.service.listenaddr = 127.0.0.1
 param.service.imap.enable = no
 param.service.pop.enable = no
 param.service.http.enable = no
-param.local.watcher.port = $(free_port)
+param.local.watcher.port = $watcher_port
 STATE
 "$work/base/sbin/configure" -nodisplay -noconsole -state "$work/state" >/dev/null
 sed -i -e "s/^PORT=25\$/PORT=$smtp\nINTERFACE_ADDRESS=127.0.0.1/" \
@@ -136,7 +152,7 @@ run epistle "$smtp" epistle_count
 pf=$work/postfix; dv=$work/dovecot; mail=$work/maildirs
 mkdir -p "$pf" "$dv" "$mail" "$work/pfqueue" "$work/pfdata"
 chown mail: "$mail"   # Dovecot delivers as a mail user, never as root
-lmtp_port=$(free_port); pf_port=$(free_port)
+read -r lmtp_port pf_port <<<"$(free_ports 2)"
 id dovenull >/dev/null 2>&1 || useradd --system dovenull
 cat > "$dv/dovecot.conf" <<CONF
 dovecot_config_version = 2.3.0

@@ -44,7 +44,11 @@ s.quit()
     assert_eq!(out.trim(), "252", "VRFY is off by default");
     for user in ["joe", "ann"] {
         let m = text(&i.wait_messages(&format!("user/{user}/INBOX"), 1)[0]);
-        assert!(m.starts_with("Return-Path: <someone@example.org>\r\nReceived: from client.example.org ([127.0.0.1])\r\n by mail.example.com (Epistle) with ESMTP id <"), "{m}");
+        // tcp_intranet looks the client's name up (identnone, the
+        // default): what /etc/hosts calls 127.0.0.1 comes before it.
+        let (head, rest) = m.split_once("[127.0.0.1])\r\n").expect("the client's address");
+        assert!(head.starts_with("Return-Path: <someone@example.org>\r\nReceived: from client.example.org ("), "{m}");
+        assert!(rest.starts_with(" by mail.example.com (Epistle) with ESMTP id <"), "{m}");
         assert!(m.contains("\r\n\r\nHello both\r\n"), "{m}");
     }
     let log = i.wait_mail_log(|l| l.contains(" D ") && l.contains("ann@ims-ms-daemon"));
@@ -813,6 +817,60 @@ s.quit()
     );
 }
 
+#[test]
+fn after_and_deferred_hold_a_message_until_its_time() {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &[]);
+    i.edit_config("imta.cnf", |t| {
+        t.replacen(
+            "ims-ms defragment",
+            "ims-ms after PT3S deferred defragment",
+            1,
+        )
+    });
+    i.cnbuild();
+    i.start();
+    let sent = std::time::Instant::now();
+    i.smtp_script(
+        r#"
+import email.utils
+s = smtp()
+assert s.sendmail('ann@example.com', ['joe@example.com'], b'Subject: plain\r\n\r\nhi\r\n') == {}
+later = email.utils.formatdate(time.time() + 9).encode()
+m = b'Subject: later\r\nDeferred-Delivery: ' + later + b'\r\n\r\nhi\r\n'
+assert s.sendmail('ann@example.com', ['joe@example.com'], m) == {}
+s.quit()
+"#,
+    );
+    let first = i.wait_messages("user/joe/INBOX", 1);
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_secs(3),
+        "delivered after {waited:?}"
+    );
+    assert!(text(&first[0]).contains("Subject: plain"));
+    let queued = stdout(&i.sbin("imsimta", &["qm", "directory", "ims-ms"]));
+    assert!(queued.contains("joe@ims-ms-daemon"), "{queued}");
+    let both = i.wait_messages("user/joe/INBOX", 2);
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_secs(8),
+        "delivered after {waited:?}"
+    );
+    assert!(text(&both[1]).contains("Subject: later"));
+
+    // A value the keyword cannot use is refused by cnbuild, which names
+    // the line, and the configuration in force stays.
+    i.edit_config("imta.cnf", |t| t.replacen("after PT3S", "after soon", 1));
+    let out = i.sbin("imsimta", &["cnbuild"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("imta.cnf:") && said.contains("\"soon\""),
+        "{said}"
+    );
+}
+
 fn chrono_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1477,6 +1535,72 @@ while True:
     head = tid + struct.pack('>HHHHH', 0x8180 | rcode, 1, len(answers), 0, 0)
     s.sendto(head + question + b''.join(b'\xc0\x0c' + r for r in answers), peer)
 "#;
+
+#[test]
+fn ident_keywords_put_the_clients_checked_name_in_received() {
+    // Loopback addresses are named by the resolver itself (RFC 6761):
+    // 127.0.0.1 and 127.0.0.2 are both "localhost", whose address is
+    // 127.0.0.1, so only 127.0.0.1 passes the forward check. A DNS server
+    // named in option.dat keeps /etc/hosts (and its other names for
+    // 127.0.0.1) out of it.
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &[]);
+    let _dns = StandInDns::start(&i, &[]);
+    let set_ident = |keywords: &str| {
+        i.edit_config("imta.cnf", |t| {
+            let mut out = String::new();
+            for line in t.lines() {
+                if line.starts_with("tcp_local smtp") || line.starts_with("tcp_intranet smtp") {
+                    let kept: Vec<&str> = line
+                        .split_whitespace()
+                        .filter(|w| !w.starts_with("ident") && !w.starts_with("forwardcheck"))
+                        .collect();
+                    out.push_str(&format!("{} {keywords}\n", kept.join(" ")));
+                } else {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+            out
+        });
+        i.cnbuild();
+    };
+    let mut sent = 0;
+    let mut send_from = |source: &str| {
+        sent += 1;
+        i.smtp_script(&format!(
+            r#"
+s = smtplib.SMTP('127.0.0.1', port, timeout=20, source_address=('{source}', 0))
+assert s.sendmail('x@elsewhere.test', ['joe@example.com'], b'Subject: {sent}\r\n\r\nhi\r\n') == {{}}
+s.quit()
+"#
+        ));
+        let got = text(&i.wait_messages("user/joe/INBOX", sent)[sent - 1]);
+        got[..got.find(" by ").unwrap()].trim_end().to_string()
+    };
+
+    set_ident("identnonenumeric");
+    i.start();
+    let received = send_from("127.0.0.2");
+    assert!(received.ends_with(" ([127.0.0.2])"), "{received}");
+
+    set_ident("identnone forwardchecktag");
+    assert_ok(&i.sbin("imsimta", &["restart"]), "imsimta restart");
+    let received = send_from("127.0.0.1");
+    assert!(received.ends_with(" (localhost [127.0.0.1])"), "{received}");
+    let received = send_from("127.0.0.2");
+    assert!(
+        received.ends_with(" (localhost* [127.0.0.2])"),
+        "{received}"
+    );
+
+    set_ident("identnonesymbolic forwardcheckdelete");
+    assert_ok(&i.sbin("imsimta", &["restart"]), "imsimta restart");
+    let received = send_from("127.0.0.1");
+    assert!(received.ends_with(" (localhost)"), "{received}");
+    let received = send_from("127.0.0.2");
+    assert!(received.ends_with(" ([127.0.0.2])"), "{received}");
+}
 
 /// The stand-in DNS server of [`DNS`] with the given records, named as
 /// the MTA's resolver in option.dat; stopped when dropped.

@@ -21,8 +21,6 @@ use std::sync::Arc;
 
 use epistle_mta::smtp::{PeerReply, xtext_encode};
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{NameServerConfig, ResolverConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls;
@@ -54,27 +52,7 @@ fn dns_failure(what: &str, e: impl std::fmt::Display) -> Diagnostic {
 
 impl Outbound {
     pub fn new(ctx: &Context, lmtp: bool) -> anyhow::Result<Outbound> {
-        let provider = TokioRuntimeProvider::default();
-        let builder = match ctx.mta.options.global("DNS_SERVER") {
-            Some(server) => {
-                let addr: SocketAddr = server
-                    .parse()
-                    .or_else(|_| server.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-                    .map_err(|_| {
-                        anyhow::anyhow!("option.dat DNS_SERVER={server} is not an address")
-                    })?;
-                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
-                for c in &mut ns.connections {
-                    c.port = addr.port();
-                }
-                TokioResolver::builder_with_config(
-                    ResolverConfig::from_name_servers(vec![ns]),
-                    provider,
-                )
-            }
-            None => TokioResolver::builder(provider)?,
-        };
-        let resolver = builder.build()?;
+        let resolver = epistle_mta::dns::resolver(&ctx.mta.options)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?

@@ -404,8 +404,9 @@ fn answer(
     let mut c = lock(controller);
     match req {
         JobRequest::Enqueued { files } => {
+            let mta = c.mta.clone();
             for f in files {
-                c.sched.enqueued(&f.channel, f.path);
+                c.sched.enqueued(&mta, &f.channel, f.path);
             }
             wake.notify_one();
             JobReply::Ok

@@ -2,16 +2,19 @@
 //! messages ordered by when they are due, the ones a channel program is
 //! delivering now, and how many programs run. Built from the queue
 //! directories at start and on every rescan; the files stay the truth.
-//! Pure apart from reading the directories.
+//! Pure apart from reading the directories (and, on a `deferred` channel,
+//! the header of each new file).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use epistle_ipc::jobs::ChannelQueue;
 use epistle_mta::compiled::MtaConfig;
+use epistle_mta::header::field_value;
 use epistle_mta::queue::{QueueDir, QueueEntry};
-use epistle_mta::queuefile::attempts_of;
-use epistle_mta::retry::{Priority, RetrySchedule};
+use epistle_mta::queuefile::{Envelope, attempts_of};
+use epistle_mta::retry::{Priority, RetrySchedule, parse_duration};
 
 /// A file another program holds locked is tried again after this.
 pub const BUSY_RETRY: Duration = Duration::from_secs(30);
@@ -71,6 +74,46 @@ impl ChannelState {
     }
 }
 
+/// When a file never tried is first due, given when it was queued: the
+/// channel's `after` delay later, and on a `deferred` channel not before
+/// the date in the message's `Deferred-delivery:` field (RFC 2156). A
+/// date that cannot be read delays nothing.
+fn first_due(mta: &MtaConfig, channel: &str, path: &Path, queued: u64) -> u64 {
+    let Some(c) = mta.imta.channel(channel) else {
+        return queued;
+    };
+    let after = c
+        .arg("after")
+        .and_then(parse_duration)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut due = queued.saturating_add(after);
+    let deferred = c
+        .last_of(&["deferred", "nodeferred"])
+        .is_some_and(|k| k.name == "deferred");
+    if deferred && let Some(at) = deferred_delivery(path) {
+        due = due.max(at);
+    }
+    due
+}
+
+/// The `Deferred-delivery:` date of a queued message, in milliseconds.
+fn deferred_delivery(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    // The envelope and the header section fit in this much in practice; a
+    // field beyond it is not honoured.
+    const HEAD: u64 = 256 << 10;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(HEAD)
+        .read_to_end(&mut head)
+        .ok()?;
+    let (_, start) = Envelope::decode(&head).ok()?;
+    let date = field_value(&head[start..], "Deferred-delivery")?;
+    let at = chrono::DateTime::parse_from_rfc2822(&date).ok()?;
+    u64::try_from(at.timestamp_millis()).ok()
+}
+
 pub struct Scheduler {
     pub channels: BTreeMap<String, ChannelState>,
 }
@@ -82,18 +125,19 @@ impl Scheduler {
         }
     }
 
-    /// When a file is due: at once when never tried, else its last
-    /// attempt (the file's time) plus the channel's backoff for the
-    /// attempts made.
+    /// When a file is due: when never tried, as [`first_due`] says,
+    /// else its last attempt (the file's time) plus the channel's backoff
+    /// for the attempts made.
     pub fn due_time(mta: &MtaConfig, channel: &str, e: &QueueEntry) -> u64 {
-        Scheduler::due_after(mta, channel, e.name(), e.modified)
+        Scheduler::due_after(mta, channel, &e.path, e.modified)
     }
 
-    /// [`Scheduler::due_time`] from a file's name and time.
-    fn due_after(mta: &MtaConfig, channel: &str, name: &str, modified: SystemTime) -> u64 {
+    /// [`Scheduler::due_time`] from a file's path and time.
+    fn due_after(mta: &MtaConfig, channel: &str, path: &Path, modified: SystemTime) -> u64 {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let attempts = attempts_of(name).unwrap_or(0);
         if attempts == 0 {
-            return ms(modified);
+            return first_due(mta, channel, path, ms(modified));
         }
         let delay = mta
             .imta
@@ -147,12 +191,13 @@ impl Scheduler {
         }
     }
 
-    /// A file just written, due now.
-    pub fn enqueued(&mut self, channel: &str, path: String) {
+    /// A file just written: due now, unless the channel delays it.
+    pub fn enqueued(&mut self, mta: &MtaConfig, channel: &str, path: String) {
+        let due = first_due(mta, channel, Path::new(&path), now_ms());
         self.channels
             .entry(channel.to_string())
             .or_default()
-            .insert(path, now_ms());
+            .insert(path, due);
     }
 
     /// The next due file of a channel, now marked active.
@@ -186,10 +231,9 @@ impl Scheduler {
         let due = if next == path {
             now_ms() + BUSY_RETRY.as_millis() as u64
         } else {
-            let p = std::path::Path::new(&next);
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let p = Path::new(&next);
             match std::fs::metadata(p).and_then(|m| m.modified()) {
-                Ok(modified) => Scheduler::due_after(mta, channel, name, modified),
+                Ok(modified) => Scheduler::due_after(mta, channel, p, modified),
                 Err(_) => return, // already gone (deleted by an administrator)
             }
         };
@@ -242,14 +286,108 @@ impl Scheduler {
 mod tests {
     use super::*;
 
+    use epistle_mta::compiled::CompiledConfig;
+    use epistle_mta::queuefile::Recipient;
+
+    fn mta(imta_cnf: &str) -> MtaConfig {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("imta.cnf"), imta_cnf).unwrap();
+        std::fs::write(dir.path().join("mappings"), "").unwrap();
+        CompiledConfig::build(dir.path(), 0)
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    fn queue_file(dir: &Path, name: &str, message: &str) -> String {
+        let env = Envelope {
+            from: "a@example.org".into(),
+            recipients: vec![Recipient {
+                address: "b@example.com".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut bytes = env.encode().unwrap();
+        bytes.extend_from_slice(message.as_bytes());
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.display().to_string()
+    }
+
+    fn due_of(s: &Scheduler, channel: &str, path: &str) -> u64 {
+        s.channels[channel].due_of[path]
+    }
+
+    #[test]
+    fn after_delays_the_first_attempt_and_deferred_honours_the_header() {
+        let m = mta(
+            "\n\nl\nlocalhost\n\nims-ms after PT10M\nims-ms-daemon\n\nlater deferred\nlater-daemon\n\nplain\nplain-daemon\n",
+        );
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("later");
+        std::fs::create_dir(&dir).unwrap();
+        let soon = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc2822();
+        let past = (chrono::Utc::now() - chrono::Duration::hours(2)).to_rfc2822();
+        let future = queue_file(
+            &dir,
+            "ZZ1.00",
+            &format!("Subject: x\r\nDeferred-Delivery:\r\n {soon}\r\n\r\nbody\r\n"),
+        );
+        let old = queue_file(
+            &dir,
+            "ZZ2.00",
+            &format!("Deferred-delivery: {past}\r\n\r\n"),
+        );
+        let bad = queue_file(&dir, "ZZ3.00", "Deferred-delivery: soon\r\n\r\n");
+        let in_body = queue_file(
+            &dir,
+            "ZZ4.00",
+            &format!("Subject: x\r\n\r\nDeferred-delivery: {soon}\r\n"),
+        );
+        let mut s = Scheduler::new();
+        let t0 = now_ms();
+        s.enqueued(&m, "ims-ms", "/q/a".into());
+        let due = due_of(&s, "ims-ms", "/q/a");
+        assert!(due >= t0 + 600_000 && due <= now_ms() + 600_000, "{due}");
+        assert_eq!(s.take("ims-ms"), None, "not before ten minutes");
+
+        for p in [&future, &old, &bad, &in_body] {
+            s.enqueued(&m, "later", p.clone());
+            s.enqueued(&m, "plain", p.clone());
+        }
+        let two_hours = now_ms() + 7_000_000;
+        assert!(due_of(&s, "later", &future) > two_hours);
+        assert!(
+            due_of(&s, "plain", &future) <= now_ms(),
+            "nodeferred by default"
+        );
+        for p in [&old, &bad, &in_body] {
+            assert!(due_of(&s, "later", p) <= now_ms(), "{p}");
+        }
+        let mut taken = Vec::new();
+        while let Some(p) = s.take("later") {
+            taken.push(p);
+        }
+        assert_eq!(taken.len(), 3);
+        assert!(!taken.contains(&future));
+
+        // A job controller that starts again finds the same dates on disk.
+        let mut again = Scheduler::new();
+        again.rescan(&QueueDir::new(root.path()), &m);
+        assert!(due_of(&again, "later", &future) > two_hours);
+        assert!(due_of(&again, "later", &old) <= now_ms());
+    }
+
     #[test]
     fn take_in_due_order_and_only_when_due() {
+        let m = mta("\n\nl\nlocalhost\n\nims-ms\nims-ms-daemon\n");
         let mut s = Scheduler::new();
         s.channels
             .entry("ims-ms".into())
             .or_default()
             .insert("/q/b".into(), now_ms() + 60_000);
-        s.enqueued("ims-ms", "/q/a".into());
+        s.enqueued(&m, "ims-ms", "/q/a".into());
         assert_eq!(s.take("ims-ms").as_deref(), Some("/q/a"));
         assert_eq!(s.take("ims-ms"), None, "/q/b is not due yet");
         assert_eq!(s.channels["ims-ms"].active.len(), 1);
@@ -259,7 +397,7 @@ mod tests {
         s.run_now(None);
         assert_eq!(s.take("ims-ms").as_deref(), Some("/q/b"));
         // A file being delivered is not made due again by a notice.
-        s.enqueued("ims-ms", "/q/b".into());
+        s.enqueued(&m, "ims-ms", "/q/b".into());
         assert_eq!(s.take("ims-ms"), None);
     }
 }

@@ -1,6 +1,6 @@
-//! Changing a message's header section: the MTA's own edits (an access
-//! table's `$K` new `Sender:`, the `Return-Path:` of final delivery).
-//! Pure.
+//! Reading and changing a message's header section: the MTA's own edits
+//! (an access table's `$K` new `Sender:`, the `Return-Path:` of final
+//! delivery) and the fields it acts on (`Deferred-delivery:`). Pure.
 
 /// The message with every `name:` field (and its continuation lines)
 /// removed and `name: value` put where the first one was, or at the end
@@ -22,6 +22,33 @@ pub fn with_return_path(message: &[u8], from: &str) -> Vec<u8> {
     out.extend_from_slice(field.as_bytes());
     edit(message, "Return-Path", None, &mut out);
     out
+}
+
+/// The value of the first `name:` field, continuation lines unfolded and
+/// surrounding blanks trimmed; `None` when the header has no such field.
+pub fn field_value(message: &[u8], name: &str) -> Option<String> {
+    let mut value: Option<Vec<u8>> = None;
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        match value.as_mut() {
+            Some(v) if continuation => v.extend_from_slice(line),
+            Some(_) => break,
+            None if !continuation && is_field(line, name) => {
+                let colon = line.iter().position(|&b| b == b':').unwrap_or(line.len());
+                value = Some(line[colon + 1..].to_vec());
+            }
+            None => {}
+        }
+    }
+    let v = value?;
+    let text: String = String::from_utf8_lossy(&v)
+        .split(['\r', '\n'])
+        .collect::<Vec<_>>()
+        .join("");
+    Some(text.trim().to_string())
 }
 
 fn field_line(name: &str, value: &str) -> String {
@@ -101,6 +128,19 @@ mod tests {
         // Senders is another field.
         let out = replace_field(b"Senders: q\r\n\r\n", "Sender", "s");
         assert_eq!(out, b"Senders: q\r\nSender: s\r\n\r\n".to_vec());
+    }
+
+    #[test]
+    fn reads_the_first_field_unfolded() {
+        let m = b"Subject: one\r\nDeferred-Delivery: Tue, 1 Dec 2026\r\n 10:00:00 +0000\r\nX: y\r\ndeferred-delivery: second\r\n\r\nDeferred-Delivery: body\r\n";
+        assert_eq!(
+            field_value(m, "Deferred-delivery").as_deref(),
+            Some("Tue, 1 Dec 2026 10:00:00 +0000")
+        );
+        assert_eq!(field_value(m, "Subject").as_deref(), Some("one"));
+        assert_eq!(field_value(m, "Deferred"), None);
+        assert_eq!(field_value(b"\r\nX: body\r\n", "X"), None);
+        assert_eq!(field_value(b"X:", "X").as_deref(), Some(""));
     }
 
     #[test]

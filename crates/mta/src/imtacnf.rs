@@ -390,9 +390,54 @@ fn keywords(lines: &[&Line], skip_name: bool) -> Result<Vec<Keyword>, ImtaError>
         if args.len() < min {
             return Err(err(origin, format!("keyword {word} needs a value")));
         }
+        for a in &args {
+            check_value(&name, a).map_err(|why| err(origin, format!("keyword {word}: {why}")))?;
+        }
         out.push(Keyword { name, args });
     }
     Ok(out)
+}
+
+/// Refuses a value the keyword cannot use, so that `imsimta cnbuild`
+/// names the line instead of the running MTA quietly ignoring it.
+fn check_value(keyword: &str, value: &str) -> Result<(), String> {
+    match keyword {
+        "port"
+        | "subdirs"
+        | "maxjobs"
+        | "filesperjob"
+        | "threaddepth"
+        | "transactionlimit"
+        | "expandlimit"
+        | "holdlimit"
+        | "urgentblocklimit"
+        | "normalblocklimit"
+        | "nonurgentblocklimit"
+        | "blocklimit"
+        | "linelimit"
+        | "recipientlimit"
+        | "addrsperfile"
+        | "maxprocchars"
+        | "notices"
+        | "urgentnotices"
+        | "normalnotices"
+        | "nonurgentnotices" => value
+            .parse::<u64>()
+            .map(drop)
+            .map_err(|_| format!("{value:?} is not a whole number")),
+        "after" | "backoff" | "urgentbackoff" | "normalbackoff" | "nonurgentbackoff" => {
+            crate::retry::parse_duration(value)
+                .map(drop)
+                .ok_or_else(|| {
+                    format!("{value:?} is not an ISO 8601 duration such as \"PT10M\" or \"P1D\"")
+                })
+        }
+        "interfaceaddress" => value
+            .parse::<std::net::IpAddr>()
+            .map(drop)
+            .map_err(|_| format!("{value:?} is not an IP address")),
+        _ => Ok(()),
+    }
 }
 
 /// Whether a word after a many-valued keyword (`backoff`, `notices`) is

@@ -1,13 +1,14 @@
 //! The MTA's configuration and policy the SMTP server, the job controller,
 //! the channel programs and `imsimta` share. Pure, except `resolve` (the
-//! directory), `submit` and `queue` (the queue files) and `maillog`.
+//! directory), `submit` and `queue` (the queue files), `dns` and `maillog`.
 //!
 //! - [`access`]: the access tables' answers: refusals, actions, delays.
 //! - [`aliases`]: the aliases file.
 //! - [`compiled`]: the compiled configuration `imsimta cnbuild` writes.
 //! - [`dispatcher_cnf`]: dispatcher.cnf's services, typed.
 //! - [`job_cnf`]: job_controller.cnf's pools and channel programs.
-//! - [`header`]: the MTA's own edits of a message's header section.
+//! - [`dns`]: the resolver, and an SMTP client's name (`ident*`).
+//! - [`header`]: reading header fields, and the MTA's own edits.
 //! - [`imtacnf`]: imta.cnf, its rewrite rules and channel blocks.
 //! - [`maillog`]: `mail.log_current` records.
 //! - [`mapping`]: the mappings file and its tables (access control,
@@ -23,13 +24,14 @@
 //! - [`rewrite`]: the rewrite-rule engine: address to channel.
 //! - [`retry`]: `backoff` and `notices`: when to retry, warn and return.
 //! - [`smtp`]: the SMTP/LMTP codec: commands, replies, the DATA reader.
-//! - [`submit`]: writing a message into its channels' queues and telling
-//!   the job controller.
+//! - [`submit`]: writing a message into its channels' queues durably
+//!   (group commit) and telling the job controller.
 
 pub mod access;
 pub mod aliases;
 pub mod compiled;
 pub mod dispatcher_cnf;
+pub mod dns;
 pub mod header;
 pub mod imtacnf;
 pub mod job_cnf;

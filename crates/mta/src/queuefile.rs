@@ -192,6 +192,8 @@ pub struct Staged {
     pub tmp: PathBuf,
     /// The name it takes once durable.
     pub path: PathBuf,
+    /// Still open from writing, for a commit of this file alone.
+    file: File,
 }
 
 fn io_err(what: &str, p: &Path, e: std::io::Error) -> QueueError {
@@ -206,28 +208,59 @@ pub fn stage(
     envelope: &Envelope,
     message: &[u8],
 ) -> Result<Staged, QueueError> {
-    fs::create_dir_all(dir).map_err(|e| io_err("cannot create", dir, e))?;
+    ensure_dir(dir, false).map_err(|e| io_err("cannot create", dir, e))?;
     let head = envelope.encode()?;
     let mut rnd = [0u8; 8];
     getrandom(&mut rnd);
     let id: String = rnd.iter().map(|b| format!("{b:02X}")).collect();
     let tmp = dir.join(format!("${id}.tmp"));
     let path = dir.join(format!("{}{id}.00", attempt_prefix(0)));
-    let written = (|| -> std::io::Result<()> {
-        let mut f = match spares.take(&tmp) {
-            Some(f) => f,
-            None => File::create(&tmp)?,
+    let create = || match spares.take(&tmp) {
+        Some(f) => Ok(f),
+        None => File::create(&tmp),
+    };
+    let written = (|| -> std::io::Result<File> {
+        let mut f = match create() {
+            // The directory went away since it was made (an administrator
+            // cleaning up): made again.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                ensure_dir(dir, true)?;
+                create()?
+            }
+            other => other?,
         };
         f.write_all(&head)?;
         f.write_all(message)?;
         // A reused file may have been longer.
-        f.set_len((head.len() + message.len()) as u64)
+        f.set_len((head.len() + message.len()) as u64)?;
+        Ok(f)
     })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err("cannot write", &tmp, e));
+    match written {
+        Ok(file) => Ok(Staged { tmp, path, file }),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(io_err("cannot write", &tmp, e))
+        }
     }
-    Ok(Staged { tmp, path })
+}
+
+/// Makes `dir` exist, creating it only the first time this process asks
+/// (or when `again`): a queue directory is made once and then written
+/// thousands of times a second.
+fn ensure_dir(dir: &Path, again: bool) -> std::io::Result<()> {
+    static MADE: OnceLock<Mutex<std::collections::HashSet<PathBuf>>> = OnceLock::new();
+    let made = MADE.get_or_init(Default::default);
+    if !again && made.lock().unwrap_or_else(|e| e.into_inner()).contains(dir) {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    let mut made = made.lock().unwrap_or_else(|e| e.into_inner());
+    // Bounded: a queue has a directory per channel (and its subdirs).
+    if made.len() >= 4096 {
+        made.clear();
+    }
+    made.insert(dir.to_path_buf());
+    Ok(())
 }
 
 /// How many spent files the pool keeps at most: enough to take back a
@@ -295,6 +328,15 @@ impl SparePool {
                 listing.names = fs::read_dir(&self.dir)
                     .map(|d| d.flatten().map(|e| e.file_name()).collect())
                     .unwrap_or_default();
+                // Every SMTP server process lists the same pool: each
+                // takes in its own order, or they would all reach for the
+                // same spare and all but one miss.
+                let n = listing.names.len();
+                for i in (1..n).rev() {
+                    listing
+                        .names
+                        .swap(i, (random_u64() % (i as u64 + 1)) as usize);
+                }
                 if listing.names.is_empty() {
                     listing.empty_at = Some(Instant::now());
                     return None;
@@ -356,7 +398,7 @@ impl Staged {
     /// Makes this one file durable: fsync, rename, directory fsync.
     pub fn commit(self) -> Result<PathBuf, QueueError> {
         let done = (|| -> std::io::Result<()> {
-            File::options().write(true).open(&self.tmp)?.sync_all()?;
+            self.file.sync_all()?;
             fs::rename(&self.tmp, &self.path)?;
             let dir = self.path.parent().unwrap_or(Path::new("."));
             File::open(dir)?.sync_all()

@@ -256,7 +256,7 @@ mod tests {
     #[test]
     fn backoff_and_defaults() {
         let c = config(
-            "a b\n\nl\nlocalhost\n\nims-ms backoff \"pt5m\" \"pt10m\" urgentbackoff \"pt1m\"\nims-ms-daemon\n\nbad backoff \"soon\"\nbad-daemon\n",
+            "a b\n\nl\nlocalhost\n\nims-ms backoff \"pt5m\" \"pt10m\" urgentbackoff \"pt1m\"\nims-ms-daemon\n",
         );
         let ms = c.channel("ims-ms").unwrap();
         let normal = RetrySchedule::for_channel(ms, Priority::Normal).unwrap();
@@ -282,9 +282,18 @@ mod tests {
             Duration::from_secs(7200)
         );
 
-        let e =
-            RetrySchedule::for_channel(c.channel("bad").unwrap(), Priority::Normal).unwrap_err();
-        assert!(e.contains("\"soon\""), "{e}");
+        // cnbuild refuses a backoff that is not a duration, naming the line.
+        let e = ImtaConfig::parse(
+            "imta.cnf",
+            "a b\n\nl\nlocalhost\n\nbad backoff \"pt5m\" \"soon\"\nbad-daemon\n",
+            &mut |_| Err("no includes".into()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("imta.cnf:6:") && e.contains("\"soon\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //!
 //! [`GroupCommit`] lets many sessions share their flushes: each writes
 //! its files, then hands them to one committer thread, which makes every
-//! file that arrived meanwhile durable with two `syncfs` calls in all.
+//! file that arrived meanwhile durable with two `syncfs` calls in all,
+//! answers the sessions, and then tells the job controller of the whole
+//! batch in one notice over a connection it keeps.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use epistle_ipc::jobs::{JobReply, JobRequest, QueuedFile};
@@ -118,8 +120,14 @@ pub struct GroupCommit {
 const MAX_BATCH: usize = 512;
 
 impl GroupCommit {
-    pub fn start() -> GroupCommit {
+    /// The committer thread; it tells the job controller listening on
+    /// `jobs_socket` of every file it commits.
+    pub fn start(jobs_socket: PathBuf) -> GroupCommit {
         let (tx, rx) = std::sync::mpsc::channel::<(Vec<(String, Staged)>, CommitReply)>();
+        let mut notices = JobNotices {
+            socket: jobs_socket,
+            conn: None,
+        };
         std::thread::Builder::new()
             .name("group-commit".into())
             .spawn(move || {
@@ -137,7 +145,8 @@ impl GroupCommit {
                             Err(_) => break,
                         }
                     }
-                    commit_requests(batch);
+                    let files = commit_requests(batch);
+                    notices.send(files);
                 }
             })
             .expect("a group commit thread");
@@ -163,7 +172,9 @@ impl GroupCommit {
     }
 }
 
-fn commit_requests(batch: Vec<(Vec<(String, Staged)>, CommitReply)>) {
+/// Commits a batch and answers each request; returns the files
+/// committed.
+fn commit_requests(batch: Vec<(Vec<(String, Staged)>, CommitReply)>) -> Vec<QueuedFile> {
     let mut all: Vec<Staged> = Vec::new();
     let mut shapes: Vec<(Vec<String>, CommitReply)> = Vec::new();
     for (files, reply) in batch {
@@ -174,11 +185,12 @@ fn commit_requests(batch: Vec<(Vec<(String, Staged)>, CommitReply)>) {
         }
         shapes.push((channels, reply));
     }
+    let mut committed = Vec::new();
     match queuefile::commit_batch(all) {
         Ok(paths) => {
             let mut paths = paths.into_iter();
             for (channels, reply) in shapes {
-                let files = channels
+                let files: Vec<QueuedFile> = channels
                     .into_iter()
                     .zip(paths.by_ref())
                     .map(|(channel, p)| QueuedFile {
@@ -186,6 +198,7 @@ fn commit_requests(batch: Vec<(Vec<(String, Staged)>, CommitReply)>) {
                         path: p.display().to_string(),
                     })
                     .collect();
+                committed.extend(files.iter().cloned());
                 let _ = reply.send(Ok(files));
             }
         }
@@ -194,6 +207,51 @@ fn commit_requests(batch: Vec<(Vec<(String, Staged)>, CommitReply)>) {
                 let _ = reply.send(Err(e.clone()));
             }
         }
+    }
+    committed
+}
+
+/// The committer's word to the job controller: one `Enqueued` per batch
+/// on a connection kept open (made again when it breaks). A job
+/// controller that cannot be reached is not an error (it rescans the
+/// queues when it starts).
+struct JobNotices {
+    socket: PathBuf,
+    conn: Option<std::os::unix::net::UnixStream>,
+}
+
+impl JobNotices {
+    fn send(&mut self, mut files: Vec<QueuedFile>) {
+        // A held file waits for `qm release`, which tells the controller.
+        files.retain(|f| !f.path.ends_with(crate::queue::HELD_SUFFIX));
+        if files.is_empty() {
+            return;
+        }
+        let req = JobRequest::Enqueued { files };
+        // A kept connection may have been closed by a restarted job
+        // controller: one more try on a new one.
+        for _ in 0..2 {
+            if self.conn.is_none() {
+                self.conn = self.connect();
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                return;
+            };
+            let told = epistle_ipc::frame::write_blocking(conn, &req)
+                .and_then(|()| epistle_ipc::frame::read_blocking::<JobReply>(conn));
+            match told {
+                Ok(JobReply::Ok) => return,
+                _ => self.conn = None,
+            }
+        }
+    }
+
+    fn connect(&self) -> Option<std::os::unix::net::UnixStream> {
+        let conn = std::os::unix::net::UnixStream::connect(&self.socket).ok()?;
+        let limit = Some(Duration::from_secs(10));
+        conn.set_read_timeout(limit).ok()?;
+        conn.set_write_timeout(limit).ok()?;
+        Some(conn)
     }
 }
 

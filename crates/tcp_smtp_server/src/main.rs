@@ -115,6 +115,9 @@ async fn load(d: &Daemon, lmtp: bool) -> anyhow::Result<Server> {
         "" => "localhost".to_string(),
         h => h.to_string(),
     };
+    let resolver = epistle_mta::dns::resolver(&mta.options)
+        .inspect_err(|e| tracing::error!("{e}; clients' names are not looked up"))
+        .ok();
     Ok(Server {
         host,
         lmtp,
@@ -124,9 +127,10 @@ async fn load(d: &Daemon, lmtp: bool) -> anyhow::Result<Server> {
         directory,
         tls,
         queue: QueueDir::new(d.base.queue()),
-        committer: epistle_mta::submit::GroupCommit::start(),
+        committer: epistle_mta::submit::GroupCommit::start(d.base.job_controller_socket()),
         jobs_socket: d.base.job_controller_socket(),
         maillog: MailLog::new(d.base.mail_log()),
+        resolver,
     })
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use epistle_directory::Directory;
 use epistle_mta::compiled::MtaConfig;
 use epistle_mta::dispatcher_cnf::parameter;
+use epistle_mta::dns::{self, ForwardCheck, IdentMode, TokioResolver};
 use epistle_mta::maillog::MailLog;
 use epistle_mta::optionfile::int;
 use epistle_mta::queue::QueueDir;
@@ -91,6 +92,8 @@ pub struct Server {
     pub jobs_socket: PathBuf,
     pub maillog: MailLog,
     pub limits: Limits,
+    /// For clients' names (`ident*`); `None` when it could not be set up.
+    pub resolver: Option<TokioResolver>,
 }
 
 impl Server {
@@ -129,6 +132,17 @@ impl Server {
             }
             _ => base,
         }
+    }
+
+    /// The client's name, when the channel's `ident*` keyword asks for
+    /// a reverse DNS lookup, confirmed as its `forwardcheck*` says.
+    pub async fn client_name(&self, channel: &str, client: IpAddr) -> Option<String> {
+        let channel = self.mta.imta.channel(channel);
+        if !IdentMode::of(channel).looks_up() {
+            return None;
+        }
+        let resolver = self.resolver.as_ref()?;
+        dns::client_name(resolver, client, ForwardCheck::of(channel)).await
     }
 
     /// Whether the INTERNAL_IP mapping calls the client internal.

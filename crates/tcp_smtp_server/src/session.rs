@@ -19,6 +19,7 @@ use epistle_directory::Auth;
 use epistle_directory::sasl;
 use epistle_ipc::handoff::Handoff;
 use epistle_mta::access::{AccessAnswer, AccessFlags};
+use epistle_mta::dns::IdentMode;
 use epistle_mta::maillog::{Action, Record};
 use epistle_mta::queuefile::{Envelope, Recipient};
 use epistle_mta::resolve::{BITBUCKET_CHANNEL, Resolver, Route, STORE_CHANNEL};
@@ -94,6 +95,9 @@ pub struct Session {
     local: String,
     /// The channel mail from this connection enqueues from.
     channel: String,
+    /// The client's name by reverse DNS, when the channel asks for it
+    /// (`ident*`), as `Received:` shows it.
+    client_name: Option<String>,
     internal: bool,
     helo: Option<String>,
     esmtp: bool,
@@ -126,6 +130,7 @@ impl Session {
             peer,
             local: handoff.local.clone(),
             channel,
+            client_name: None,
             internal,
             helo: None,
             esmtp: false,
@@ -156,6 +161,9 @@ impl Session {
             ));
             let _ = self.flush().await;
             return;
+        }
+        if !self.server.lmtp {
+            self.client_name = self.server.client_name(&self.channel, self.peer.ip()).await;
         }
         let protocol = if self.server.lmtp { "LMTP" } else { "ESMTP" };
         let greeting = Reply::plain(
@@ -1000,13 +1008,11 @@ impl Session {
                 }
                 Err(e) => Err(e),
             };
-        let files = match written {
-            Ok(files) => files,
-            Err(e) => {
-                tracing::error!("cannot queue a message from {}: {e}", self.peer);
-                return Reply::new(452, "4.3.1", "Cannot queue the message now; try later");
-            }
-        };
+        // The committer tells the job controller of the files.
+        if let Err(e) = written {
+            tracing::error!("cannot queue a message from {}: {e}", self.peer);
+            return Reply::new(452, "4.3.1", "Cannot queue the message now; try later");
+        }
         let modifiers = self.modifiers();
         let records: Vec<Record> = recipients
             .iter()
@@ -1023,7 +1029,6 @@ impl Session {
             })
             .collect();
         self.server.maillog.write(&records);
-        epistle_mta::submit::notify(&self.server.jobs_socket, files).await;
         Reply::new(250, "2.0.0", format!("Ok, queued as {id}"))
     }
 
@@ -1058,10 +1063,11 @@ impl Session {
         if txn.params.smtputf8 {
             with.insert_str(0, "UTF8");
         }
+        let client = IdentMode::of(self.server.mta.imta.channel(&self.channel))
+            .received_from(self.client_name.as_deref(), self.peer.ip());
         let mut line = format!(
-            "Received: from {} ([{}])\r\n by {} (Epistle) with {with} id <{id}>",
+            "Received: from {} ({client})\r\n by {} (Epistle) with {with} id <{id}>",
             clean(helo),
-            self.peer.ip(),
             self.server.host
         );
         if let Some(tls) = &self.tls {
