@@ -46,9 +46,19 @@ s.quit()
         let m = text(&i.wait_messages(&format!("user/{user}/INBOX"), 1)[0]);
         // tcp_intranet looks the client's name up (identnone, the
         // default): what /etc/hosts calls 127.0.0.1 comes before it.
-        let (head, rest) = m.split_once("[127.0.0.1])\r\n").expect("the client's address");
-        assert!(head.starts_with("Return-Path: <someone@example.org>\r\nReceived: from client.example.org ("), "{m}");
-        assert!(rest.starts_with(" by mail.example.com (Epistle) with ESMTP id <"), "{m}");
+        let (head, rest) = m
+            .split_once("[127.0.0.1])\r\n")
+            .expect("the client's address");
+        assert!(
+            head.starts_with(
+                "Return-Path: <someone@example.org>\r\nReceived: from client.example.org ("
+            ),
+            "{m}"
+        );
+        assert!(
+            rest.starts_with(" by mail.example.com (Epistle) with ESMTP id <"),
+            "{m}"
+        );
         assert!(m.contains("\r\n\r\nHello both\r\n"), "{m}");
     }
     let log = i.wait_mail_log(|l| l.contains(" D ") && l.contains("ann@ims-ms-daemon"));
@@ -868,6 +878,56 @@ s.quit()
     assert!(
         said.contains("imta.cnf:") && said.contains("\"soon\""),
         "{said}"
+    );
+}
+
+#[test]
+fn recipients_past_expandlimit_are_expanded_by_the_reprocess_channel() {
+    let i = Install::configured();
+    for u in ["joe", "ann", "bob"] {
+        i.add_user(u, &format!("{u} secret"), &[]);
+    }
+    i.edit_config("imta.cnf", |t| {
+        t.replacen("tcp_intranet smtp", "tcp_intranet expandlimit 2 smtp", 1)
+    });
+    i.cnbuild();
+    i.start();
+    // The first two are looked up at RCPT; the rest are only checked, so
+    // an unknown one is taken and returned later.
+    i.smtp_script(
+        r#"
+s = smtp()
+s.ehlo()
+s.mail('ann@example.com')
+assert s.rcpt('joe@example.com')[0] == 250
+assert s.rcpt('nobody1@example.com')[0] == 550
+assert s.rcpt('ann@example.com')[0] == 250
+assert s.rcpt('bob@example.com')[0] == 250
+assert s.rcpt('nobody2@example.com')[0] == 250
+assert s.data(b'Subject: many\r\n\r\nhello all\r\n')[0] == 250
+s.quit()
+"#,
+    );
+    for user in ["joe", "bob"] {
+        let m = text(&i.wait_messages(&format!("user/{user}/INBOX"), 1)[0]);
+        assert!(m.contains("Subject: many"), "{m}");
+    }
+    let ann = i.wait_messages("user/ann/INBOX", 2);
+    let notice = ann
+        .iter()
+        .map(|m| text(m))
+        .find(|m| m.contains("Action: failed"))
+        .expect("a failure notice for nobody2");
+    assert!(
+        notice.contains("Final-Recipient: rfc822;nobody2@example.com")
+            && notice.contains("Status: 5.1.1"),
+        "{notice}"
+    );
+    let log = i.wait_mail_log(|l| l.contains("reprocess") && l.contains(" D "));
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" E ") && l.contains("reprocess") && l.contains("bob")),
+        "{log}"
     );
 }
 

@@ -214,6 +214,22 @@ impl Server {
             .map(|n| n as usize)
     }
 
+    /// Where a recipient goes unexpanded once a transaction already has
+    /// `accepted` of them: past the source channel's `expandlimit`, its
+    /// `expandchannel` (else reprocess), when that channel exists.
+    pub fn expand_channel(&self, channel: &str, accepted: usize) -> Option<String> {
+        let limit = self.channel_number(channel, "expandlimit")?;
+        if (accepted as u64) < limit {
+            return None;
+        }
+        let imta = &self.mta.imta;
+        let to = imta
+            .channel(channel)
+            .and_then(|c| c.arg("expandchannel"))
+            .unwrap_or("reprocess");
+        imta.channel(to).map(|c| c.name.clone())
+    }
+
     fn channel_number(&self, channel: &str, keyword: &str) -> Option<u64> {
         self.mta.imta.channel(channel)?.arg(keyword)?.parse().ok()
     }

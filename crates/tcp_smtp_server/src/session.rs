@@ -642,12 +642,20 @@ impl Session {
             from: &from,
             flags,
         };
-        let routed = match route(&self.server, &asked, &address).await {
-            Ok((routes, answers)) => match self.channel_limits(&routes) {
-                Some(reply) => Err((reply, None)),
-                None => Ok((routes, answers)),
+        // Past the source channel's `expandlimit`, recipients are only
+        // checked here and expanded later by the reprocess channel.
+        let expand_later = self
+            .server
+            .expand_channel(&self.channel, txn.recipients.len());
+        let routed = match expand_later {
+            Some(channel) => route_later(&self.server, &asked, &address, channel),
+            None => match route(&self.server, &asked, &address).await {
+                Ok((routes, answers)) => match self.channel_limits(&routes) {
+                    Some(reply) => Err((reply, None)),
+                    None => Ok((routes, answers)),
+                },
+                Err(e) => Err(e),
             },
-            Err(e) => Err(e),
         };
         match routed {
             Ok((routes, answers)) => {
@@ -1259,15 +1267,7 @@ async fn route(
         directory: server.directory.as_deref(),
     };
     let (channel, from, transport) = (asked.channel, asked.from, asked.transport);
-    let rewritten = resolver.rewrite(address, channel).map_err(|r| (r, None))?;
-    let probe = format!(
-        "{channel}|{from}|{}|{}",
-        rewritten.channel, rewritten.address
-    );
-    let mut answers = Vec::new();
-    answers.extend(access(mta, "ORIG_SEND_ACCESS", &probe, asked.flags)?);
-    let mail_probe = format!("{transport}|{probe}");
-    answers.extend(access(mta, "ORIG_MAIL_ACCESS", &mail_probe, asked.flags)?);
+    let mut answers = admit(server, asked, address)?;
     let all_to_bitbucket = answers.iter().any(|a| a.bitbucket);
     let mut resolved = resolver
         .resolve(address, from, channel)
@@ -1299,6 +1299,48 @@ async fn route(
         }
     }
     Ok((resolved.routes, answers))
+}
+
+/// Whether mail may go to `address` at all: the rewrite rules know it,
+/// and ORIG_SEND_ACCESS and ORIG_MAIL_ACCESS (relaying among them) allow
+/// it. Their answers, for the transaction's policy.
+fn admit(server: &Server, asked: &Asked<'_>, address: &str) -> Result<Vec<AccessAnswer>, Refused> {
+    let mta = &server.mta;
+    let resolver = Resolver {
+        config: mta,
+        directory: None,
+    };
+    let (channel, from, transport) = (asked.channel, asked.from, asked.transport);
+    let rewritten = resolver.rewrite(address, channel).map_err(|r| (r, None))?;
+    let probe = format!(
+        "{channel}|{from}|{}|{}",
+        rewritten.channel, rewritten.address
+    );
+    let mut answers = Vec::new();
+    answers.extend(access(mta, "ORIG_SEND_ACCESS", &probe, asked.flags)?);
+    let mail_probe = format!("{transport}|{probe}");
+    answers.extend(access(mta, "ORIG_MAIL_ACCESS", &mail_probe, asked.flags)?);
+    Ok(answers)
+}
+
+/// A recipient left for `channel` (reprocess) to expand: admitted as
+/// [`admit`] says, queued as given, looked up by no one yet.
+fn route_later(
+    server: &Server,
+    asked: &Asked<'_>,
+    address: &str,
+    channel: String,
+) -> Result<(Vec<Route>, Vec<AccessAnswer>), Refused> {
+    let answers = admit(server, asked, address)?;
+    let channel = match answers.iter().any(|a| a.bitbucket) {
+        true => BITBUCKET_CHANNEL.to_string(),
+        false => channel,
+    };
+    let route = Route {
+        channel,
+        address: address.to_string(),
+    };
+    Ok((vec![route], answers))
 }
 
 /// Asks an access table. A refusal becomes its reply (550 5.7.1 unless

@@ -1,0 +1,206 @@
+//! reprocess: the reprocess channel program (and the program of a channel
+//! an `expandchannel` keyword names). Its messages' recipients are
+//! addresses still to be expanded: those an SMTP session took past its
+//! source channel's `expandlimit` without looking them up, or mail sent
+//! to `user%domain@reprocess`. Each is resolved as the SMTP server would
+//! have done it (rewrite rules, aliases, the directory's users,
+//! forwarding and groups, with this channel as the source channel), and
+//! the message is queued on for every address found, ORCPT and NOTIFY
+//! kept. An address that leads nowhere goes back to the sender as a
+//! failure notice; a directory that cannot be reached defers it.
+
+use epistle_channels::master::{self, Context, Deliver, Diagnostic, Job, Outcome};
+use epistle_daemon::Daemon;
+use epistle_mta::maillog::{Action, Record};
+use epistle_mta::queuefile::{Envelope, Recipient};
+use epistle_mta::resolve::Resolver;
+use epistle_mta::smtp::Reply;
+
+struct Reprocess;
+
+/// The address to expand: a queued recipient as given, or for one routed
+/// here by a rewrite rule (`$U@reprocess-daemon`), the address it stands
+/// for (`user%domain` becomes `user@domain`).
+fn address_to_expand(recipient: &str, tag: &str) -> String {
+    match recipient.rsplit_once('@') {
+        Some((local, host)) if host.eq_ignore_ascii_case(tag) => match local.rsplit_once('%') {
+            Some((user, domain)) => format!("{user}@{domain}"),
+            None => local.to_string(),
+        },
+        _ => recipient.to_string(),
+    }
+}
+
+fn diagnostic(reply: &Reply) -> Diagnostic {
+    let fallback = if reply.code >= 500 { "5.1.1" } else { "4.4.3" };
+    Diagnostic::new(reply.enhanced.unwrap_or(fallback), reply.lines.join(" "))
+}
+
+impl Deliver for Reprocess {
+    async fn deliver(&mut self, ctx: &Context, job: &Job) -> Vec<Outcome> {
+        let resolver = Resolver {
+            config: &ctx.mta,
+            directory: ctx.directory.as_deref(),
+        };
+        let tag = ctx
+            .mta
+            .imta
+            .channel(&ctx.channel)
+            .map_or(String::new(), |c| c.tag.clone());
+        let mut outcomes = Vec::with_capacity(job.envelope.recipients.len());
+        // Queue recipients found, each with the index of the one it came from.
+        let mut found: Vec<(usize, String, Recipient)> = Vec::new();
+        for (i, r) in job.envelope.recipients.iter().enumerate() {
+            let address = address_to_expand(&r.address, &tag);
+            let resolved = resolver
+                .resolve(&address, &job.envelope.from, &ctx.channel)
+                .await;
+            let routes = match resolved {
+                Ok(res) => res.routes,
+                Err(reply) if reply.code >= 500 => {
+                    outcomes.push(Outcome::Failed(diagnostic(&reply)));
+                    continue;
+                }
+                Err(reply) => {
+                    outcomes.push(Outcome::Deferred(diagnostic(&reply)));
+                    continue;
+                }
+            };
+            // Back into this channel would go round for ever.
+            let onward: Vec<_> = routes
+                .into_iter()
+                .filter(|route| !route.channel.eq_ignore_ascii_case(&ctx.channel))
+                .collect();
+            if onward.is_empty() {
+                outcomes.push(Outcome::Failed(Diagnostic::new(
+                    "5.4.6",
+                    format!("{address} leads only back to the {} channel", ctx.channel),
+                )));
+                continue;
+            }
+            outcomes.push(Outcome::Delivered(format!(
+                "expanded into {} address(es)",
+                onward.len()
+            )));
+            let orcpt = r
+                .orcpt
+                .clone()
+                .or_else(|| Some(format!("rfc822;{address}")));
+            for route in onward {
+                found.push((
+                    i,
+                    route.channel,
+                    Recipient {
+                        address: route.address,
+                        orcpt: orcpt.clone(),
+                        notify: r.notify.clone(),
+                    },
+                ));
+            }
+        }
+        if found.is_empty() {
+            return outcomes;
+        }
+        if let Err(why) = queue_on(ctx, job, &found).await {
+            // Nothing was queued (all or none): the expanded ones wait.
+            let again =
+                Diagnostic::new("4.3.0", format!("cannot queue the expanded message: {why}"));
+            for (i, _, _) in &found {
+                outcomes[*i] = Outcome::Deferred(again.clone());
+            }
+        }
+        outcomes
+    }
+}
+
+/// Queues the message for every address found, durably, and tells the
+/// job controller.
+async fn queue_on(
+    ctx: &Context,
+    job: &Job,
+    found: &[(usize, String, Recipient)],
+) -> Result<(), String> {
+    let envelope = Envelope {
+        recipients: Vec::new(),
+        source_channel: ctx.channel.clone(),
+        ..job.envelope.clone()
+    };
+    let recipients: Vec<(String, Recipient)> = found
+        .iter()
+        .map(|(_, ch, r)| (ch.clone(), r.clone()))
+        .collect();
+    let (queue, mta, message) = (ctx.queue.clone(), ctx.mta.clone(), job.message.clone());
+    let for_queue = recipients.clone();
+    let files = tokio::task::spawn_blocking(move || {
+        epistle_mta::submit::enqueue(&queue, &mta.imta, &envelope, &for_queue, &message)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let size = job.message.len() as u64;
+    let records: Vec<Record> = recipients
+        .iter()
+        .map(|(ch, r)| Record {
+            source_channel: &ctx.channel,
+            dest_channel: ch,
+            action: Action::Enqueue,
+            modifiers: "",
+            size,
+            from: &job.envelope.from,
+            original_to: r.orcpt.as_deref().unwrap_or(""),
+            active_to: &r.address,
+            diagnostic: "",
+        })
+        .collect();
+    ctx.maillog.write(&records);
+    epistle_mta::submit::notify(&ctx.base.job_controller_socket(), files).await;
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let channel = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "reprocess".into());
+    let d = match Daemon::init_worker("reprocess", "reprocess") {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("reprocess: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let ctx = match Context::load(&channel, d.base.clone(), d.config.clone()).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("reprocess: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = master::run(&ctx, &mut Reprocess).await {
+        tracing::error!("reprocess: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_routed_here_stand_for_their_percent_form() {
+        let tag = "reprocess-daemon";
+        assert_eq!(
+            address_to_expand("joe%example.com@reprocess-daemon", tag),
+            "joe@example.com"
+        );
+        assert_eq!(
+            address_to_expand("a%b%c.example@REPROCESS-daemon", tag),
+            "a%b@c.example"
+        );
+        assert_eq!(
+            address_to_expand("list@example.com", tag),
+            "list@example.com"
+        );
+        assert_eq!(address_to_expand("joe@reprocess-daemon", tag), "joe");
+    }
+}
