@@ -256,8 +256,9 @@ async fn settle(ctx: &Context, job: Job, mut outcomes: Vec<Outcome>) -> Option<P
     );
     let channel = ctx.mta.imta.channel(&ctx.channel);
     let unit = epistle_mta::retry::return_unit(&ctx.mta.options);
-    let notices =
-        channel.and_then(|c| Notices::for_channel(&ctx.mta.imta, c, Priority::Normal, unit).ok());
+    let block = epistle_mta::retry::block_size(&ctx.mta.options);
+    let priority = Priority::of_message(&job.message, job.message.len() as u64, channel, block);
+    let notices = channel.and_then(|c| Notices::for_channel(&ctx.mta.imta, c, priority, unit).ok());
     let age = job.age();
     let prev_age = job
         .last_attempt

@@ -98,20 +98,52 @@ fn first_due(mta: &MtaConfig, channel: &str, path: &Path, queued: u64) -> u64 {
 
 /// The `Deferred-delivery:` date of a queued message, in milliseconds.
 fn deferred_delivery(path: &Path) -> Option<u64> {
-    use std::io::Read;
-    // The envelope and the header section fit in this much in practice; a
-    // field beyond it is not honoured.
-    const HEAD: u64 = 256 << 10;
-    let mut head = Vec::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(HEAD)
-        .read_to_end(&mut head)
-        .ok()?;
-    let (_, start) = Envelope::decode(&head).ok()?;
-    let date = field_value(&head[start..], "Deferred-delivery")?;
+    let head = MessageHead::read(path)?;
+    let date = field_value(head.header(), "Deferred-delivery")?;
     let at = chrono::DateTime::parse_from_rfc2822(&date).ok()?;
     u64::try_from(at.timestamp_millis()).ok()
+}
+
+/// The start of a queued message, for the header fields that decide when
+/// it is tried.
+struct MessageHead {
+    bytes: Vec<u8>,
+    /// Where the message starts, after the envelope.
+    start: usize,
+    /// The whole message's size.
+    size: u64,
+}
+
+impl MessageHead {
+    fn read(path: &Path) -> Option<MessageHead> {
+        use std::io::Read;
+        // The envelope and the header section fit in this much in
+        // practice; a field beyond it is not seen.
+        const HEAD: u64 = 256 << 10;
+        let file = std::fs::File::open(path).ok()?;
+        let len = file.metadata().ok()?.len();
+        let mut bytes = Vec::new();
+        file.take(HEAD).read_to_end(&mut bytes).ok()?;
+        let (_, start) = Envelope::decode(&bytes).ok()?;
+        Some(MessageHead {
+            size: len.saturating_sub(start as u64),
+            bytes,
+            start,
+        })
+    }
+
+    fn header(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+}
+
+/// The priority of a queued message on `channel` (normal when the file
+/// cannot be read).
+fn priority(mta: &MtaConfig, channel: &str, path: &Path) -> Priority {
+    let block = epistle_mta::retry::block_size(&mta.options);
+    MessageHead::read(path).map_or(Priority::Normal, |h| {
+        Priority::of_message(h.header(), h.size, mta.imta.channel(channel), block)
+    })
 }
 
 pub struct Scheduler {
@@ -127,7 +159,7 @@ impl Scheduler {
 
     /// When a file is due: when never tried, as [`first_due`] says,
     /// else its last attempt (the file's time) plus the channel's backoff
-    /// for the attempts made.
+    /// for the message's priority and the attempts made.
     pub fn due_time(mta: &MtaConfig, channel: &str, e: &QueueEntry) -> u64 {
         Scheduler::due_after(mta, channel, &e.path, e.modified)
     }
@@ -139,10 +171,11 @@ impl Scheduler {
         if attempts == 0 {
             return first_due(mta, channel, path, ms(modified));
         }
+        let priority = priority(mta, channel, path);
         let delay = mta
             .imta
             .channel(channel)
-            .and_then(|c| RetrySchedule::for_channel(c, Priority::Normal).ok())
+            .and_then(|c| RetrySchedule::for_channel(c, priority).ok())
             .map_or(Duration::from_secs(3600), |s| s.delay_after(attempts));
         ms(modified) + delay.as_millis() as u64
     }
@@ -377,6 +410,31 @@ mod tests {
         again.rescan(&QueueDir::new(root.path()), &m);
         assert!(due_of(&again, "later", &future) > two_hours);
         assert!(due_of(&again, "later", &old) <= now_ms());
+    }
+
+    #[test]
+    fn retries_follow_the_backoff_of_the_messages_priority() {
+        let m = mta(
+            "\n\nl\nlocalhost\n\nims-ms urgentbackoff \"PT1M\" backoff \"PT10M\" nonurgentbackoff \"PT1H\" normalblocklimit 1\nims-ms-daemon\n",
+        );
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("ims-ms");
+        std::fs::create_dir(&dir).unwrap();
+        let urgent = queue_file(&dir, "ZY1.00", "Priority: urgent\r\n\r\nhi\r\n");
+        let normal = queue_file(&dir, "ZY2.00", "Subject: x\r\n\r\nhi\r\n");
+        let big = format!("Subject: x\r\n\r\n{}\r\n", "x".repeat(2000));
+        let big = queue_file(&dir, "ZY3.00", &big);
+        let low = queue_file(&dir, "ZY4.00", "Priority: non-urgent\r\n\r\nhi\r\n");
+        let mut s = Scheduler::new();
+        s.rescan(&QueueDir::new(root.path()), &m);
+        let delay = |p: &str| {
+            let modified = std::fs::metadata(p).unwrap().modified().unwrap();
+            due_of(&s, "ims-ms", p) - ms(modified)
+        };
+        assert_eq!(delay(&urgent), 60_000);
+        assert_eq!(delay(&normal), 600_000);
+        assert_eq!(delay(&big), 3_600_000, "past normalblocklimit: non-urgent");
+        assert_eq!(delay(&low), 3_600_000);
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //!
 //! `backoff "pt5m" "pt10m" …` lists ISO 8601 durations between attempts;
 //! the last one repeats. Without it the defaults for the message's
-//! priority apply. `notices a b c …` lists ages (days, or hours with
+//! priority apply (its `Priority:` field, lowered for size by the
+//! channel's `urgentblocklimit` and `normalblocklimit`), as do
+//! `urgentbackoff` / `nonurgentbackoff` and `urgentnotices` /
+//! `nonurgentnotices` over the plain keywords. `notices a b c …` lists ages (days, or hours with
 //! `RETURN_UNITS=1`): a delay warning at each but the last, the return
 //! of the message at the last.
 
@@ -30,6 +33,43 @@ pub enum Priority {
 }
 
 impl Priority {
+    /// A message's priority: its `Priority:` field (`urgent`, `normal`,
+    /// `non-urgent`; normal when absent or other), lowered one step for a
+    /// message bigger than the channel's `urgentblocklimit` (urgent to
+    /// normal) or `normalblocklimit` (normal to non-urgent), in units of
+    /// `block_size` bytes.
+    /// `message` needs to hold the header section only; `size` is the
+    /// whole message's.
+    pub fn of_message(
+        message: &[u8],
+        size: u64,
+        channel: Option<&Channel>,
+        block_size: u64,
+    ) -> Priority {
+        let said = crate::header::field_value(message, "Priority")
+            .map(|v| v.to_ascii_lowercase())
+            .unwrap_or_default();
+        let mut p = match said.as_str() {
+            "urgent" => Priority::Urgent,
+            "non-urgent" => Priority::NonUrgent,
+            _ => Priority::Normal,
+        };
+        let blocks = size.div_ceil(block_size.max(1));
+        let over = |keyword: &str| {
+            channel
+                .and_then(|c| c.arg(keyword))
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|limit| blocks > limit)
+        };
+        if p == Priority::Urgent && over("urgentblocklimit") {
+            p = Priority::Normal;
+        }
+        if p == Priority::Normal && over("normalblocklimit") {
+            p = Priority::NonUrgent;
+        }
+        p
+    }
+
     fn prefix(self) -> &'static str {
         match self {
             Priority::Urgent => "urgent",
@@ -136,6 +176,16 @@ pub enum NoticeAction {
     Warn(usize),
     /// Return the message to its sender.
     Return,
+}
+
+/// option.dat's `BLOCK_SIZE`: the unit of the `*blocklimit` keywords
+/// (1024 bytes unless set).
+pub fn block_size(options: &crate::optionfile::OptionFile) -> u64 {
+    options
+        .global("BLOCK_SIZE")
+        .and_then(crate::optionfile::int)
+        .filter(|n| *n > 0)
+        .map_or(1024, |n| n as u64)
 }
 
 /// The unit of `notices` ages: a day, or an hour with option.dat's
@@ -251,6 +301,24 @@ mod tests {
         ] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn priority_from_the_header_lowered_for_size() {
+        let c = config(
+            "a b\n\nl\nlocalhost\n\nsmall urgentblocklimit 1 normalblocklimit 2\nsmall-daemon\n",
+        );
+        let small = c.channel("small");
+        let urgent = b"Subject: x\r\npriority:  Urgent\r\n\r\nhi\r\n".to_vec();
+        let of = |m: &[u8], size: u64, c| Priority::of_message(m, size, c, 1024);
+        assert_eq!(of(&urgent, 40, None), Priority::Urgent);
+        assert_eq!(of(&urgent, 1024, small), Priority::Urgent);
+        assert_eq!(of(&urgent, 1025, small), Priority::Normal);
+        assert_eq!(of(&urgent, 2049, small), Priority::NonUrgent);
+        let plain = b"Subject: x\r\n\r\nPriority: urgent\r\n".to_vec();
+        assert_eq!(of(&plain, 40, small), Priority::Normal);
+        let low = b"Priority: non-urgent\r\n\r\n".to_vec();
+        assert_eq!(of(&low, 40, None), Priority::NonUrgent);
     }
 
     #[test]

@@ -51,7 +51,7 @@ impl Limits {
                 .filter(|n| *n > 0)
                 .unwrap_or(default)
         };
-        let block = opt("BLOCK_SIZE", 1024) as u64;
+        let block = epistle_mta::retry::block_size(&mta.options);
         Limits {
             max_message: (opt("BLOCK_LIMIT", 51_200) as u64).saturating_mul(block),
             block_size: block,
