@@ -105,10 +105,14 @@ pub fn max_jobs(imta: &ImtaConfig, channel: &str) -> usize {
 }
 
 /// A channel's `filesperjob`: how many due messages call for one more
-/// delivery program (1 when absent).
+/// delivery program (1 when absent). Without it, `threaddepth` (in the
+/// original, messages per thread of a multi-threaded SMTP client) counts
+/// the same way, since each program here delivers one message at a time:
+/// one more program, and so one more connection out, per that many due
+/// messages.
 pub fn files_per_job(imta: &ImtaConfig, channel: &str) -> usize {
     imta.channel(channel)
-        .and_then(|c| c.arg("filesperjob"))
+        .and_then(|c| c.arg("filesperjob").or_else(|| c.arg("threaddepth")))
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(1)
         .clamp(1, 100_000)
@@ -129,7 +133,7 @@ mod tests {
     fn filesperjob_divides_the_due_messages_among_programs() {
         let imta = ImtaConfig::parse(
             "imta.cnf",
-            "\nl\nmail.example\n\nims-ms maxjobs 4 filesperjob 10\nims-ms-daemon\n\ntcp_local maxjobs 3\ntcp_local-daemon\n",
+            "\nl\nmail.example\n\nims-ms maxjobs 4 filesperjob 10\nims-ms-daemon\n\ntcp_local maxjobs 3\ntcp_local-daemon\n\ntcp_out maxjobs 5 threaddepth 4\ntcp_out-daemon\n\ntcp_both filesperjob 2 threaddepth 50 maxjobs 9\ntcp_both-daemon\n",
             &mut |_| Err("no includes".into()),
         )
         .unwrap();
@@ -139,6 +143,15 @@ mod tests {
             [0, 1, 1, 2, 4, 4]
         );
         assert_eq!([0, 1, 2, 9].map(|d| wanted("tcp_local", d)), [0, 1, 2, 3]);
+        assert_eq!(
+            [1, 4, 5, 17, 100].map(|d| wanted("tcp_out", d)),
+            [1, 1, 2, 5, 5]
+        );
+        assert_eq!(
+            [3, 10].map(|d| wanted("tcp_both", d)),
+            [2, 5],
+            "filesperjob first"
+        );
     }
 
     #[test]
