@@ -931,6 +931,53 @@ s.quit()
     );
 }
 
+#[test]
+fn message_partial_parts_are_put_back_together_before_delivery() {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &[]);
+    i.start();
+    let send = |body: &str| {
+        i.smtp_script(&format!(
+            r#"
+s = smtp()
+assert s.sendmail('ann@elsewhere.test', ['joe@example.com'], {body}) == {{}}
+s.quit()
+"#
+        ));
+    };
+    // The second part first: it waits in the defragment channel.
+    send(
+        r#"b'Subject: Part 2 of 2\r\nContent-Type: message/partial; id="rpt@elsewhere.test"; number=2; total=2\r\n\r\nsecond half\r\n'"#,
+    );
+    i.wait_mail_log(|l| l.contains(" E ") && l.contains("defragment"));
+    assert!(wait_for(Duration::from_secs(20), || {
+        stdout(&i.sbin("imsimta", &["qm", "directory", "defragment"])).contains("joe@ims-ms-daemon")
+    }));
+    assert!(
+        i.messages("user/joe/INBOX").is_empty(),
+        "a lone part is not delivered"
+    );
+    send(
+        r#"b'From: Ann <ann@elsewhere.test>\r\nSubject: Part 1 of 2\r\nMIME-Version: 1.0\r\nContent-Type: message/partial; id="rpt@elsewhere.test"; number=1\r\n\r\nSubject: The report\r\nMessage-ID: <whole@elsewhere.test>\r\nContent-Type: text/plain\r\n\r\nfirst half\r\n'"#,
+    );
+    let m = text(&i.wait_messages("user/joe/INBOX", 1)[0]);
+    assert!(
+        m.contains("Subject: The report")
+            && m.contains("\r\n\r\nfirst half\r\nsecond half\r\n")
+            && m.contains("From: Ann <ann@elsewhere.test>")
+            && !m.contains("message/partial"),
+        "{m}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        i.messages("user/joe/INBOX").len(),
+        1,
+        "one message, not its parts"
+    );
+    let left = stdout(&i.sbin("imsimta", &["qm", "directory", "defragment"]));
+    assert!(!left.contains("joe@"), "{left}");
+}
+
 fn chrono_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -169,10 +169,16 @@ pub async fn run<D: Deliver>(ctx: &Context, deliverer: &mut D) -> anyhow::Result
         };
         let requeued = match open_job(&path) {
             Ok(Some(job)) => {
-                let outcomes = deliverer.deliver(ctx, &job).await;
+                let outcomes = match crate::defragment::divert(ctx, &job).await {
+                    Some(held) => held,
+                    None => deliverer.deliver(ctx, &job).await,
+                };
                 settle(ctx, job, outcomes).await
             }
             Ok(None) => Some(path.clone()), // another program has it
+            // Taken out of the queue since it was handed out (its
+            // message was reassembled, or an administrator deleted it).
+            Err(_) if !path.exists() => None,
             Err(e) => {
                 tracing::error!("{}: {e:#}", path.display());
                 set_aside(&path);

@@ -15,6 +15,8 @@
 //!   INTERNAL_IP, rewriting helpers).
 //! - [`optionfile`]: the `OPTION=value` files (dispatcher.cnf,
 //!   job_controller.cnf, option.dat, imta_tailor).
+//! - [`partial`]: `message/partial` parts and their reassembly
+//!   (`defragment`).
 //! - [`queue`]: the channel queue directories (enqueue, list, hold,
 //!   release).
 //! - [`queuefile`]: the on-disk message queue file (envelope + message)
@@ -38,6 +40,7 @@ pub mod job_cnf;
 pub mod maillog;
 pub mod mapping;
 pub mod optionfile;
+pub mod partial;
 pub mod queue;
 pub mod queuefile;
 pub mod resolve;
