@@ -2,8 +2,9 @@
 //! messages ordered by when they are due, the ones a channel program is
 //! delivering now, and how many programs run. Built from the queue
 //! directories at start and on every rescan; the files stay the truth.
-//! Pure apart from reading the directories (and, on a `deferred` channel,
-//! the header of each new file).
+//! Pure apart from reading the directories and, where the timing depends
+//! on it, a file's header (`Deferred-delivery:` on a `deferred` channel,
+//! `Priority:` for a retry whose backoff depends on the priority).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -115,21 +116,41 @@ struct MessageHead {
 }
 
 impl MessageHead {
+    /// Reads a chunk at a time until the header section has ended (a
+    /// rescan may read thousands of files; their bodies are not needed).
     fn read(path: &Path) -> Option<MessageHead> {
         use std::io::Read;
+        const CHUNK: usize = 8 << 10;
         // The envelope and the header section fit in this much in
         // practice; a field beyond it is not seen.
-        const HEAD: u64 = 256 << 10;
-        let file = std::fs::File::open(path).ok()?;
+        const MOST: usize = 256 << 10;
+        let mut file = std::fs::File::open(path).ok()?;
         let len = file.metadata().ok()?.len();
         let mut bytes = Vec::new();
-        file.take(HEAD).read_to_end(&mut bytes).ok()?;
-        let (_, start) = Envelope::decode(&bytes).ok()?;
-        Some(MessageHead {
-            size: len.saturating_sub(start as u64),
-            bytes,
-            start,
-        })
+        loop {
+            let had = bytes.len();
+            (&mut file)
+                .take(CHUNK as u64)
+                .read_to_end(&mut bytes)
+                .ok()?;
+            let at_end = bytes.len() < had + CHUNK || bytes.len() >= MOST;
+            if let Ok((_, start)) = Envelope::decode(&bytes) {
+                let body = &bytes[start..];
+                let header_ended = body.starts_with(b"\r\n")
+                    || body.starts_with(b"\n")
+                    || body.windows(2).any(|w| w == b"\n\n" || w == b"\n\r");
+                if header_ended || at_end {
+                    return Some(MessageHead {
+                        size: len.saturating_sub(start as u64),
+                        bytes,
+                        start,
+                    });
+                }
+            }
+            if at_end {
+                return None;
+            }
+        }
     }
 
     fn header(&self) -> &[u8] {
@@ -138,8 +159,18 @@ impl MessageHead {
 }
 
 /// The priority of a queued message on `channel` (normal when the file
-/// cannot be read).
+/// cannot be read, or when the channel's one `backoff` serves all).
 fn priority(mta: &MtaConfig, channel: &str, path: &Path) -> Priority {
+    let c = mta.imta.channel(channel);
+    let one_backoff = c.is_some_and(|c| {
+        c.has("backoff")
+            && !["urgentbackoff", "normalbackoff", "nonurgentbackoff"]
+                .iter()
+                .any(|k| c.has(k))
+    });
+    if one_backoff {
+        return Priority::Normal;
+    }
     let block = epistle_mta::retry::block_size(&mta.options);
     MessageHead::read(path).map_or(Priority::Normal, |h| {
         Priority::of_message(h.header(), h.size, mta.imta.channel(channel), block)

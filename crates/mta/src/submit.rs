@@ -220,16 +220,18 @@ struct JobNotices {
     conn: Option<std::os::unix::net::UnixStream>,
 }
 
+/// How long the committer waits on the job controller: it answers a
+/// notice at once, and the next batch waits meanwhile.
+const NOTICE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl JobNotices {
-    fn send(&mut self, mut files: Vec<QueuedFile>) {
-        // A held file waits for `qm release`, which tells the controller.
-        files.retain(|f| !f.path.ends_with(crate::queue::HELD_SUFFIX));
-        if files.is_empty() {
+    fn send(&mut self, files: Vec<QueuedFile>) {
+        let Some(req) = enqueued_notice(files) else {
             return;
-        }
-        let req = JobRequest::Enqueued { files };
+        };
         // A kept connection may have been closed by a restarted job
-        // controller: one more try on a new one.
+        // controller: one more try on a new one. A controller that does
+        // not answer in time is not waited for again.
         for _ in 0..2 {
             if self.conn.is_none() {
                 self.conn = self.connect();
@@ -237,18 +239,23 @@ impl JobNotices {
             let Some(conn) = self.conn.as_mut() else {
                 return;
             };
-            let told = epistle_ipc::frame::write_blocking(conn, &req)
-                .and_then(|()| epistle_ipc::frame::read_blocking::<JobReply>(conn));
-            match told {
-                Ok(JobReply::Ok) => return,
-                _ => self.conn = None,
+            if epistle_ipc::frame::write_blocking(conn, &req).is_err() {
+                self.conn = None;
+                continue;
             }
+            if !matches!(
+                epistle_ipc::frame::read_blocking::<JobReply>(conn),
+                Ok(JobReply::Ok)
+            ) {
+                self.conn = None;
+            }
+            return;
         }
     }
 
     fn connect(&self) -> Option<std::os::unix::net::UnixStream> {
         let conn = std::os::unix::net::UnixStream::connect(&self.socket).ok()?;
-        let limit = Some(Duration::from_secs(10));
+        let limit = Some(NOTICE_TIMEOUT);
         conn.set_read_timeout(limit).ok()?;
         conn.set_write_timeout(limit).ok()?;
         Some(conn)
@@ -257,15 +264,18 @@ impl JobNotices {
 
 /// Tells the job controller about new files; a job controller that is
 /// down or slow is not an error (it rescans the queues when it starts).
-pub async fn notify(socket: &Path, mut files: Vec<QueuedFile>) -> bool {
-    // A held file waits for `qm release`, which tells the controller.
-    files.retain(|f| !f.path.ends_with(crate::queue::HELD_SUFFIX));
-    if files.is_empty() {
+pub async fn notify(socket: &Path, files: Vec<QueuedFile>) -> bool {
+    let Some(req) = enqueued_notice(files) else {
         return true;
-    }
-    ask(socket, &JobRequest::Enqueued { files })
-        .await
-        .is_some_and(|r| r == JobReply::Ok)
+    };
+    ask(socket, &req).await.is_some_and(|r| r == JobReply::Ok)
+}
+
+/// The notice of new files, without the held ones (a held file waits for
+/// `qm release`, which tells the controller); `None` when none is left.
+fn enqueued_notice(mut files: Vec<QueuedFile>) -> Option<JobRequest> {
+    files.retain(|f| !f.path.ends_with(crate::queue::HELD_SUFFIX));
+    (!files.is_empty()).then_some(JobRequest::Enqueued { files })
 }
 
 /// One request to the job controller on a fresh connection, with a
