@@ -15,13 +15,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use epistle_mta::maillog::{Action, Record};
 use epistle_mta::partial::{self, Part};
 use epistle_mta::queuefile::{Envelope, Recipient};
 use epistle_mta::resolve::Resolver;
 use epistle_mta::retry::{Notices, Priority};
 
-use crate::master::{Context, Deliver, Diagnostic, Job, Outcome};
+use crate::master::{Context, Deliver, Diagnostic, Job, Outcome, queue_on};
 
 /// The channel that holds parts.
 pub const DEFRAGMENT_CHANNEL: &str = "defragment";
@@ -53,7 +52,7 @@ pub async fn divert(ctx: &Context, job: &Job) -> Option<Vec<Outcome>> {
         .collect();
     let envelope = job.envelope.clone();
     let n = recipients.len();
-    let outcome = match queue(ctx, envelope, recipients, job.message.clone()).await {
+    let outcome = match queue_on(ctx, envelope, recipients, job.message.clone()).await {
         Ok(()) => Outcome::Delivered(format!(
             "part {} of message/partial {} held for reassembly",
             part.number, part.id
@@ -64,42 +63,6 @@ pub async fn divert(ctx: &Context, job: &Job) -> Option<Vec<Outcome>> {
         )),
     };
     Some(vec![outcome; n])
-}
-
-/// Queues a message durably, logs it and tells the job controller.
-async fn queue(
-    ctx: &Context,
-    envelope: Envelope,
-    recipients: Vec<(String, Recipient)>,
-    message: Vec<u8>,
-) -> Result<(), String> {
-    let (q, mta) = (ctx.queue.clone(), ctx.mta.clone());
-    let size = message.len() as u64;
-    let from = envelope.from.clone();
-    let for_queue = recipients.clone();
-    let files = tokio::task::spawn_blocking(move || {
-        epistle_mta::submit::enqueue(&q, &mta.imta, &envelope, &for_queue, &message)
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
-    let records: Vec<Record> = recipients
-        .iter()
-        .map(|(ch, r)| Record {
-            source_channel: &ctx.channel,
-            dest_channel: ch,
-            action: Action::Enqueue,
-            modifiers: "",
-            size,
-            from: &from,
-            original_to: r.orcpt.as_deref().unwrap_or(""),
-            active_to: &r.address,
-            diagnostic: "",
-        })
-        .collect();
-    ctx.maillog.write(&records);
-    epistle_mta::submit::notify(&ctx.base.job_controller_socket(), files).await;
-    Ok(())
 }
 
 /// The defragment channel's delivery step.
@@ -206,7 +169,7 @@ impl Defragment {
             source_channel: ctx.channel.clone(),
             ..job.envelope.clone()
         };
-        match queue(ctx, envelope, recipients, message).await {
+        match queue_on(ctx, envelope, recipients, message).await {
             Ok(()) => Outcome::Delivered("sent on".into()),
             Err(why) => Outcome::Deferred(Diagnostic::new(
                 "4.3.0",

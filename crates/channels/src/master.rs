@@ -148,6 +148,73 @@ impl Context {
 
 /// Works due messages until the job controller has none for a while
 /// (or goes away).
+/// A channel program's life: start as a worker of the job controller,
+/// load the channel named as the first argument (else
+/// `default_channel`), make the deliverer, then [`run`] until nothing is
+/// due. Failures are logged and end the process with status 1.
+pub async fn program_main<D: Deliver>(
+    program: &str,
+    default_channel: &str,
+    make: impl FnOnce(&Context) -> anyhow::Result<D>,
+) {
+    let channel = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| default_channel.into());
+    let d = match epistle_daemon::Daemon::init_worker(program, program) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{program}: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let result = async {
+        let ctx = Context::load(&channel, d.base.clone(), d.config.clone()).await?;
+        let mut deliverer = make(&ctx)?;
+        run(&ctx, &mut deliverer).await
+    };
+    if let Err(e) = result.await {
+        tracing::error!("{program} {channel}: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Queues a message on from this channel (all files or none), logs the
+/// enqueue records and tells the job controller.
+pub async fn queue_on(
+    ctx: &Context,
+    envelope: Envelope,
+    recipients: Vec<(String, Recipient)>,
+    message: Vec<u8>,
+) -> Result<(), String> {
+    let (q, mta) = (ctx.queue.clone(), ctx.mta.clone());
+    let size = message.len() as u64;
+    let from = envelope.from.clone();
+    let for_queue = recipients.clone();
+    let files = tokio::task::spawn_blocking(move || {
+        epistle_mta::submit::enqueue(&q, &mta.imta, &envelope, &for_queue, &message)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let records: Vec<Record> = recipients
+        .iter()
+        .map(|(ch, r)| Record {
+            source_channel: &ctx.channel,
+            dest_channel: ch,
+            action: Action::Enqueue,
+            modifiers: "",
+            size,
+            from: &from,
+            original_to: r.orcpt.as_deref().unwrap_or(""),
+            active_to: &r.address,
+            diagnostic: "",
+        })
+        .collect();
+    ctx.maillog.write(&records);
+    epistle_mta::submit::notify(&ctx.base.job_controller_socket(), files).await;
+    Ok(())
+}
+
 pub async fn run<D: Deliver>(ctx: &Context, deliverer: &mut D) -> anyhow::Result<()> {
     let socket = ctx.base.job_controller_socket();
     let mut jc = UnixStream::connect(&socket)

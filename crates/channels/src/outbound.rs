@@ -515,25 +515,7 @@ impl rustls::client::danger::ServerCertVerifier for Opportunistic {
 /// The whole of `tcp_smtp_client` and `tcp_lmtp_client`: load, then work
 /// the channel named on the command line until nothing is due.
 pub async fn run_program(program: &str, default_channel: &str, lmtp: bool) {
-    let channel = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| default_channel.into());
-    let d = match epistle_daemon::Daemon::init_worker(program, program) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("{program}: {e:#}");
-            std::process::exit(1);
-        }
-    };
-    let result = async {
-        let ctx = Context::load(&channel, d.base.clone(), d.config.clone()).await?;
-        let mut outbound = Outbound::new(&ctx, lmtp)?;
-        crate::master::run(&ctx, &mut outbound).await
-    };
-    if let Err(e) = result.await {
-        tracing::error!("{program} {channel}: {e:#}");
-        std::process::exit(1);
-    }
+    crate::master::program_main(program, default_channel, |ctx| Outbound::new(ctx, lmtp)).await;
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use epistle_channels::master::{self, Context, Deliver, Job, Outcome};
 use epistle_channels::store_delivery::StoreDelivery;
-use epistle_daemon::Daemon;
 use epistle_mta::header::with_return_path;
 
 struct ImsMaster(StoreDelivery);
@@ -33,40 +32,27 @@ impl Deliver for ImsMaster {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let channel = std::env::args().nth(1).unwrap_or_else(|| "ims-ms".into());
-    let d = match Daemon::init_worker("ims_master", "ims_master") {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("ims_master: {e:#}");
-            std::process::exit(1);
-        }
-    };
-    let ctx = match Context::load(&channel, d.base.clone(), d.config.clone()).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("ims_master: {e:#}");
-            std::process::exit(1);
-        }
-    };
-    // Over quota: held for store.quotagraceperiod hours (holdexquota, the
-    // default), or returned at once (noexquota).
-    let returns_at_once = ctx
-        .mta
-        .imta
-        .channel(&ctx.channel)
-        .is_some_and(|c| c.has("noexquota"));
-    let grace = if returns_at_once {
-        Duration::ZERO
-    } else {
-        Duration::from_secs(
-            ctx.config
-                .get_u64("store.quotagraceperiod")
-                .saturating_mul(3600),
-        )
-    };
-    let mut ims = ImsMaster(StoreDelivery::new(ctx.base.store_socket(), grace));
-    if let Err(e) = master::run(&ctx, &mut ims).await {
-        tracing::error!("ims_master: {e:#}");
-        std::process::exit(1);
-    }
+    master::program_main("ims_master", "ims-ms", |ctx| {
+        // Over quota: held for store.quotagraceperiod hours (holdexquota,
+        // the default), or returned at once (noexquota).
+        let returns_at_once = ctx
+            .mta
+            .imta
+            .channel(&ctx.channel)
+            .is_some_and(|c| c.has("noexquota"));
+        let grace = if returns_at_once {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(
+                ctx.config
+                    .get_u64("store.quotagraceperiod")
+                    .saturating_mul(3600),
+            )
+        };
+        Ok(ImsMaster(StoreDelivery::new(
+            ctx.base.store_socket(),
+            grace,
+        )))
+    })
+    .await;
 }

@@ -10,8 +10,6 @@
 //! failure notice; a directory that cannot be reached defers it.
 
 use epistle_channels::master::{self, Context, Deliver, Diagnostic, Job, Outcome};
-use epistle_daemon::Daemon;
-use epistle_mta::maillog::{Action, Record};
 use epistle_mta::queuefile::{Envelope, Recipient};
 use epistle_mta::resolve::Resolver;
 use epistle_mta::smtp::Reply;
@@ -101,7 +99,16 @@ impl Deliver for Reprocess {
         if found.is_empty() {
             return outcomes;
         }
-        if let Err(why) = queue_on(ctx, job, &found).await {
+        let envelope = Envelope {
+            recipients: Vec::new(),
+            source_channel: ctx.channel.clone(),
+            ..job.envelope.clone()
+        };
+        let recipients = found
+            .iter()
+            .map(|(_, ch, r)| (ch.clone(), r.clone()))
+            .collect();
+        if let Err(why) = master::queue_on(ctx, envelope, recipients, job.message.clone()).await {
             // Nothing was queued (all or none): the expanded ones wait.
             let again =
                 Diagnostic::new("4.3.0", format!("cannot queue the expanded message: {why}"));
@@ -113,73 +120,9 @@ impl Deliver for Reprocess {
     }
 }
 
-/// Queues the message for every address found, durably, and tells the
-/// job controller.
-async fn queue_on(
-    ctx: &Context,
-    job: &Job,
-    found: &[(usize, String, Recipient)],
-) -> Result<(), String> {
-    let envelope = Envelope {
-        recipients: Vec::new(),
-        source_channel: ctx.channel.clone(),
-        ..job.envelope.clone()
-    };
-    let recipients: Vec<(String, Recipient)> = found
-        .iter()
-        .map(|(_, ch, r)| (ch.clone(), r.clone()))
-        .collect();
-    let (queue, mta, message) = (ctx.queue.clone(), ctx.mta.clone(), job.message.clone());
-    let for_queue = recipients.clone();
-    let files = tokio::task::spawn_blocking(move || {
-        epistle_mta::submit::enqueue(&queue, &mta.imta, &envelope, &for_queue, &message)
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
-    let size = job.message.len() as u64;
-    let records: Vec<Record> = recipients
-        .iter()
-        .map(|(ch, r)| Record {
-            source_channel: &ctx.channel,
-            dest_channel: ch,
-            action: Action::Enqueue,
-            modifiers: "",
-            size,
-            from: &job.envelope.from,
-            original_to: r.orcpt.as_deref().unwrap_or(""),
-            active_to: &r.address,
-            diagnostic: "",
-        })
-        .collect();
-    ctx.maillog.write(&records);
-    epistle_mta::submit::notify(&ctx.base.job_controller_socket(), files).await;
-    Ok(())
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let channel = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "reprocess".into());
-    let d = match Daemon::init_worker("reprocess", "reprocess") {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("reprocess: {e:#}");
-            std::process::exit(1);
-        }
-    };
-    let ctx = match Context::load(&channel, d.base.clone(), d.config.clone()).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("reprocess: {e:#}");
-            std::process::exit(1);
-        }
-    };
-    if let Err(e) = master::run(&ctx, &mut Reprocess).await {
-        tracing::error!("reprocess: {e:#}");
-        std::process::exit(1);
-    }
+    master::program_main("reprocess", "reprocess", |_| Ok(Reprocess)).await;
 }
 
 #[cfg(test)]
