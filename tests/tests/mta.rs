@@ -884,11 +884,15 @@ s.quit()
 #[test]
 fn recipients_past_expandlimit_are_expanded_by_the_reprocess_channel() {
     let i = Install::configured();
-    for u in ["joe", "ann", "bob"] {
+    for u in ["joe", "ann", "bob", "eve"] {
         i.add_user(u, &format!("{u} secret"), &[]);
     }
     i.edit_config("imta.cnf", |t| {
         t.replacen("tcp_intranet smtp", "tcp_intranet expandlimit 2 smtp", 1)
+    });
+    // Asked by reprocess too, for the addresses it finds.
+    i.edit_config("mappings", |t| {
+        format!("{t}\nSEND_ACCESS\n\n  *|*|*|eve@*  $NNot$ for$ eve\n")
     });
     i.cnbuild();
     i.start();
@@ -904,6 +908,7 @@ assert s.rcpt('nobody1@example.com')[0] == 550
 assert s.rcpt('ann@example.com')[0] == 250
 assert s.rcpt('bob@example.com')[0] == 250
 assert s.rcpt('nobody2@example.com')[0] == 250
+assert s.rcpt('eve@example.com')[0] == 250
 assert s.data(b'Subject: many\r\n\r\nhello all\r\n')[0] == 250
 s.quit()
 "#,
@@ -923,6 +928,13 @@ s.quit()
             && notice.contains("Status: 5.1.1"),
         "{notice}"
     );
+    assert!(
+        notice.contains("Final-Recipient: rfc822;eve@example.com")
+            && notice.contains("Status: 5.7.1")
+            && notice.contains("Not for eve"),
+        "{notice}"
+    );
+    assert!(i.messages("user/eve/INBOX").is_empty());
     let log = i.wait_mail_log(|l| l.contains("reprocess") && l.contains(" D "));
     assert!(
         log.lines()

@@ -4,14 +4,15 @@
 //! source channel's `expandlimit` without looking them up, or mail sent
 //! to `user%domain@reprocess`. Each is resolved as the SMTP server would
 //! have done it (rewrite rules, aliases, the directory's users,
-//! forwarding and groups, with this channel as the source channel), and
-//! the message is queued on for every address found, ORCPT and NOTIFY
-//! kept. An address that leads nowhere goes back to the sender as a
+//! forwarding and groups, with this channel as the source channel; then
+//! SEND_ACCESS), and the message is queued on for every address found,
+//! ORCPT and NOTIFY kept. An address that leads nowhere goes back to the sender as a
 //! failure notice; a directory that cannot be reached defers it.
 
 use epistle_channels::master::{self, Context, Deliver, Diagnostic, Job, Outcome};
+use epistle_mta::access::{self, AccessFlags};
 use epistle_mta::queuefile::{Envelope, Recipient};
-use epistle_mta::resolve::Resolver;
+use epistle_mta::resolve::{BITBUCKET_CHANNEL, Resolver, Route};
 use epistle_mta::smtp::Reply;
 
 struct Reprocess;
@@ -32,6 +33,37 @@ fn address_to_expand(recipient: &str, tag: &str) -> String {
 fn diagnostic(reply: &Reply) -> Diagnostic {
     let fallback = if reply.code >= 500 { "5.1.1" } else { "4.4.3" };
     Diagnostic::new(reply.enhanced.unwrap_or(fallback), reply.lines.join(" "))
+}
+
+/// SEND_ACCESS for each address found, as the SMTP session would have
+/// asked it (`source|from|channel|address`, the message's source channel),
+/// but without the session's flags; MAIL_ACCESS, which needs the
+/// connection's addresses, is not asked here. A refusal of any refuses
+/// the recipient; `$B` sends that address to the bitbucket.
+fn send_access(ctx: &Context, job: &Job, routes: &mut [Route]) -> Result<(), Diagnostic> {
+    let env = &job.envelope;
+    for route in routes.iter_mut() {
+        let probe = format!(
+            "{}|{}|{}|{}",
+            env.source_channel, env.from, route.channel, route.address
+        );
+        let Some(answer) = access::ask(
+            &ctx.mta.mappings,
+            "SEND_ACCESS",
+            &probe,
+            AccessFlags::default(),
+        ) else {
+            continue;
+        };
+        if let Some(r) = &answer.refusal {
+            let status = r.enhanced.clone().unwrap_or_else(|| "5.7.1".into());
+            return Err(Diagnostic::new(&status, r.text.clone()));
+        }
+        if answer.bitbucket {
+            route.channel = BITBUCKET_CHANNEL.to_string();
+        }
+    }
+    Ok(())
 }
 
 impl Deliver for Reprocess {
@@ -65,10 +97,14 @@ impl Deliver for Reprocess {
                 }
             };
             // Back into this channel would go round for ever.
-            let onward: Vec<_> = routes
+            let mut onward: Vec<_> = routes
                 .into_iter()
                 .filter(|route| !route.channel.eq_ignore_ascii_case(&ctx.channel))
                 .collect();
+            if let Err(refused) = send_access(ctx, job, &mut onward) {
+                outcomes.push(Outcome::Failed(refused));
+                continue;
+            }
             if onward.is_empty() {
                 outcomes.push(Outcome::Failed(Diagnostic::new(
                     "5.4.6",
