@@ -990,6 +990,39 @@ s.quit()
     assert!(!left.contains("joe@"), "{left}");
 }
 
+#[test]
+fn message_partial_parts_too_big_together_wait_unjoined() {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &[]);
+    // Each part fits under 1 KB; together they would not.
+    i.edit_config("option.dat", |t| format!("{t}\nBLOCK_LIMIT=1\n"));
+    i.cnbuild();
+    i.start();
+    for n in [1, 2] {
+        let total = if n == 2 { "; total=2" } else { "" };
+        i.smtp_script(&format!(
+            r#"
+s = smtp()
+m = b'Subject: part\r\nContent-Type: message/partial; id="big@elsewhere.test"; number={n}{total}\r\n\r\n' + b'x' * 500 + b'\r\n'
+assert s.sendmail('ann@elsewhere.test', ['joe@example.com'], m) == {{}}
+s.quit()
+"#
+        ));
+    }
+    let waiting = || {
+        stdout(&i.sbin("imsimta", &["qm", "directory", "defragment"]))
+            .matches("joe@ims-ms-daemon")
+            .count()
+    };
+    // Whichever came second found the other and still left both waiting.
+    for n in [1, 2] {
+        let part = format!("part {n} of message/partial");
+        i.wait_mail_log(|l| l.contains(" Q ") && l.contains(&part));
+    }
+    assert!(i.messages("user/joe/INBOX").is_empty());
+    assert_eq!(waiting(), 2, "both parts still wait");
+}
+
 fn chrono_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

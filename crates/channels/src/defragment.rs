@@ -186,19 +186,21 @@ impl Deliver for Defragment {
             // Not a part (sent here by name): on it goes.
             return vec![Defragment::send_on(ctx, job, job.message.clone()).await; n];
         };
-        let mut by_number: BTreeMap<u32, (Part, Option<PathBuf>, &[u8])> = BTreeMap::new();
+        let mut by_number: BTreeMap<u32, (Part, &[u8])> = BTreeMap::new();
         let others = siblings(ctx, job, &part);
-        by_number.insert(part.number, (part.clone(), None, &job.message));
+        by_number.insert(part.number, (part.clone(), &job.message));
         for s in &others {
-            by_number.entry(s.part.number).or_insert((
-                s.part.clone(),
-                Some(s.path.clone()),
-                &s.message,
-            ));
+            by_number
+                .entry(s.part.number)
+                .or_insert((s.part.clone(), &s.message));
         }
-        let parts: Vec<Part> = by_number.values().map(|(p, _, _)| p.clone()).collect();
-        if partial::complete(&parts) {
-            let pieces: Vec<&[u8]> = by_number.values().map(|(_, _, m)| *m).collect();
+        let parts: Vec<Part> = by_number.values().map(|(p, _)| p.clone()).collect();
+        let size: u64 = by_number.values().map(|(_, m)| m.len() as u64).sum();
+        // A whole bigger than any message this MTA takes is not built:
+        // its parts go on alone once they have waited.
+        let fits = size <= epistle_mta::retry::message_limit(&ctx.mta.options);
+        if fits && partial::complete(&parts) {
+            let pieces: Vec<&[u8]> = by_number.values().map(|(_, m)| *m).collect();
             let whole = partial::reassemble(&pieces);
             let outcome = Defragment::send_on(ctx, job, whole).await;
             if let Outcome::Delivered(_) = outcome {

@@ -188,6 +188,17 @@ pub fn block_size(options: &crate::optionfile::OptionFile) -> u64 {
         .map_or(1024, |n| n as u64)
 }
 
+/// The largest message, bytes: option.dat's `BLOCK_LIMIT` (51,200 unless
+/// set) times [`block_size`].
+pub fn message_limit(options: &crate::optionfile::OptionFile) -> u64 {
+    let blocks = options
+        .global("BLOCK_LIMIT")
+        .and_then(crate::optionfile::int)
+        .filter(|n| *n > 0)
+        .map_or(51_200, |n| n as u64);
+    blocks.saturating_mul(block_size(options))
+}
+
 /// The unit of `notices` ages: a day, or an hour with option.dat's
 /// `RETURN_UNITS=1`.
 pub fn return_unit(options: &crate::optionfile::OptionFile) -> Duration {
@@ -301,6 +312,16 @@ mod tests {
         ] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn block_size_and_message_limit_from_option_dat() {
+        use crate::optionfile::OptionFile;
+        let none = OptionFile::parse("").unwrap();
+        assert_eq!(block_size(&none), 1024);
+        assert_eq!(message_limit(&none), 51_200 * 1024);
+        let set = OptionFile::parse("BLOCK_SIZE=100\nBLOCK_LIMIT=10\n").unwrap();
+        assert_eq!((block_size(&set), message_limit(&set)), (100, 1000));
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl Limits {
         };
         let block = epistle_mta::retry::block_size(&mta.options);
         Limits {
-            max_message: (opt("BLOCK_LIMIT", 51_200) as u64).saturating_mul(block),
+            max_message: epistle_mta::retry::message_limit(&mta.options),
             block_size: block,
             max_recipients: opt("ALLOW_RECIPIENTS_PER_TRANSACTION", 1000).max(100) as usize,
             max_errors: opt("ALLOW_REJECTIONS_BEFORE_DEFERRAL", 20) as usize,
