@@ -137,9 +137,10 @@ impl ForwardCheck {
     }
 }
 
-/// The longest a client's name is waited for; without one the session
-/// goes on with the address.
-pub const CLIENT_NAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a client's name is waited for (the greeting waits on
+/// it); without one the session goes on with the address, so a DNS
+/// outage slows each connection by this much at most.
+pub const CLIENT_NAME_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The client's name by reverse DNS (the first PTR record), confirmed as
 /// `check` asks; `None` when there is none, the lookup fails or times
