@@ -52,7 +52,7 @@ pub async fn divert(ctx: &Context, job: &Job) -> Option<Vec<Outcome>> {
         .collect();
     let envelope = job.envelope.clone();
     let n = recipients.len();
-    let outcome = match queue_on(ctx, envelope, recipients, job.message.clone()).await {
+    let outcome = match queue_on(ctx, envelope, recipients, job.message.clone(), "").await {
         Ok(()) => Outcome::Delivered(format!(
             "part {} of message/partial {} held for reassembly",
             part.number, part.id
@@ -169,7 +169,7 @@ impl Defragment {
             source_channel: ctx.channel.clone(),
             ..job.envelope.clone()
         };
-        match queue_on(ctx, envelope, recipients, message).await {
+        match queue_on(ctx, envelope, recipients, message, "").await {
             Ok(()) => Outcome::Delivered("sent on".into()),
             Err(why) => Outcome::Deferred(Diagnostic::new(
                 "4.3.0",

@@ -179,12 +179,13 @@ pub async fn program_main<D: Deliver>(
 }
 
 /// Queues a message on from this channel (all files or none), logs the
-/// enqueue records and tells the job controller.
+/// enqueue records (with `diagnostic`) and tells the job controller.
 pub async fn queue_on(
     ctx: &Context,
     envelope: Envelope,
     recipients: Vec<(String, Recipient)>,
     message: Vec<u8>,
+    diagnostic: &str,
 ) -> Result<(), String> {
     let (q, mta) = (ctx.queue.clone(), ctx.mta.clone());
     let size = message.len() as u64;
@@ -207,7 +208,7 @@ pub async fn queue_on(
             from: &from,
             original_to: r.orcpt.as_deref().unwrap_or(""),
             active_to: &r.address,
-            diagnostic: "",
+            diagnostic,
         })
         .collect();
     ctx.maillog.write(&records);
@@ -635,43 +636,20 @@ async fn send_notice(
             )
         })
         .collect();
-    let recipients_log: Vec<(String, String)> = recipients
-        .iter()
-        .map(|(ch, r)| (ch.clone(), r.address.clone()))
-        .collect();
-    let orcpt = format!("rfc822;{to}");
-    let size = text.len() as u64;
-    let queue = ctx.queue.clone();
-    let imta = ctx.mta.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        epistle_mta::submit::enqueue(&queue, &imta.imta, &dsn_env, &recipients, &text)
-    })
-    .await;
-    match written {
-        Ok(Ok(files)) => {
-            let records: Vec<Record> = recipients_log
-                .iter()
-                .map(|(ch, address)| Record {
-                    source_channel: &ctx.channel,
-                    dest_channel: ch,
-                    action: Action::Enqueue,
-                    modifiers: "",
-                    size,
-                    from: "",
-                    original_to: &orcpt,
-                    active_to: address,
-                    diagnostic: "delivery status notification",
-                })
-                .collect();
-            ctx.maillog.write(&records);
-            epistle_mta::submit::notify(&ctx.base.job_controller_socket(), files).await;
-            NoticeSent::Queued
-        }
-        Ok(Err(e)) => {
+    match queue_on(
+        ctx,
+        dsn_env,
+        recipients,
+        text,
+        "delivery status notification",
+    )
+    .await
+    {
+        Ok(()) => NoticeSent::Queued,
+        Err(e) => {
             tracing::error!("cannot queue a notice to {to}: {e}");
             NoticeSent::TryLater
         }
-        Err(_) => NoticeSent::TryLater,
     }
 }
 

@@ -144,7 +144,8 @@ impl Deliver for Reprocess {
             .iter()
             .map(|(_, ch, r)| (ch.clone(), r.clone()))
             .collect();
-        if let Err(why) = master::queue_on(ctx, envelope, recipients, job.message.clone()).await {
+        if let Err(why) = master::queue_on(ctx, envelope, recipients, job.message.clone(), "").await
+        {
             // Nothing was queued (all or none): the expanded ones wait.
             let again =
                 Diagnostic::new("4.3.0", format!("cannot queue the expanded message: {why}"));
