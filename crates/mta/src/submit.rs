@@ -7,8 +7,8 @@
 //! [`GroupCommit`] lets many sessions share their flushes: each writes
 //! its files, then hands them to one committer thread, which makes every
 //! file that arrived meanwhile durable with two `syncfs` calls in all,
-//! answers the sessions, and then tells the job controller of the whole
-//! batch in one notice over a connection it keeps.
+//! tells the job controller of the whole batch in one notice over a
+//! connection it keeps, and answers the sessions.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -145,8 +145,7 @@ impl GroupCommit {
                             Err(_) => break,
                         }
                     }
-                    let files = commit_requests(batch);
-                    notices.send(files);
+                    commit_requests(batch, &mut notices);
                 }
             })
             .expect("a group commit thread");
@@ -172,9 +171,11 @@ impl GroupCommit {
     }
 }
 
-/// Commits a batch and answers each request; returns the files
-/// committed.
-fn commit_requests(batch: Vec<(Vec<(String, Staged)>, CommitReply)>) -> Vec<QueuedFile> {
+/// Commits a batch, tells the job controller of the files, then answers
+/// each request. The notice goes first: once a session has its answer,
+/// its process may end (a retired SMTP server exits with its last
+/// session) and take an unsent notice with it.
+fn commit_requests(batch: Vec<(Vec<(String, Staged)>, CommitReply)>, notices: &mut JobNotices) {
     let mut all: Vec<Staged> = Vec::new();
     let mut shapes: Vec<(Vec<String>, CommitReply)> = Vec::new();
     for (files, reply) in batch {
@@ -185,20 +186,30 @@ fn commit_requests(batch: Vec<(Vec<(String, Staged)>, CommitReply)>) -> Vec<Queu
         }
         shapes.push((channels, reply));
     }
-    let mut committed = Vec::new();
     match queuefile::commit_batch(all) {
         Ok(paths) => {
             let mut paths = paths.into_iter();
-            for (channels, reply) in shapes {
-                let files: Vec<QueuedFile> = channels
-                    .into_iter()
-                    .zip(paths.by_ref())
-                    .map(|(channel, p)| QueuedFile {
-                        channel,
-                        path: p.display().to_string(),
-                    })
-                    .collect();
-                committed.extend(files.iter().cloned());
+            let answers: Vec<(Vec<QueuedFile>, CommitReply)> = shapes
+                .into_iter()
+                .map(|(channels, reply)| {
+                    let files = channels
+                        .into_iter()
+                        .zip(paths.by_ref())
+                        .map(|(channel, p)| QueuedFile {
+                            channel,
+                            path: p.display().to_string(),
+                        })
+                        .collect();
+                    (files, reply)
+                })
+                .collect();
+            notices.send(
+                answers
+                    .iter()
+                    .flat_map(|(f, _)| f.iter().cloned())
+                    .collect(),
+            );
+            for (files, reply) in answers {
                 let _ = reply.send(Ok(files));
             }
         }
@@ -208,7 +219,6 @@ fn commit_requests(batch: Vec<(Vec<(String, Staged)>, CommitReply)>) -> Vec<Queu
             }
         }
     }
-    committed
 }
 
 /// The committer's word to the job controller: one `Enqueued` per batch
@@ -221,7 +231,7 @@ struct JobNotices {
 }
 
 /// How long the committer waits on the job controller: it answers a
-/// notice at once, and the next batch waits meanwhile.
+/// notice at once, and the sessions of the batch wait meanwhile.
 const NOTICE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl JobNotices {
