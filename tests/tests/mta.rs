@@ -1101,12 +1101,22 @@ fn touch(path: &std::path::Path, when: &str) {
 /// takes, with its envelope and the client's address (`PEER ip`), to a
 /// file in `dir`.
 const SINK: &str = r#"
-import socket, sys, threading, os
+import socket, sys, threading, os, time
 port, out = int(sys.argv[1]), sys.argv[2]
+hold = float(sys.argv[3]) if len(sys.argv) > 3 else 0
 srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind(('127.0.0.1', port)); srv.listen(20)
 count = [0]
+sessions = [0, 0]  # now, most at once (written to out/../sink-peak)
+lock = threading.Lock()
 def serve(c, peer):
+    with lock:
+        sessions[0] += 1; sessions[1] = max(sessions[1], sessions[0])
+        with open(os.path.join(out, '..', 'sink-peak'), 'w') as p: p.write(str(sessions[1]))
+    try: session(c, peer)
+    finally:
+        with lock: sessions[0] -= 1
+def session(c, peer):
     f = c.makefile('rb')
     w = lambda s: c.sendall(s.encode() + b'\r\n')
     w('220 sink.test ESMTP')
@@ -1128,8 +1138,9 @@ def serve(c, peer):
                 l = f.readline()
                 if l in (b'.\r\n', b''): break
                 data += l
-            count[0] += 1
-            with open(os.path.join(out, 'msg%d' % count[0]), 'wb') as m:
+            time.sleep(hold)
+            with lock: count[0] += 1; n = count[0]
+            with open(os.path.join(out, 'msg%d' % n), 'wb') as m:
                 m.write((env + '\n' + '\n'.join(rcpts) + '\nPEER ' + peer[0] + '\n\n').encode() + data)
             w('250 2.0.0 taken')
         elif up == 'QUIT': w('221 bye'); c.close(); return
@@ -1148,14 +1159,37 @@ struct Sink {
 
 impl Sink {
     fn start(i: &Install) -> Sink {
+        Sink::holding(i, 0.0)
+    }
+
+    /// A sink that holds each answer to DATA `seconds` long, and notes
+    /// the most sessions it had at once ([`Sink::peak`]).
+    fn holding(i: &Install, seconds: f64) -> Sink {
         let port = epistle_tests::free_port();
         let dir = i.dir.path().join("sink");
         std::fs::create_dir_all(&dir).unwrap();
         let child = std::process::Command::new("python3")
-            .args(["-c", SINK, &port.to_string(), dir.to_str().unwrap()])
+            .args([
+                "-c",
+                SINK,
+                &port.to_string(),
+                dir.to_str().unwrap(),
+                &seconds.to_string(),
+            ])
             .spawn()
             .unwrap();
         Sink { child, port, dir }
+    }
+
+    fn peak(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("../sink-peak"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn messages(&self) -> usize {
+        std::fs::read_dir(&self.dir).map(|d| d.count()).unwrap_or(0)
     }
 }
 
@@ -1239,6 +1273,58 @@ s.quit()
     assert!(
         queued.contains("to:   later@partner.example") && !queued.contains("ok@"),
         "{queued}"
+    );
+}
+
+#[test]
+fn one_channel_program_delivers_on_several_threads() {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &[]);
+    let sink = Sink::holding(&i, 1.0);
+    let port = sink.port;
+    // One program at most (maxjobs 1); one thread per waiting message
+    // (threaddepth 1), three at most (the channel's option file).
+    i.edit_config("imta.cnf", |t| {
+        t.replacen(
+            "hold                         $U@hold-daemon\n",
+            "hold                         $U@hold-daemon\npartner.example              $U%$D@tcp_peer-daemon\n",
+            1,
+        )
+        .replacen(
+            "\nbitbucket\n",
+            &format!(
+                "\ntcp_peer smtp daemon 127.0.0.1 port {port} maxjobs 1 threaddepth 1\ntcp_peer-daemon\n\nbitbucket\n"
+            ),
+            1,
+        )
+    });
+    std::fs::write(
+        i.base.join("config/tcp_peer_option"),
+        "MAX_CLIENT_THREADS=3\n",
+    )
+    .unwrap();
+    i.cnbuild();
+    i.start();
+    i.smtp_script(
+        r#"
+s = smtp()
+s.ehlo('c')
+for n in range(8):
+    s.mail('joe@example.com')
+    assert s.rcpt('ok%d@partner.example' % n)[0] == 250
+    assert s.data(b'Subject: out\r\n\r\nmessage\r\n')[0] == 250
+s.quit()
+"#,
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || sink.messages() >= 8),
+        "all eight reached the remote server ({} did)",
+        sink.messages()
+    );
+    assert_eq!(
+        sink.peak(),
+        3,
+        "one program held three sessions at once, no more"
     );
 }
 

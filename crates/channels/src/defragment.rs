@@ -180,6 +180,9 @@ impl Defragment {
 }
 
 impl Deliver for Defragment {
+    /// Two threads could each find the last part and join a message twice.
+    const CONCURRENT: bool = false;
+
     async fn deliver(&mut self, ctx: &Context, job: &Job) -> Vec<Outcome> {
         let n = job.envelope.recipients.len();
         let Some(part) = partial::part_of(&job.message) else {

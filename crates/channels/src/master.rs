@@ -22,6 +22,7 @@ use epistle_directory::Directory;
 use epistle_ipc::frame;
 use epistle_ipc::jobs::{JobReply, JobRequest};
 use epistle_mta::compiled::MtaConfig;
+use epistle_mta::job_cnf::DeliveryThreads;
 use epistle_mta::maillog::{Action, MailLog, Record};
 use epistle_mta::queue::QueueDir;
 use epistle_mta::queuefile::{self, Envelope, Recipient};
@@ -89,6 +90,11 @@ impl Job {
 
 /// A channel's delivery step: one outcome per recipient, in order.
 pub trait Deliver {
+    /// Whether the channel's messages may be delivered on several
+    /// threads at once ([`DeliveryThreads`]); a channel whose steps must
+    /// see each other's results (defragment) says no.
+    const CONCURRENT: bool = true;
+
     fn deliver(
         &mut self,
         ctx: &Context,
@@ -146,16 +152,15 @@ impl Context {
     }
 }
 
-/// Works due messages until the job controller has none for a while
-/// (or goes away).
 /// A channel program's life: start as a worker of the job controller,
 /// load the channel named as the first argument (else
-/// `default_channel`), make the deliverer, then [`run`] until nothing is
-/// due. Failures are logged and end the process with status 1.
-pub async fn program_main<D: Deliver>(
+/// `default_channel`), then [`run`] until nothing is due, with a
+/// deliverer from `make` for each delivery thread. Failures are logged
+/// and end the process with status 1.
+pub async fn program_main<D: Deliver + Send + 'static>(
     program: &str,
     default_channel: &str,
-    make: impl FnOnce(&Context) -> anyhow::Result<D>,
+    make: impl Fn(&Context) -> anyhow::Result<D>,
 ) {
     let channel = std::env::args()
         .nth(1)
@@ -169,8 +174,7 @@ pub async fn program_main<D: Deliver>(
     };
     let result = async {
         let ctx = Context::load(&channel, d.base.clone(), d.config.clone()).await?;
-        let mut deliverer = make(&ctx)?;
-        run(&ctx, &mut deliverer).await
+        run(Arc::new(ctx), make).await
     };
     if let Err(e) = result.await {
         tracing::error!("{program} {channel}: {e:#}");
@@ -216,7 +220,64 @@ pub async fn queue_on(
     Ok(())
 }
 
-pub async fn run<D: Deliver>(ctx: &Context, deliverer: &mut D) -> anyhow::Result<()> {
+/// Works due messages until the job controller has none for a while
+/// (or goes away), on as many delivery threads as the channel's
+/// [`DeliveryThreads`] call for. Each thread is a task with its own
+/// connection to the job controller and its own deliverer (`make`), and
+/// delivers one message at a time; one more starts when the job
+/// controller says more messages wait than the running threads cover.
+/// Messages in flight at once share this process's connections (the
+/// store's, the directory's) and its wake-ups, where a program per
+/// message would pay for each.
+pub async fn run<D: Deliver + Send + 'static>(
+    ctx: Arc<Context>,
+    make: impl Fn(&Context) -> anyhow::Result<D>,
+) -> anyhow::Result<()> {
+    let plan = if D::CONCURRENT {
+        DeliveryThreads::of(&ctx.mta, &ctx.channel)
+    } else {
+        DeliveryThreads { depth: 1, max: 1 }
+    };
+    // Each thread reports how many messages it saw waiting.
+    let (report, mut reports) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let mut threads = tokio::task::JoinSet::new();
+    threads.spawn(delivery_thread(ctx.clone(), make(&ctx)?, report.clone()));
+    let mut failure: Option<anyhow::Error> = None;
+    loop {
+        tokio::select! {
+            Some(waiting) = reports.recv() => {
+                if threads.len() < plan.wanted(threads.len(), waiting) {
+                    match make(&ctx) {
+                        Ok(d) => {
+                            threads.spawn(delivery_thread(ctx.clone(), d, report.clone()));
+                        }
+                        Err(e) => tracing::warn!("no more delivery threads: {e:#}"),
+                    }
+                }
+            }
+            ended = threads.join_next() => match ended {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => {
+                    failure.get_or_insert(e);
+                }
+                Some(Err(e)) => {
+                    failure.get_or_insert(anyhow::anyhow!("a delivery thread failed: {e}"));
+                }
+            },
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// One delivery thread: take a due message, deliver it, settle its file,
+/// tell the job controller; until it has nothing more.
+async fn delivery_thread<D: Deliver>(
+    ctx: Arc<Context>,
+    mut deliverer: D,
+    report: tokio::sync::mpsc::UnboundedSender<usize>,
+) -> anyhow::Result<()> {
+    let ctx = &*ctx;
     let socket = ctx.base.job_controller_socket();
     let mut jc = UnixStream::connect(&socket)
         .await
@@ -227,7 +288,10 @@ pub async fn run<D: Deliver>(ctx: &Context, deliverer: &mut D) -> anyhow::Result
         };
         frame::write(&mut jc, &take).await?;
         let path = match frame::read::<JobReply>(&mut jc).await {
-            Ok(JobReply::Job { path }) => PathBuf::from(path),
+            Ok(JobReply::Job { path, waiting }) => {
+                let _ = report.send(waiting);
+                PathBuf::from(path)
+            }
             Ok(_) => return Ok(()),
             // Stopped (stop-msg) while this program waited for work.
             Err(_) => {
@@ -285,7 +349,6 @@ pub async fn return_to_sender(ctx: &Context, path: &Path, reason: &str) -> anyho
 /// Locks and reads a queue file; `None` when another process holds it.
 pub fn open_job(path: &Path) -> anyhow::Result<Option<Job>> {
     let file = File::open(path).with_context(|| "cannot open the queue file".to_string())?;
-    let last_attempt = file.metadata()?.modified()?;
     let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(l) => l,
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
@@ -293,15 +356,17 @@ pub fn open_job(path: &Path) -> anyhow::Result<Option<Job>> {
     };
     // The previous owner may have removed or replaced the file between
     // our open and our lock: only the inode still at `path` counts.
+    let locked = lock.metadata()?;
     {
         use std::os::unix::fs::MetadataExt;
-        let locked = lock.metadata()?;
         match std::fs::metadata(path) {
             Ok(now) if now.ino() == locked.ino() && now.dev() == locked.dev() => {}
             _ => return Ok(None),
         }
     }
-    let data = std::fs::read(path)?;
+    let last_attempt = locked.modified()?;
+    let mut data = Vec::with_capacity(usize::try_from(locked.len()).unwrap_or(0));
+    std::io::Read::read_to_end(&mut &*lock, &mut data)?;
     let (envelope, at) = Envelope::decode(&data)?;
     Ok(Some(Job {
         path: path.to_path_buf(),

@@ -689,7 +689,7 @@ impl StoreClient {
         let path = dir.join(&staged);
         let body = message.to_vec();
         let p = path.clone();
-        in_place(move || -> std::io::Result<()> {
+        file_work(body.len() as u64, move || -> std::io::Result<()> {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -724,14 +724,26 @@ impl StoreClient {
     }
 }
 
-/// Runs short blocking file work right here on a multi-threaded runtime
-/// (telling it this thread may block, so other tasks move to another: a
-/// hand-off to the blocking pool costs more than the work), on the
-/// blocking pool otherwise.
+/// Runs short blocking file work (at most [`READ_IN_PLACE`] bytes) right
+/// here. On a multi-threaded runtime it tells the runtime this thread may
+/// block, so other tasks move to another; on a current-thread runtime (a
+/// channel program or a tool, one piece of work at a time) it just runs.
+/// Either way a hand-off to the blocking pool, two thread wake-ups, would
+/// cost more than the work.
 async fn in_place<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
     use tokio::runtime::{Handle, RuntimeFlavor};
-    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
-        return tokio::task::block_in_place(f);
+    match Handle::current().runtime_flavor() {
+        RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Runs blocking file work of `size` bytes: [`in_place`] when small, on
+/// the blocking pool otherwise (a big file would stall the thread's other
+/// tasks).
+async fn file_work<R: Send + 'static>(size: u64, f: impl FnOnce() -> R + Send + 'static) -> R {
+    if size <= READ_IN_PLACE {
+        return in_place(f).await;
     }
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
@@ -746,11 +758,8 @@ pub const READ_IN_PLACE: u64 = 1024 * 1024;
 /// Reads a message file whole; one of `size` (the index's figure) up to
 /// [`READ_IN_PLACE`] [`in_place`].
 pub async fn read_message_file(path: &Path, size: u64) -> std::io::Result<Vec<u8>> {
-    if size > READ_IN_PLACE {
-        return tokio::fs::read(path).await;
-    }
     let path = path.to_path_buf();
-    in_place(move || std::fs::read(path)).await
+    file_work(size, move || std::fs::read(path)).await
 }
 
 fn unexpected(r: StoreReply) -> StoreError {

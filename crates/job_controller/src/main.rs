@@ -333,9 +333,9 @@ async fn serve(
         let reply = match req {
             JobRequest::Take { channel } => {
                 match take_when_due(&controller, &work_ready, &channel, started, generation).await {
-                    Some(path) => {
+                    Some((path, waiting)) => {
                         taken.push((channel, path.clone()));
-                        JobReply::Job { path }
+                        JobReply::Job { path, waiting }
                     }
                     None => JobReply::Idle,
                 }
@@ -356,15 +356,16 @@ async fn serve(
 }
 
 /// A channel program's next message: one due now, or the first to become
-/// due within [`PROGRAM_LINGER`]. `None` tells the program to exit — also
-/// when it has outlived MAX_LIFE_AGE or a configuration reload.
+/// due within [`PROGRAM_LINGER`], with how many more are due. `None`
+/// tells the program to exit — also when it has outlived MAX_LIFE_AGE or
+/// a configuration reload.
 async fn take_when_due(
     controller: &Shared,
     work_ready: &Notify,
     channel: &str,
     started: Instant,
     generation: u64,
-) -> Option<String> {
+) -> Option<(String, usize)> {
     let deadline = tokio::time::Instant::now() + PROGRAM_LINGER;
     loop {
         // Registered before looking, so a wake-up between the look and
@@ -385,7 +386,10 @@ async fn take_when_due(
                 return None;
             }
             if let Some(path) = c.sched.take(channel) {
-                return Some(path);
+                let waiting = c.sched.channels.get(channel).map_or(0, |s| {
+                    s.due_count_at_most(now_ms(), epistle_ipc::jobs::WAITING_COUNTED)
+                });
+                return Some((path, waiting));
             }
         }
         if tokio::time::timeout_at(deadline, ready).await.is_err() {

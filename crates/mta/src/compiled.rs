@@ -28,6 +28,9 @@ pub const SOURCES: &[&str] = &[
     "aliases",
 ];
 const REQUIRED: &[&str] = &["imta.cnf", "mappings"];
+/// How a channel option file's name ends (`tcp_local_option`): options
+/// for that channel's program alone.
+pub const CHANNEL_OPTION_SUFFIX: &str = "_option";
 const FORMAT: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -65,9 +68,18 @@ pub struct MtaConfig {
     pub job_controller: OptionFile,
     pub dispatcher: OptionFile,
     pub aliases: Aliases,
+    /// The channel option files (`config/<channel>_option`), by channel.
+    pub channel_options: BTreeMap<String, OptionFile>,
 }
 
 impl MtaConfig {
+    /// An option from the channel's option file, if it has one.
+    pub fn channel_option(&self, channel: &str, option: &str) -> Option<&str> {
+        self.channel_options
+            .get(&channel.to_ascii_lowercase())
+            .and_then(|f| f.global(option))
+    }
+
     /// The configuration in force: `config/imta.compiled` as the last
     /// `imsimta cnbuild` wrote it, parsed. Errors name the file.
     pub fn load(config_dir: &Path) -> Result<MtaConfig, BuildError> {
@@ -79,6 +91,13 @@ impl MtaConfig {
                 message: e.to_string(),
             })
     }
+}
+
+/// `tcp_local_option`, not an editor's backup or a hidden file.
+fn is_channel_option_file(name: &str) -> bool {
+    name.len() > CHANNEL_OPTION_SUFFIX.len()
+        && name.ends_with(CHANNEL_OPTION_SUFFIX)
+        && !name.starts_with(['.', '<'])
 }
 
 fn option_file(files: &BTreeMap<String, String>, name: &str) -> Result<OptionFile, BuildError> {
@@ -108,6 +127,22 @@ impl CompiledConfig {
                     });
                 }
             }
+        }
+        for entry in std::fs::read_dir(config_dir).map_err(|source| BuildError::Read {
+            path: config_dir.display().to_string(),
+            source,
+        })? {
+            let Ok(entry) = entry else { continue };
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_channel_option_file(&name) {
+                continue;
+            }
+            let path = entry.path();
+            let text = std::fs::read_to_string(&path).map_err(|source| BuildError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            files.insert(name, text);
         }
         // Includes of imta.cnf and aliases are read relative to config/
         // and kept.
@@ -152,7 +187,16 @@ impl CompiledConfig {
             .map_err(|e| BuildError::Syntax(e.to_string()))?;
         let mappings = Mappings::parse(self.files.get("mappings").map_or("", String::as_str))
             .map_err(|e| BuildError::Syntax(format!("mappings: {e}")))?;
+        let mut channel_options = BTreeMap::new();
+        for name in self.files.keys().filter(|n| is_channel_option_file(n)) {
+            let channel = name.trim_end_matches(CHANNEL_OPTION_SUFFIX);
+            channel_options.insert(
+                channel.to_ascii_lowercase(),
+                option_file(&self.files, name)?,
+            );
+        }
         Ok(MtaConfig {
+            channel_options,
             imta,
             mappings,
             options: option_file(&self.files, "option.dat")?,
@@ -191,6 +235,38 @@ impl CompiledConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channel_option_files_are_compiled_in_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        std::fs::write(
+            dir.join("imta.cnf"),
+            "a b\n\nl\nlocalhost\n\ntcp_local smtp\ntcp_local-daemon\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("mappings"), "").unwrap();
+        std::fs::write(
+            dir.join("tcp_local_option"),
+            "! threads\nMAX_CLIENT_THREADS=4\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join(".tcp_old_option"), "MAX_CLIENT_THREADS=9\n").unwrap();
+        let parsed = CompiledConfig::build(dir, 1).unwrap().parse().unwrap();
+        assert_eq!(
+            parsed.channel_option("TCP_local", "max_client_threads"),
+            Some("4")
+        );
+        assert_eq!(
+            parsed.channel_option("tcp_intranet", "MAX_CLIENT_THREADS"),
+            None
+        );
+        assert_eq!(parsed.channel_options.len(), 1, "hidden files are not read");
+
+        std::fs::write(dir.join("tcp_local_option"), "MAX_CLIENT_THREADS 4\n").unwrap();
+        let e = CompiledConfig::build(dir, 2).unwrap_err().to_string();
+        assert!(e.starts_with("tcp_local_option:"), "{e}");
+    }
 
     #[test]
     fn build_save_load_and_a_failed_build() {

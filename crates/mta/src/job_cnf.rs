@@ -2,6 +2,7 @@
 //! pools with their `JOB_LIMIT`, and for each channel the program that
 //! delivers its queue (`MASTER_COMMAND`).
 
+use crate::compiled::MtaConfig;
 use crate::imtacnf::ImtaConfig;
 use crate::optionfile::{OptionFile, int};
 
@@ -105,17 +106,59 @@ pub fn max_jobs(imta: &ImtaConfig, channel: &str) -> usize {
 }
 
 /// A channel's `filesperjob`: how many due messages call for one more
-/// delivery program (1 when absent). Without it, `threaddepth` (in the
-/// original, messages per thread of a multi-threaded SMTP client) counts
-/// the same way, since each program here delivers one message at a time:
-/// one more program, and so one more connection out, per that many due
-/// messages.
+/// delivery program (1 when absent).
 pub fn files_per_job(imta: &ImtaConfig, channel: &str) -> usize {
     imta.channel(channel)
-        .and_then(|c| c.arg("filesperjob").or_else(|| c.arg("threaddepth")))
+        .and_then(|c| c.arg("filesperjob"))
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(1)
         .clamp(1, 100_000)
+}
+
+/// `threaddepth` when the channel does not set it (as the original).
+pub const DEFAULT_THREAD_DEPTH: usize = 10;
+/// `MAX_CLIENT_THREADS` when the channel's option file does not set it
+/// (as the original).
+pub const DEFAULT_MAX_CLIENT_THREADS: usize = 10;
+/// The most delivery threads one program runs, whatever the files say.
+pub const MAX_DELIVERY_THREADS: usize = 256;
+
+/// How one channel program spreads its work over delivery threads (each
+/// delivers one message at a time): one thread per `threaddepth` messages
+/// it holds or sees waiting (imta.cnf), at most `MAX_CLIENT_THREADS` (the
+/// channel's option file, `config/<channel>_option`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryThreads {
+    pub depth: usize,
+    pub max: usize,
+}
+
+impl DeliveryThreads {
+    pub fn of(mta: &MtaConfig, channel: &str) -> DeliveryThreads {
+        let depth = mta
+            .imta
+            .channel(channel)
+            .and_then(|c| c.arg("threaddepth"))
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(DEFAULT_THREAD_DEPTH)
+            .max(1);
+        let max = mta
+            .channel_option(channel, "MAX_CLIENT_THREADS")
+            .and_then(int)
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(DEFAULT_MAX_CLIENT_THREADS)
+            .clamp(1, MAX_DELIVERY_THREADS);
+        DeliveryThreads { depth, max }
+    }
+
+    /// Threads wanted while `running` threads each hold a message and
+    /// `waiting` more are due.
+    pub fn wanted(&self, running: usize, waiting: usize) -> usize {
+        running
+            .saturating_add(waiting)
+            .div_ceil(self.depth)
+            .clamp(1, self.max)
+    }
 }
 
 /// How many programs `due` messages call for: one per `filesperjob` of
@@ -145,12 +188,44 @@ mod tests {
         assert_eq!([0, 1, 2, 9].map(|d| wanted("tcp_local", d)), [0, 1, 2, 3]);
         assert_eq!(
             [1, 4, 5, 17, 100].map(|d| wanted("tcp_out", d)),
-            [1, 1, 2, 5, 5]
+            [1, 4, 5, 5, 5],
+            "threaddepth counts threads inside a program, not programs"
+        );
+        assert_eq!([3, 10].map(|d| wanted("tcp_both", d)), [2, 5]);
+    }
+
+    #[test]
+    fn threaddepth_and_max_client_threads_size_a_programs_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("imta.cnf"),
+            "\nl\nmail.example\n\ntcp_out threaddepth 4\ntcp_out-daemon\n\ntcp_plain\ntcp_plain-daemon\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("mappings"), "").unwrap();
+        std::fs::write(dir.path().join("tcp_out_option"), "MAX_CLIENT_THREADS=3\n").unwrap();
+        let mta = crate::compiled::CompiledConfig::build(dir.path(), 0)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let out = DeliveryThreads::of(&mta, "tcp_out");
+        assert_eq!(out, DeliveryThreads { depth: 4, max: 3 });
+        // (running, waiting) -> threads
+        assert_eq!(
+            [(1, 0), (1, 3), (1, 4), (2, 6), (3, 1000)].map(|(r, w)| out.wanted(r, w)),
+            [1, 1, 2, 2, 3]
+        );
+        let plain = DeliveryThreads::of(&mta, "tcp_plain");
+        assert_eq!(
+            plain,
+            DeliveryThreads {
+                depth: DEFAULT_THREAD_DEPTH,
+                max: DEFAULT_MAX_CLIENT_THREADS
+            }
         );
         assert_eq!(
-            [3, 10].map(|d| wanted("tcp_both", d)),
-            [2, 5],
-            "filesperjob first"
+            [(1, 9), (1, 10), (5, 500)].map(|(r, w)| plain.wanted(r, w)),
+            [1, 2, 10]
         );
     }
 

@@ -4,9 +4,10 @@
 //! active-to diagnostic`. Each record is one `write` to a file opened for
 //! appending, so records from many processes never interleave.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// The action letter of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,11 +104,26 @@ impl Record<'_> {
 #[derive(Debug, Clone)]
 pub struct MailLog {
     path: PathBuf,
+    /// The file last written, kept open while it is still the one at
+    /// `path` (a roll-over renames it away): a `stat` per write instead
+    /// of an open and a close. Shared by clones.
+    open: Arc<Mutex<Option<OpenLog>>>,
+}
+
+/// An open `mail.log_current` and the inode it is.
+#[derive(Debug)]
+struct OpenLog {
+    file: File,
+    dev: u64,
+    ino: u64,
 }
 
 impl MailLog {
     pub fn new(path: impl Into<PathBuf>) -> MailLog {
-        MailLog { path: path.into() }
+        MailLog {
+            path: path.into(),
+            open: Arc::default(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -178,13 +194,39 @@ impl MailLog {
             text.push_str(&r.format(&time));
             text.push('\n');
         }
-        let written = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let written = self
+            .current(&mut open)
             .and_then(|mut f| f.write_all(text.as_bytes()));
         if let Err(e) = written {
+            *open = None;
             eprintln!("cannot write {}: {e}", self.path.display());
+        }
+    }
+
+    /// The file at `path` now: the one kept open if it still is, else
+    /// opened (created) again.
+    fn current<'a>(&self, open: &'a mut Option<OpenLog>) -> std::io::Result<&'a File> {
+        use std::os::unix::fs::MetadataExt;
+        let still = match (std::fs::metadata(&self.path), open.as_ref()) {
+            (Ok(m), Some(o)) => m.dev() == o.dev && m.ino() == o.ino,
+            _ => false,
+        };
+        if !still {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            let m = file.metadata()?;
+            *open = Some(OpenLog {
+                file,
+                dev: m.dev(),
+                ino: m.ino(),
+            });
+        }
+        match open {
+            Some(o) => Ok(&o.file),
+            None => Err(std::io::Error::other("the log is not open")),
         }
     }
 }
@@ -218,5 +260,34 @@ mod tests {
         };
         let line = bad.format("t");
         assert!(!line.contains('\n') && line.contains("a_b_c"), "{line}");
+    }
+
+    #[test]
+    fn records_after_a_roll_over_go_to_a_new_current_file() {
+        let dir = std::env::temp_dir().join(format!("maillog-roll-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = MailLog::new(dir.join("mail.log_current"));
+        let record = |to| Record {
+            source_channel: "tcp_local",
+            dest_channel: "ims-ms",
+            action: Action::Enqueue,
+            modifiers: "",
+            size: 1,
+            from: "a@example.org",
+            original_to: "",
+            active_to: to,
+            diagnostic: "",
+        };
+        log.write(&[record("one@example.com")]);
+        // A clone shares the open file, and writes after it.
+        log.clone().write(&[record("two@example.com")]);
+        std::fs::rename(log.path(), dir.join("mail.log_20261201")).unwrap();
+        log.write(&[record("three@example.com")]);
+        let old = std::fs::read_to_string(dir.join("mail.log_20261201")).unwrap();
+        let new = std::fs::read_to_string(log.path()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(old.contains("one@") && old.contains("two@"), "{old}");
+        assert!(!old.contains("three@"), "{old}");
+        assert!(new.contains("three@") && !new.contains("one@"), "{new}");
     }
 }

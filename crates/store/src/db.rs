@@ -274,17 +274,22 @@ impl Drop for Store {
     }
 }
 
-/// One append waiting for its batch.
-struct AppendArgs {
-    name: String,
-    staged: String,
-    flags: Vec<String>,
-    internal_date: i64,
-    quota: Quota,
-    want_uid: Option<u32>,
+/// One append waiting for its batch: [`Store::append_as`]'s arguments.
+#[derive(Debug, Clone)]
+pub struct AppendArgs {
+    pub name: String,
+    /// The file's name in the account's staging directory.
+    pub staged: String,
+    pub flags: Vec<String>,
+    pub internal_date: i64,
+    pub quota: Quota,
+    /// A UID to keep (imsrestore); the mailbox's next otherwise.
+    pub want_uid: Option<u32>,
 }
 
-type AppendResult = Result<(MessageInfo, MailboxInfo, Option<QuotaWarning>), StoreError>;
+/// What an append gives: the new message, the mailbox after, and a quota
+/// warning to send when the account crossed its threshold.
+pub type AppendResult = Result<(MessageInfo, MailboxInfo, Option<QuotaWarning>), StoreError>;
 
 /// An append checked and read, ready for the batch's transaction.
 struct Prepared {
@@ -846,15 +851,33 @@ impl Store {
             quota: *quota,
             want_uid,
         };
-        let result = self.appends.run(
+        self.appends.run(
             args,
-            |batch| self.append_batch(batch),
+            |batch| self.append_many(batch),
             || Err(StoreError::Io("the append failed unexpectedly".into())),
-        );
-        if let (Err(StoreError::OverQuota(_)), Ok(n)) = (&result, MailboxName::parse(name)) {
-            self.note_over_quota(n.owner());
+        )
+    }
+
+    /// Appends that arrived together, as one batch (see
+    /// [`Store::append_batch`]); one result per append, in order. For a
+    /// caller that gathers its own batches, as stored's appending thread
+    /// does; [`Store::append_as`] gathers concurrent callers itself.
+    pub fn append_many(&self, batch: Vec<AppendArgs>) -> Vec<AppendResult> {
+        let owners: Vec<Option<String>> = batch
+            .iter()
+            .map(|a| {
+                MailboxName::parse(&a.name)
+                    .ok()
+                    .map(|n| n.owner().to_string())
+            })
+            .collect();
+        let results = self.append_batch(batch);
+        for (r, owner) in results.iter().zip(owners) {
+            if let (Err(StoreError::OverQuota(_)), Some(owner)) = (r, owner) {
+                self.note_over_quota(&owner);
+            }
         }
-        result
+        results
     }
 
     /// Appends a batch: alone, as [`Store::append_inner`] does; together,

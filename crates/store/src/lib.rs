@@ -14,5 +14,5 @@ pub mod import;
 pub mod names;
 pub mod structure;
 
-pub use db::{FlagOp, MailboxInfo, MessageInfo, Store, StoreError};
+pub use db::{AppendArgs, AppendResult, FlagOp, MailboxInfo, MessageInfo, Store, StoreError};
 pub use names::MailboxName;

@@ -21,6 +21,7 @@
 //!   before they touch a path.
 
 mod acl;
+mod appender;
 mod quota;
 mod watchers;
 
@@ -30,6 +31,7 @@ use std::sync::Arc;
 
 use acl::need;
 use anyhow::Context as _;
+use appender::Appender;
 use epistle_daemon::{Daemon, SignalEvent, Signals};
 use epistle_ipc::frame::{self, FrameSender};
 use epistle_ipc::store::{ClientFrame, ServerFrame, StoreEvent, StoreReply, StoreRequest};
@@ -68,7 +70,12 @@ async fn main() {
         d.fail(&e);
     }
     tracing::info!(target: "Store", "store serving on {}", socket.display());
+    let appender = match Appender::start(store.clone()) {
+        Ok(a) => a,
+        Err(e) => d.fail(&anyhow::anyhow!("cannot start the appending thread: {e}")),
+    };
     let shared = Arc::new(Shared {
+        appender,
         store,
         quotas: Quotas::from_config(&d.base, &d.config).await,
         watchers: Watchers::default(),
@@ -146,6 +153,9 @@ async fn sync_every_second(store: Arc<Store>) {
 /// What every connection shares.
 struct Shared {
     store: Arc<Store>,
+    /// Every append goes through it, so appends that arrive together
+    /// share a batch.
+    appender: Appender,
     quotas: Quotas,
     /// Who gets which change events.
     watchers: Watchers,
@@ -216,6 +226,9 @@ fn deliver_warning(sh: &Shared, user: &str, w: &QuotaWarning) -> Option<Vec<Stor
 /// published before the reply is returned.
 async fn run_request(sh: &Arc<Shared>, user: Option<String>, other: StoreRequest) -> StoreReply {
     let quota = quota_for(sh, &other).await;
+    if matches!(other, StoreRequest::Append { .. }) {
+        return append_request(sh, user, other, quota).await;
+    }
     let inline = reads_only(&other);
     let shc = sh.clone();
     let work = move || {
@@ -232,12 +245,9 @@ async fn run_request(sh: &Arc<Shared>, user: Option<String>, other: StoreRequest
             };
             return (reply, Vec::new());
         }
-        let (mut reply, mut evs, warning) = handle(&shc.store, other, &quota, user.as_deref());
+        let (mut reply, evs) = handle(&shc.store, other, &quota, user.as_deref());
         if let (Some(u), StoreReply::Mailboxes { mailboxes, .. }) = (&user, &mut reply) {
             mailboxes.retain(|m| shc.store.rights(&m.name, u).is_ok_and(|r| r.contains('l')));
-        }
-        if let Some((user, w)) = warning {
-            evs.extend(deliver_warning(&shc, &user, &w).into_iter().flatten());
         }
         (reply, evs)
     };
@@ -264,6 +274,66 @@ async fn run_request(sh: &Arc<Shared>, user: Option<String>, other: StoreRequest
         Err(_) => StoreReply::Error {
             error: StoreError::Io("the request failed; see the store log".into()),
         },
+    }
+}
+
+/// An append: checked against the acting user's rights, then made by the
+/// appending thread; its events (and a quota warning's) published.
+async fn append_request(
+    sh: &Arc<Shared>,
+    user: Option<String>,
+    mut req: StoreRequest,
+    quota: Quota,
+) -> StoreReply {
+    if let Some(u) = &user
+        && let Err(error) = acl::authorize(&sh.store, u, &mut req)
+    {
+        return StoreReply::Error { error };
+    }
+    let StoreRequest::Append {
+        name,
+        staged,
+        flags,
+        internal_date,
+        uid,
+    } = req
+    else {
+        return StoreReply::Error {
+            error: StoreError::Invalid("not an append".into()),
+        };
+    };
+    let args = epistle_store::AppendArgs {
+        name: name.clone(),
+        staged,
+        flags,
+        internal_date,
+        quota,
+        want_uid: uid,
+    };
+    let (msg, mailbox, warning) = match sh.appender.append(args).await {
+        Ok(done) => done,
+        Err(error) => return StoreReply::Error { error },
+    };
+    // The message is in: a failure to tell watchers is logged, not
+    // answered (a client told of an error would append it again).
+    let mut events = exists_events(&sh.store, &name, &[msg.uid]).unwrap_or_else(|e| {
+        tracing::error!(target: "Store", "cannot announce the new message in {name}: {e}");
+        Vec::new()
+    });
+    if let (Some(w), Ok(n)) = (warning, MailboxName::parse(&name)) {
+        let (shc, owner) = (sh.clone(), n.owner().to_string());
+        if let Ok(Some(more)) =
+            tokio::task::spawn_blocking(move || deliver_warning(&shc, &owner, &w)).await
+        {
+            events.extend(more);
+        }
+    }
+    for e in &events {
+        sh.watchers.publish(e);
+    }
+    StoreReply::Appended {
+        uid: msg.uid,
+        mailbox,
     }
 }
 
@@ -493,13 +563,12 @@ fn send_reply(to: &Watcher, seq: u32, reply: StoreReply) {
 /// well under the frame limit.
 const STRUCTURES_BUDGET: usize = 128 * 1024;
 
-type Handled = (StoreReply, Vec<StoreEvent>, Option<(String, QuotaWarning)>);
+type Handled = (StoreReply, Vec<StoreEvent>);
 
 /// One request, one transaction; the reply and the events it causes.
 /// `reader`: the user a connection acts for, whose own `\Seen` state
 /// applies in mailboxes they do not own (peruser.db).
 fn handle(s: &Store, req: StoreRequest, quota: &Quota, reader: Option<&str>) -> Handled {
-    let mut warning = None;
     let result: Result<(StoreReply, Vec<StoreEvent>), StoreError> = (|| {
         Ok(match req {
             StoreRequest::List { prefix, after } => {
@@ -577,26 +646,9 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota, reader: Option<&str>) -> 
                     vec![],
                 )
             }
-            StoreRequest::Append {
-                name,
-                staged,
-                flags,
-                internal_date,
-                uid,
-            } => {
-                let (msg, mailbox, w) =
-                    s.append_as(&name, &staged, &flags, internal_date, quota, uid)?;
-                if let (Some(w), Ok(n)) = (w, MailboxName::parse(&name)) {
-                    warning = Some((n.owner().to_string(), w));
-                }
-                let evs = exists_events(s, &name, &[msg.uid])?;
-                (
-                    StoreReply::Appended {
-                        uid: msg.uid,
-                        mailbox,
-                    },
-                    evs,
-                )
+            // Appends take the appending thread ([`append_request`]).
+            StoreRequest::Append { .. } => {
+                return Err(StoreError::Invalid("an append out of turn".into()));
             }
             StoreRequest::Messages { name, after } => (
                 StoreReply::Messages {
@@ -796,8 +848,8 @@ fn handle(s: &Store, req: StoreRequest, quota: &Quota, reader: Option<&str>) -> 
         })
     })();
     match result {
-        Ok((reply, events)) => (reply, events, warning),
-        Err(e) => (StoreReply::Error { error: e }, Vec::new(), None),
+        Ok((reply, events)) => (reply, events),
+        Err(e) => (StoreReply::Error { error: e }, Vec::new()),
     }
 }
 

@@ -1191,14 +1191,13 @@ impl Session {
 
     /// Reads more input; `Ok(false)` at end of stream.
     async fn fill(&mut self, timeout: Duration) -> Result<bool, End> {
-        let mut buf = [0u8; READ_CHUNK];
-        match tokio::time::timeout(timeout, self.stream.read(&mut buf)).await {
+        // Straight into the input buffer's spare room: no zeroed buffer
+        // per read, no copy.
+        self.input.reserve(READ_CHUNK);
+        match tokio::time::timeout(timeout, self.stream.read_buf(&mut self.input)).await {
             Err(_) => Err(End::Shutdown),
             Ok(Err(_)) | Ok(Ok(0)) => Ok(false),
-            Ok(Ok(n)) => {
-                self.input.extend_from_slice(&buf[..n]);
-                Ok(true)
-            }
+            Ok(Ok(_)) => Ok(true),
         }
     }
 
