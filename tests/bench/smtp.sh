@@ -28,7 +28,11 @@ CONCURRENCY=(${CONCURRENCY:-1 10 50})
 need() {
   command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "$1" ] || {
     echo "installing $2 ..."
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+    # A stale package index names versions the mirror no longer has.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null 2>&1 || {
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+    }
   }
 }
 need smtp-source postfix

@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use epistle_config::{Config, MsgSvrBase};
 use epistle_directory::Directory;
 use epistle_ipc::frame;
-use epistle_ipc::jobs::{JobReply, JobRequest};
+use epistle_ipc::jobs::{Finished, JobReply, JobRequest};
 use epistle_mta::compiled::MtaConfig;
 use epistle_mta::job_cnf::DeliveryThreads;
 use epistle_mta::maillog::{Action, MailLog, Record};
@@ -282,9 +282,11 @@ async fn delivery_thread<D: Deliver>(
     let mut jc = UnixStream::connect(&socket)
         .await
         .with_context(|| format!("cannot reach the job controller at {}", socket.display()))?;
+    let mut finished: Option<Finished> = None;
     loop {
         let take = JobRequest::Take {
             channel: ctx.channel.clone(),
+            finished: finished.take(),
         };
         frame::write(&mut jc, &take).await?;
         let path = match frame::read::<JobReply>(&mut jc).await {
@@ -317,13 +319,10 @@ async fn delivery_thread<D: Deliver>(
                 None
             }
         };
-        let done = JobRequest::Finished {
-            channel: ctx.channel.clone(),
+        finished = Some(Finished {
             path: path.display().to_string(),
             requeued: requeued.map(|p| p.display().to_string()),
-        };
-        frame::write(&mut jc, &done).await?;
-        let _: JobReply = frame::read(&mut jc).await?;
+        });
     }
 }
 

@@ -20,14 +20,13 @@ pub struct QueuedFile {
 pub enum JobRequest {
     /// These files are new and due now.
     Enqueued { files: Vec<QueuedFile> },
-    /// From a channel program: the next due message of `channel`.
-    Take { channel: String },
-    /// From a channel program: it is done with `path`; what is left of
-    /// the message (deferred recipients), if anything, is at `requeued`.
-    Finished {
+    /// From a channel program: the next due message of `channel`, and
+    /// the file it last took, which it is done with (one round trip per
+    /// message).
+    Take {
         channel: String,
-        path: String,
-        requeued: Option<String>,
+        #[serde(default)]
+        finished: Option<Finished>,
     },
     /// Every channel's queue as the job controller sees it.
     Queues,
@@ -38,6 +37,14 @@ pub enum JobRequest {
     /// Make every waiting message of `channel` (all channels when `None`)
     /// due now, ignoring backoff (`imsimta run`, `qm start`).
     RunNow { channel: Option<String> },
+}
+
+/// A channel program is done with `path`; what is left of the message
+/// (deferred recipients), if anything, is at `requeued`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finished {
+    pub path: String,
+    pub requeued: Option<String>,
 }
 
 /// One channel's queue.

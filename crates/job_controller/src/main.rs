@@ -331,7 +331,13 @@ async fn serve(
             Err(_) => break,
         };
         let reply = match req {
-            JobRequest::Take { channel } => {
+            JobRequest::Take { channel, finished } => {
+                if let Some(done) = finished {
+                    taken.retain(|(ch, p)| !(ch == &channel && *p == done.path));
+                    let mut c = lock(&controller);
+                    let mta = c.mta.clone();
+                    c.sched.finished(&mta, &channel, &done.path, done.requeued);
+                }
                 match take_when_due(&controller, &work_ready, &channel, started, generation).await {
                     Some((path, waiting)) => {
                         taken.push((channel, path.clone()));
@@ -340,7 +346,7 @@ async fn serve(
                     None => JobReply::Idle,
                 }
             }
-            other => answer(&controller, &wake, &mut taken, other),
+            other => answer(&controller, &wake, other),
         };
         if frame::write(&mut conn, &reply).await.is_err() {
             break;
@@ -399,12 +405,7 @@ async fn take_when_due(
 }
 
 /// Every request but Take, answered at once.
-fn answer(
-    controller: &Shared,
-    wake: &Notify,
-    taken: &mut Vec<(String, String)>,
-    req: JobRequest,
-) -> JobReply {
+fn answer(controller: &Shared, wake: &Notify, req: JobRequest) -> JobReply {
     let mut c = lock(controller);
     match req {
         JobRequest::Enqueued { files } => {
@@ -416,16 +417,6 @@ fn answer(
             JobReply::Ok
         }
         JobRequest::Take { .. } => JobReply::Idle,
-        JobRequest::Finished {
-            channel,
-            path,
-            requeued,
-        } => {
-            taken.retain(|(ch, p)| !(ch == &channel && p == &path));
-            let mta = c.mta.clone();
-            c.sched.finished(&mta, &channel, &path, requeued);
-            JobReply::Ok
-        }
         JobRequest::Queues => JobReply::Queues {
             channels: c.sched.summary(),
         },
