@@ -672,8 +672,13 @@ bitbucket-daemon
         assert_eq!(ms.last_of(&["backoff"]).unwrap().args.len(), 6);
         assert_eq!(
             ms.arg("maxjobs"),
-            Some("20"),
+            Some("2"),
             "its own maxjobs beats the default"
+        );
+        assert_eq!(
+            (ms.arg("filesperjob"), ms.arg("threaddepth")),
+            (Some("100"), Some("1")),
+            "store delivery: threads in few programs"
         );
         assert!(c.channel("tcp_submit").unwrap().has("mustsaslserver"));
         assert!(c.channel("tcp_local").unwrap().has("maysaslserver"));

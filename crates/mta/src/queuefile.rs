@@ -194,6 +194,19 @@ pub struct Staged {
     pub path: PathBuf,
     /// Still open from writing, for a commit of this file alone.
     file: File,
+    /// The directory of both names, open: renames and syncs by handle,
+    /// without walking the whole path each time.
+    dir: Arc<File>,
+}
+
+/// The last part of a queue path (the queue makes every name it uses).
+fn name_of(p: &Path) -> &std::ffi::OsStr {
+    p.file_name().unwrap_or(p.as_os_str())
+}
+
+/// Renames `from` to `to`, both in the directory open as `dir`.
+fn rename_in(dir: &File, from: &Path, to: &Path) -> std::io::Result<()> {
+    nix::fcntl::renameat(dir, name_of(from), dir, name_of(to)).map_err(std::io::Error::from)
 }
 
 fn io_err(what: &str, p: &Path, e: std::io::Error) -> QueueError {
@@ -208,24 +221,25 @@ pub fn stage(
     envelope: &Envelope,
     message: &[u8],
 ) -> Result<Staged, QueueError> {
-    ensure_dir(dir, false).map_err(|e| io_err("cannot create", dir, e))?;
+    let mut handle = open_dir(dir, false).map_err(|e| io_err("cannot create", dir, e))?;
     let head = envelope.encode()?;
     let mut rnd = [0u8; 8];
     getrandom(&mut rnd);
     let id: String = rnd.iter().map(|b| format!("{b:02X}")).collect();
-    let tmp = dir.join(format!("${id}.tmp"));
+    let tmp_name = format!("${id}.tmp");
+    let tmp = dir.join(&tmp_name);
     let path = dir.join(format!("{}{id}.00", attempt_prefix(0)));
-    let create = || match spares.take(&tmp) {
+    let create = |d: &File| match spares.take(d, &tmp_name) {
         Some(f) => Ok(f),
-        None => File::create(&tmp),
+        None => create_in(d, &tmp_name),
     };
     let written = (|| -> std::io::Result<File> {
-        let mut f = match create() {
-            // The directory went away since it was made (an administrator
-            // cleaning up): made again.
+        let mut f = match create(&handle) {
+            // The directory went away since it was opened (an
+            // administrator cleaning up): made again.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                ensure_dir(dir, true)?;
-                create()?
+                handle = open_dir(dir, true)?;
+                create(&handle)?
             }
             other => other?,
         };
@@ -236,7 +250,12 @@ pub fn stage(
         Ok(f)
     })();
     match written {
-        Ok(file) => Ok(Staged { tmp, path, file }),
+        Ok(file) => Ok(Staged {
+            tmp,
+            path,
+            file,
+            dir: handle,
+        }),
         Err(e) => {
             let _ = fs::remove_file(&tmp);
             Err(io_err("cannot write", &tmp, e))
@@ -244,23 +263,39 @@ pub fn stage(
     }
 }
 
-/// Makes `dir` exist, creating it only the first time this process asks
-/// (or when `again`): a queue directory is made once and then written
-/// thousands of times a second.
-fn ensure_dir(dir: &Path, again: bool) -> std::io::Result<()> {
-    static MADE: OnceLock<Mutex<std::collections::HashSet<PathBuf>>> = OnceLock::new();
-    let made = MADE.get_or_init(Default::default);
-    if !again && made.lock().unwrap_or_else(|e| e.into_inner()).contains(dir) {
-        return Ok(());
+/// A new file `name` in the directory open as `dir`, for writing.
+fn create_in(dir: &File, name: &str) -> std::io::Result<File> {
+    use nix::fcntl::{OFlag, openat};
+    use nix::sys::stat::Mode;
+    let fd = openat(
+        dir,
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o666),
+    )?;
+    Ok(File::from(fd))
+}
+
+/// `dir`, made if need be and open, from this process's table of queue
+/// directories (made and opened the first time it asks, or again when
+/// `again`): a queue directory is written thousands of times a second,
+/// and a handle spares every rename and sync the walk of its path.
+fn open_dir(dir: &Path, again: bool) -> std::io::Result<Arc<File>> {
+    type Open = std::collections::HashMap<PathBuf, Arc<File>>;
+    static OPEN: OnceLock<Mutex<Open>> = OnceLock::new();
+    let open = OPEN.get_or_init(Default::default);
+    if !again && let Some(h) = open.lock().unwrap_or_else(|e| e.into_inner()).get(dir) {
+        return Ok(h.clone());
     }
     fs::create_dir_all(dir)?;
-    let mut made = made.lock().unwrap_or_else(|e| e.into_inner());
+    let handle = Arc::new(File::open(dir)?);
+    let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
     // Bounded: a queue has a directory per channel (and its subdirs).
-    if made.len() >= 4096 {
-        made.clear();
+    if open.len() >= 4096 {
+        open.clear();
     }
-    made.insert(dir.to_path_buf());
-    Ok(())
+    open.insert(dir.to_path_buf(), handle.clone());
+    Ok(handle)
 }
 
 /// How many spent files the pool keeps at most: enough to take back a
@@ -297,6 +332,8 @@ struct Listing {
     names: Vec<std::ffi::OsString>,
     /// When a listing last found the pool empty.
     empty_at: Option<Instant>,
+    /// The pool's directory, open once it exists.
+    dir: Option<Arc<File>>,
 }
 
 impl SparePool {
@@ -313,10 +350,12 @@ impl SparePool {
         }
     }
 
-    /// Moves a spare to `tmp` and opens it for rewriting; `None` when the
-    /// pool has none (the caller creates a file).
-    fn take(&self, tmp: &Path) -> Option<File> {
+    /// Moves a spare to `tmp` in the directory open as `dir` and opens it
+    /// for rewriting; `None` when the pool has none (the caller creates a
+    /// file).
+    fn take(&self, dir: &File, tmp: &str) -> Option<File> {
         let mut listing = self.listing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut misses = 0u32;
         loop {
             let Some(name) = listing.names.pop() else {
                 if listing
@@ -325,6 +364,9 @@ impl SparePool {
                 {
                     return None;
                 }
+                // Opened with each listing, so the names are the
+                // handle's even if the directory was made anew.
+                listing.dir = File::open(&self.dir).ok().map(Arc::new);
                 listing.names = fs::read_dir(&self.dir)
                     .map(|d| d.flatten().map(|e| e.file_name()).collect())
                     .unwrap_or_default();
@@ -344,19 +386,37 @@ impl SparePool {
                 listing.empty_at = None;
                 continue;
             };
-            match fs::rename(self.dir.join(name), tmp) {
+            use nix::fcntl::{OFlag, openat, renameat};
+            use nix::sys::stat::Mode;
+            let pool = listing.dir.clone()?;
+            match renameat(&*pool, name.as_os_str(), dir, tmp) {
                 Ok(()) => {
-                    return match File::options().write(true).open(tmp) {
-                        Ok(f) => Some(f),
+                    let opened =
+                        openat(dir, tmp, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty());
+                    return match opened {
+                        Ok(fd) => Some(File::from(fd)),
                         // Not ours to write (left by another user): drop it.
                         Err(_) => {
-                            let _ = fs::remove_file(tmp);
+                            let _ = nix::unistd::unlinkat(
+                                dir,
+                                tmp,
+                                nix::unistd::UnlinkatFlags::NoRemoveDir,
+                            );
                             None
                         }
                     };
                 }
-                // Taken by another process since the listing.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                // Taken by another process since the listing — or the
+                // target directory is gone (removed by an administrator):
+                // looked at now and then, so a removed directory never
+                // keeps this loop going.
+                Err(nix::errno::Errno::ENOENT) => {
+                    use std::os::unix::fs::MetadataExt;
+                    misses += 1;
+                    if misses % 16 == 0 && dir.metadata().map_or(true, |m| m.nlink() == 0) {
+                        return None;
+                    }
+                }
                 Err(_) => return None,
             }
         }
@@ -399,9 +459,8 @@ impl Staged {
     pub fn commit(self) -> Result<PathBuf, QueueError> {
         let done = (|| -> std::io::Result<()> {
             self.file.sync_all()?;
-            fs::rename(&self.tmp, &self.path)?;
-            let dir = self.path.parent().unwrap_or(Path::new("."));
-            File::open(dir)?.sync_all()
+            rename_in(&self.dir, &self.tmp, &self.path)?;
+            self.dir.sync_all()
         })();
         match done {
             Ok(()) => Ok(self.path),
@@ -441,15 +500,13 @@ pub fn commit_batch(mut batch: Vec<Staged>) -> Result<Vec<PathBuf>, QueueError> 
         return Ok(Vec::new());
     };
     let anchor = first.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let sync = || -> std::io::Result<()> {
-        let dir = File::open(&anchor)?;
-        nix::unistd::syncfs(&dir).map_err(std::io::Error::from)
-    };
+    let fs_of_batch = first.dir.clone();
+    let sync = || nix::unistd::syncfs(&*fs_of_batch).map_err(std::io::Error::from);
     let mut renamed: Vec<PathBuf> = Vec::new();
     let done = (|| -> std::io::Result<()> {
         sync()?;
         for s in &batch {
-            fs::rename(&s.tmp, &s.path)?;
+            rename_in(&s.dir, &s.tmp, &s.path)?;
             renamed.push(s.path.clone());
         }
         sync()
@@ -642,6 +699,28 @@ mod tests {
         let big = write(&dir, &pool, &env(), &vec![b'x'; 70_000]).unwrap();
         pool.retire(&big).unwrap();
         assert!(!big.exists() && !root.join("other/.spare").exists());
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_queue_directory_removed_under_a_writer_is_made_again() {
+        let root = std::env::temp_dir().join(format!("epistle-gone-test-{}", std::process::id()));
+        let dir = root.join("tcp_local/003");
+        let pool = SparePool::with_slots(&root, 64);
+        let first = write(&dir, &pool, &env(), b"one").unwrap();
+        for _ in 0..40 {
+            pool.retire(&write(&dir, &pool, &env(), b"spare").unwrap())
+                .unwrap();
+        }
+        // An administrator clears the channel's queue; this process still
+        // holds the old directory open, and the pool has spares to offer.
+        fs::remove_dir_all(root.join("tcp_local")).unwrap();
+        std::thread::sleep(EMPTY_POOL_RECHECK); // the pool is listed again
+        let again = write(&dir, &pool, &env(), b"two").unwrap();
+        let data = fs::read(&again).unwrap();
+        let (_, at) = Envelope::decode(&data).unwrap();
+        assert_eq!(&data[at..], b"two");
+        assert!(!first.exists());
         let _ = fs::remove_dir_all(&root);
     }
 
