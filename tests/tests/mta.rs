@@ -1200,13 +1200,9 @@ impl Drop for Sink {
     }
 }
 
-#[test]
-fn outbound_mail_goes_to_the_remote_server_with_per_recipient_results() {
-    let i = Install::configured();
-    i.add_user("joe", "joe secret", &[]);
-    let sink = Sink::start(&i);
-    let (sink_port, sink_dir) = (sink.port, sink.dir.clone());
-    // partner.example is routed to the stand-in by a channel of its own.
+/// Routes partner.example to a channel of its own, `tcp_peer`, with
+/// `keywords` after `smtp`.
+fn route_partner_to(i: &Install, keywords: &str) {
     i.edit_config("imta.cnf", |t| {
         t.replacen(
             "hold                         $U@hold-daemon\n",
@@ -1215,12 +1211,23 @@ fn outbound_mail_goes_to_the_remote_server_with_per_recipient_results() {
         )
         .replacen(
             "\nbitbucket\n",
-            &format!(
-                "\ntcp_peer smtp daemon 127.0.0.1 port {sink_port} backoff \"pt1s\" maytlsclient\ntcp_peer-daemon\n\nbitbucket\n"
-            ),
+            &format!("\ntcp_peer smtp {keywords}\ntcp_peer-daemon\n\nbitbucket\n"),
             1,
         )
     });
+}
+
+#[test]
+fn outbound_mail_goes_to_the_remote_server_with_per_recipient_results() {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &[]);
+    let sink = Sink::start(&i);
+    let (sink_port, sink_dir) = (sink.port, sink.dir.clone());
+    // partner.example is routed to the stand-in by a channel of its own.
+    route_partner_to(
+        &i,
+        &format!("daemon 127.0.0.1 port {sink_port} backoff \"pt1s\" maytlsclient"),
+    );
     i.cnbuild();
     i.start();
     i.smtp_script(
@@ -1284,20 +1291,10 @@ fn one_channel_program_delivers_on_several_threads() {
     let port = sink.port;
     // One program at most (maxjobs 1); one thread per waiting message
     // (threaddepth 1), three at most (the channel's option file).
-    i.edit_config("imta.cnf", |t| {
-        t.replacen(
-            "hold                         $U@hold-daemon\n",
-            "hold                         $U@hold-daemon\npartner.example              $U%$D@tcp_peer-daemon\n",
-            1,
-        )
-        .replacen(
-            "\nbitbucket\n",
-            &format!(
-                "\ntcp_peer smtp daemon 127.0.0.1 port {port} maxjobs 1 threaddepth 1\ntcp_peer-daemon\n\nbitbucket\n"
-            ),
-            1,
-        )
-    });
+    route_partner_to(
+        &i,
+        &format!("daemon 127.0.0.1 port {port} maxjobs 1 threaddepth 1"),
+    );
     std::fs::write(
         i.base.join("config/tcp_peer_option"),
         "MAX_CLIENT_THREADS=3\n",

@@ -413,7 +413,8 @@ impl SparePool {
                 Err(nix::errno::Errno::ENOENT) => {
                     use std::os::unix::fs::MetadataExt;
                     misses += 1;
-                    if misses.is_multiple_of(16) && dir.metadata().map_or(true, |m| m.nlink() == 0) {
+                    if misses.is_multiple_of(16) && dir.metadata().map_or(true, |m| m.nlink() == 0)
+                    {
                         return None;
                     }
                 }
