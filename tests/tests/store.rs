@@ -232,8 +232,9 @@ async fn expunges_cut_by_kill_9_leave_no_message_without_its_file() {
             .await
             .unwrap();
     }
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let expunger = tokio::spawn({
-        let sock = sock.clone();
+        let (sock, progress) = (sock.clone(), progress.clone());
         async move {
             let (c, _) = StoreClient::connect(&sock).await.unwrap();
             let deleted = ["\\Deleted".to_string()];
@@ -248,11 +249,19 @@ async fn expunges_cut_by_kill_9_leave_no_message_without_its_file() {
                     Ok(_) => gone += 1,
                     Err(_) => break, // stored went away mid-request
                 }
+                progress.store(gone, std::sync::atomic::Ordering::Relaxed);
             }
             gone
         }
     });
-    let restarted = kill_stored_after(&i, Duration::from_millis(300)).await;
+    // Killed in the middle of the stream, however busy the machine.
+    let started = std::time::Instant::now();
+    while progress.load(std::sync::atomic::Ordering::Relaxed) < 20
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let restarted = kill_stored_after(&i, Duration::ZERO).await;
     let gone = expunger.await.unwrap();
     assert!(gone > 5, "only {gone} expunges before the kill");
     restarted();

@@ -726,10 +726,11 @@ impl StoreClient {
 
 /// Runs short blocking file work (at most [`READ_IN_PLACE`] bytes) right
 /// here. On a multi-threaded runtime it tells the runtime this thread may
-/// block, so other tasks move to another; on a current-thread runtime (a
-/// channel program or a tool, one piece of work at a time) it just runs.
-/// Either way a hand-off to the blocking pool, two thread wake-ups, would
-/// cost more than the work.
+/// block, so other tasks move to another; on a current-thread runtime
+/// (channel programs, tools) it just runs, holding up the thread's other
+/// tasks for the microseconds a page-cache read or write takes. Either
+/// way a hand-off to the blocking pool, two thread wake-ups, would cost
+/// more than the work.
 async fn in_place<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::current().runtime_flavor() {

@@ -290,13 +290,18 @@ fn open_dir(dir: &Path, again: bool) -> std::io::Result<Arc<File>> {
     fs::create_dir_all(dir)?;
     let handle = Arc::new(File::open(dir)?);
     let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
-    // Bounded: a queue has a directory per channel (and its subdirs).
-    if open.len() >= 4096 {
+    // Each entry holds a file descriptor: a few hundred at most (a queue
+    // has a directory per channel and its subdirs; dropped handles are
+    // opened again when next needed).
+    if open.len() >= OPEN_DIRS {
         open.clear();
     }
     open.insert(dir.to_path_buf(), handle.clone());
     Ok(handle)
 }
+
+/// Queue directories one process keeps open.
+const OPEN_DIRS: usize = 256;
 
 /// How many spent files the pool keeps at most: enough to take back a
 /// backlog of a few seconds at full rate.

@@ -286,7 +286,7 @@ async fn append_request(
     quota: Quota,
 ) -> StoreReply {
     if let Some(u) = &user
-        && let Err(error) = acl::authorize(&sh.store, u, &mut req)
+        && let Err(error) = guarded(|| acl::authorize(&sh.store, u, &mut req))
     {
         return StoreReply::Error { error };
     }
@@ -316,7 +316,7 @@ async fn append_request(
     };
     // The message is in: a failure to tell watchers is logged, not
     // answered (a client told of an error would append it again).
-    let mut events = exists_events(&sh.store, &name, &[msg.uid]).unwrap_or_else(|e| {
+    let mut events = guarded(|| exists_events(&sh.store, &name, &[msg.uid])).unwrap_or_else(|e| {
         tracing::error!(target: "Store", "cannot announce the new message in {name}: {e}");
         Vec::new()
     });
@@ -335,6 +335,16 @@ async fn append_request(
         uid: msg.uid,
         mailbox,
     }
+}
+
+/// Runs store work so that a bug in it fails this request with an error
+/// (as [`run_request`] does) instead of leaving its client unanswered.
+fn guarded<T>(work: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|_| {
+        Err(StoreError::Io(
+            "the request failed; see the store log".into(),
+        ))
+    })
 }
 
 /// Requests that only read (one short read transaction; `Structures` may
