@@ -189,7 +189,7 @@ impl CompiledConfig {
             .map_err(|e| BuildError::Syntax(format!("mappings: {e}")))?;
         let mut channel_options = BTreeMap::new();
         for name in self.files.keys().filter(|n| is_channel_option_file(n)) {
-            let channel = name.trim_end_matches(CHANNEL_OPTION_SUFFIX);
+            let channel = name.strip_suffix(CHANNEL_OPTION_SUFFIX).unwrap_or(name);
             channel_options.insert(
                 channel.to_ascii_lowercase(),
                 option_file(&self.files, name)?,
