@@ -63,17 +63,13 @@ pub struct ChannelQueue {
     pub held: usize,
 }
 
-/// Due messages counted for [`JobReply::Job`]'s `waiting`: enough for
-/// any program's thread count, few enough to count on every hand-out.
-pub const WAITING_COUNTED: usize = 1024;
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum JobReply {
     Ok,
     /// Deliver this queue file. `waiting`: how many more of the
-    /// channel's messages are due now (counted up to
-    /// [`WAITING_COUNTED`]), so a program can start more delivery threads.
+    /// channel's messages are due now, counted only as far as could call
+    /// for more delivery threads (`threaddepth` × `MAX_CLIENT_THREADS`).
     Job {
         path: String,
         #[serde(default)]

@@ -23,7 +23,7 @@ use epistle_daemon::{Daemon, SignalEvent, Signals};
 use epistle_ipc::frame;
 use epistle_ipc::jobs::{JobReply, JobRequest};
 use epistle_mta::compiled::MtaConfig;
-use epistle_mta::job_cnf::{self, Master};
+use epistle_mta::job_cnf::{self, DeliveryThreads, Master};
 use epistle_mta::maillog::{Action, MailLog, Record};
 use epistle_mta::optionfile::int;
 use epistle_mta::queue::QueueDir;
@@ -392,9 +392,15 @@ async fn take_when_due(
                 return None;
             }
             if let Some(path) = c.sched.take(channel) {
-                let waiting = c.sched.channels.get(channel).map_or(0, |s| {
-                    s.due_count_at_most(now_ms(), epistle_ipc::jobs::WAITING_COUNTED)
-                });
+                // Past this many, no program starts another thread: the
+                // count (a walk of the due list) stops there.
+                let threads = DeliveryThreads::of(&c.mta, channel);
+                let enough = threads.depth.saturating_mul(threads.max);
+                let waiting = c
+                    .sched
+                    .channels
+                    .get(channel)
+                    .map_or(0, |s| s.due_count_at_most(now_ms(), enough));
                 return Some((path, waiting));
             }
         }
