@@ -299,22 +299,57 @@ assert r.startswith(b'250 2.0.0'), r
 fn limits_give_the_proper_replies() {
     let i = Install::configured();
     i.add_user("joe", "joe secret", &[]);
-    // 2 KB messages at most, few errors.
-    i.edit_config("option.dat", |t| {
-        format!("{t}\nBLOCK_LIMIT=2\nALLOW_REJECTIONS_BEFORE_DEFERRAL=5\n")
+    // 2 KB messages at most (option.dat); few bad commands (the source
+    // channel's keyword); the service's own options (tcp_local_option),
+    // which hold although 127.0.0.1 is switched to tcp_intranet.
+    i.edit_config("option.dat", |t| format!("{t}\nBLOCK_LIMIT=2\n"));
+    i.edit_config("imta.cnf", |t| {
+        t.replacen(
+            "\ntcp_intranet smtp ",
+            "\ntcp_intranet disconnectbadcommandlimit 5 smtp ",
+            1,
+        )
+    });
+    i.edit_config("tcp_local_option", |t| {
+        format!(
+            "{t}\nALLOW_REJECTIONS_BEFORE_DEFERRAL=2\nBANNER_HOST=mx.example.net\n\
+             BANNER_ADDITION=No UCE\n"
+        )
     });
     i.cnbuild();
     i.start();
     i.smtp_script(
         r#"
-s = socket.create_connection(('127.0.0.1', port), timeout=20)
-f = s.makefile('rb')
-def cmd(line):
+def session():
+    global s, f
+    s = socket.create_connection(('127.0.0.1', port), timeout=20)
+    f = s.makefile('rb')
+    return f.readline()
+def replies(line):
     s.sendall(line + b'\r\n')
     lines = [f.readline()]
     while lines[-1][3:4] == b'-': lines.append(f.readline())
-    return lines[-1]
-assert f.readline().startswith(b'220 ')
+    return lines
+def cmd(line):
+    return replies(line)[-1]
+# BANNER_HOST and BANNER_ADDITION; after 2 refused recipients even a good
+# one is deferred; refusals and one deferral are not 5 bad commands.
+g = session()
+assert g == b'220 mx.example.net ESMTP Epistle ready No UCE\r\n', g
+r = replies(b'EHLO x')
+assert r[0].startswith(b'250-mx.example.net Hello x'), r
+assert cmd(b'MAIL FROM:<a@example.org>').startswith(b'250')
+assert cmd(b'RCPT TO:<joe@example.com>').startswith(b'250')
+assert cmd(b'RCPT TO:<nobody1@example.com>').startswith(b'550')
+assert cmd(b'RCPT TO:<nobody2@example.com>').startswith(b'550')
+r = cmd(b'RCPT TO:<joe@example.com>')
+assert r.startswith(b'451 4.7.1'), r
+assert cmd(b'RSET').startswith(b'250')
+assert cmd(b'ETRN example.org').startswith(b'250'), 'ETRN'
+r = cmd(b'ETRN example.org')
+assert r.startswith(b'458'), ('one ETRN per session', r)
+assert cmd(b'QUIT').startswith(b'221')
+assert session().startswith(b'220 ')
 assert cmd(b'EHLO x').startswith(b'250 ')
 assert cmd(b'MAIL FROM:<a@example.org> SIZE=999999').startswith(b'552 5.3.4'), 'SIZE over the limit'
 assert cmd(b'MAIL FROM:<a@example.org>').startswith(b'250')
@@ -884,15 +919,20 @@ s.quit()
 #[test]
 fn recipients_past_expandlimit_are_expanded_by_the_reprocess_channel() {
     let i = Install::configured();
-    for u in ["joe", "ann", "bob", "eve"] {
+    for u in ["joe", "ann", "bob", "eve", "kim"] {
         i.add_user(u, &format!("{u} secret"), &[]);
     }
     i.edit_config("imta.cnf", |t| {
         t.replacen("tcp_intranet smtp", "tcp_intranet expandlimit 2 smtp", 1)
     });
-    // Asked by reprocess too, for the addresses it finds.
+    // Asked by reprocess too, for the addresses it finds, as the session
+    // would have: with its flags (EHLO was used: `$:E`) and, for
+    // MAIL_ACCESS, its connection.
     i.edit_config("mappings", |t| {
-        format!("{t}\nSEND_ACCESS\n\n  *|*|*|eve@*  $NNot$ for$ eve\n")
+        format!(
+            "{t}\nSEND_ACCESS\n\n  *|*|*|eve@*  $:E$NNot$ for$ eve\n\n\
+             MAIL_ACCESS\n\n  TCP|*|*|127.0.0.1|*|SMTP/*|*|*|*|kim@*  $NNot$ from$ 127.0.0.1\n"
+        )
     });
     i.cnbuild();
     i.start();
@@ -909,6 +949,7 @@ assert s.rcpt('ann@example.com')[0] == 250
 assert s.rcpt('bob@example.com')[0] == 250
 assert s.rcpt('nobody2@example.com')[0] == 250
 assert s.rcpt('eve@example.com')[0] == 250
+assert s.rcpt('kim@example.com')[0] == 250
 assert s.data(b'Subject: many\r\n\r\nhello all\r\n')[0] == 250
 s.quit()
 "#,
@@ -934,7 +975,13 @@ s.quit()
             && notice.contains("Not for eve"),
         "{notice}"
     );
+    assert!(
+        notice.contains("Final-Recipient: rfc822;kim@example.com")
+            && notice.contains("Not from 127.0.0.1"),
+        "{notice}"
+    );
     assert!(i.messages("user/eve/INBOX").is_empty());
+    assert!(i.messages("user/kim/INBOX").is_empty());
     let log = i.wait_mail_log(|l| l.contains("reprocess") && l.contains(" D "));
     assert!(
         log.lines()
@@ -1120,12 +1167,13 @@ def session(c, peer):
     f = c.makefile('rb')
     w = lambda s: c.sendall(s.encode() + b'\r\n')
     w('220 sink.test ESMTP')
-    env, rcpts = None, []
+    env, rcpts, hello = None, [], ''
     while True:
         l = f.readline()
         if not l: return
         cmd = l.decode().strip(); up = cmd.upper()
-        if up.startswith('EHLO'): w('250-sink.test'); w('250-DSN'); w('250 SIZE 100000')
+        if up.startswith('EHLO'):
+            hello = cmd; w('250-sink.test'); w('250-DSN'); w('250 SIZE 100000')
         elif up.startswith('MAIL'): env, rcpts = cmd, []; w('250 2.1.0 ok')
         elif up.startswith('RCPT'):
             a = cmd.split('<')[1].split('>')[0]
@@ -1141,7 +1189,7 @@ def session(c, peer):
             time.sleep(hold)
             with lock: count[0] += 1; n = count[0]
             with open(os.path.join(out, 'msg%d' % n), 'wb') as m:
-                m.write((env + '\n' + '\n'.join(rcpts) + '\nPEER ' + peer[0] + '\n\n').encode() + data)
+                m.write((env + '\n' + '\n'.join(rcpts) + '\nPEER ' + peer[0] + '\n' + hello + '\n\n').encode() + data)
             w('250 2.0.0 taken')
         elif up == 'QUIT': w('221 bye'); c.close(); return
         else: w('502 5.5.1 no')
@@ -1228,6 +1276,10 @@ fn outbound_mail_goes_to_the_remote_server_with_per_recipient_results() {
         &i,
         &format!("daemon 127.0.0.1 port {sink_port} backoff \"pt1s\" maytlsclient"),
     );
+    // The name the client gives in EHLO, from the channel's option file.
+    i.edit_config("tcp_peer_option", |_| {
+        "BANNER_HOST=out.example.net\n".into()
+    });
     i.cnbuild();
     i.start();
     i.smtp_script(
@@ -1252,6 +1304,10 @@ s.quit()
     assert!(
         got.contains("ENVID=out-1"),
         "DSN parameters passed on: {got}"
+    );
+    assert!(
+        got.contains("\nEHLO out.example.net\n"),
+        "BANNER_HOST: {got}"
     );
     assert!(
         got.contains(
@@ -1462,8 +1518,9 @@ fn access_tables_connection_limits_and_timeouts() {
     i.edit_config("dispatcher.cnf", |t| {
         t.replace("MAX_CLIENT_CONNS=100", "MAX_CLIENT_CONNS=2\nBACKLOG=17")
     });
-    i.edit_config("option.dat", |t| {
-        format!("{t}\nSMTP_COMMAND_TIMEOUT=2\nSMTP_DATA_TIMEOUT=2\n")
+    // About 2 seconds each.
+    i.edit_config("tcp_local_option", |t| {
+        format!("{t}\nCOMMAND_RECEIVE_TIME=0.034\nDATA_RECEIVE_TIME=0.034\n")
     });
     i.cnbuild();
     i.start();
@@ -1498,7 +1555,7 @@ assert a[1].readline().startswith(b'220') and b[1].readline().startswith(b'220')
 c, cf = conn('127.0.0.2')
 l = cf.readline()
 assert l.startswith(b'421 4.7.0 Too many connections'), l
-# A silent client is dropped with 421 after SMTP_COMMAND_TIMEOUT.
+# A silent client is dropped with 421 after COMMAND_RECEIVE_TIME.
 t = time.time()
 l = a[1].readline()
 assert l.startswith(b'421 4.4.2') and time.time() - t < 8, l

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use epistle_daemon::Io;
+use epistle_mta::channel_options::SmtpClientOptions;
 use epistle_mta::smtp::{PeerReply, ReplyReader, dot_stuff};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
@@ -40,6 +41,20 @@ impl Default for Timeouts {
             command: Duration::from_secs(300),
             data_block: Duration::from_secs(180),
             data_end: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Timeouts {
+    /// The defaults, with a channel option file's `COMMAND_TRANSMIT_TIME`
+    /// (a command and its reply) and `DATA_TRANSMIT_TIME` (a block of
+    /// message text) in place of theirs.
+    pub fn for_channel(options: &SmtpClientOptions) -> Timeouts {
+        let d = Timeouts::default();
+        Timeouts {
+            command: options.command_time.unwrap_or(d.command),
+            data_block: options.data_time.unwrap_or(d.data_block),
+            ..d
         }
     }
 }

@@ -686,6 +686,7 @@ async fn send_notice(
         ret: None,
         received: chrono::Utc::now().timestamp(),
         source_channel: ctx.channel.clone(),
+        origin: None,
     };
     let recipients: Vec<(String, Recipient)> = routes
         .into_iter()

@@ -28,6 +28,7 @@ use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::client::{ClientError, SmtpClient, Timeouts};
 use crate::master::{Context, Deliver, Diagnostic, Job, Outcome};
+use epistle_mta::channel_options::SmtpClientOptions;
 
 /// Most MX hosts tried for one domain, and addresses per host.
 const MAX_HOSTS: usize = 10;
@@ -44,6 +45,8 @@ pub struct Outbound {
     lmtp: bool,
     resolver: TokioResolver,
     tls: TlsConnector,
+    /// The channel option file's EHLO name and times.
+    options: SmtpClientOptions,
 }
 
 fn dns_failure(what: &str, e: impl std::fmt::Display) -> Diagnostic {
@@ -63,6 +66,7 @@ impl Outbound {
             lmtp,
             resolver,
             tls: TlsConnector::from(Arc::new(config)),
+            options: SmtpClientOptions::of(&ctx.mta, &ctx.channel),
         })
     }
 
@@ -213,6 +217,7 @@ impl Outbound {
         source: Option<IpAddr>,
     ) -> Result<Vec<Outcome>, Diagnostic> {
         let peer = format!("{} [{}]", host.name, addr.ip());
+        let hello_name = self.options.banner_host.as_deref().unwrap_or(&ctx.host);
         let remote = |status: &str, r: &PeerReply| Diagnostic {
             status: status.to_string(),
             text: format!("{}; {r}", if self.lmtp { "lmtp" } else { "smtp" }),
@@ -223,15 +228,20 @@ impl Outbound {
             text: e.to_string(),
             remote: Some(host.name.clone()),
         };
-        let mut c = SmtpClient::connect(addr, source, peer.clone(), Timeouts::default())
-            .await
-            .map_err(retry)?;
+        let mut c = SmtpClient::connect(
+            addr,
+            source,
+            peer.clone(),
+            Timeouts::for_channel(&self.options),
+        )
+        .await
+        .map_err(retry)?;
         let r = c.greeting().await.map_err(retry)?;
         if r.code != 220 {
             c.quit().await;
             return Err(remote("4.4.1", &r));
         }
-        let r = c.hello(&ctx.host, self.lmtp).await.map_err(retry)?;
+        let r = c.hello(hello_name, self.lmtp).await.map_err(retry)?;
         if r.code != 250 {
             c.quit().await;
             return Err(remote("4.4.1", &r));
@@ -256,7 +266,7 @@ impl Outbound {
             let (next, r) = c.starttls(&self.tls, name).await.map_err(retry)?;
             c = next;
             if r.code == 220 {
-                let r = c.hello(&ctx.host, self.lmtp).await.map_err(retry)?;
+                let r = c.hello(hello_name, self.lmtp).await.map_err(retry)?;
                 if r.code != 250 {
                     c.quit().await;
                     return Err(remote("4.4.1", &r));

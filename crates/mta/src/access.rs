@@ -46,6 +46,25 @@ impl AccessFlags {
         .filter_map(|(on, c)| on.then_some(c))
         .collect()
     }
+
+    /// The flags a queued message's session had (its letters, as
+    /// [`AccessFlags::letters`] wrote them) for a recipient with this
+    /// NOTIFY.
+    pub fn of_session(letters: &str, notify: Option<&str>) -> AccessFlags {
+        let has = |c: char| letters.contains(c);
+        let notify = notify
+            .and_then(crate::smtp::Notify::parse)
+            .unwrap_or_default();
+        AccessFlags {
+            sasl: has('A'),
+            tls: has('T'),
+            esmtp: has('E'),
+            lmtp: has('L'),
+            notify_delay: notify.delay,
+            notify_failure: notify.failure,
+            notify_success: notify.success,
+        }
+    }
 }
 
 /// A refusal: the SMTP reply the table asked for.
@@ -216,6 +235,29 @@ fn is_enhanced(s: &str, class: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queued_sessions_flags_come_back_with_the_recipients_notify() {
+        let session = AccessFlags {
+            tls: true,
+            esmtp: true,
+            ..AccessFlags::default()
+        };
+        let letters: String = session.letters().into_iter().collect();
+        let back = AccessFlags::of_session(&letters, Some("FAILURE,DELAY"));
+        assert_eq!(
+            back,
+            AccessFlags {
+                notify_failure: true,
+                notify_delay: true,
+                ..session
+            }
+        );
+        assert_eq!(
+            AccessFlags::of_session("", Some("bogus")),
+            AccessFlags::default()
+        );
+    }
 
     fn tables(text: &str) -> Mappings {
         Mappings::parse(text).unwrap()

@@ -190,10 +190,10 @@ impl CompiledConfig {
         let mut channel_options = BTreeMap::new();
         for name in self.files.keys().filter(|n| is_channel_option_file(n)) {
             let channel = name.strip_suffix(CHANNEL_OPTION_SUFFIX).unwrap_or(name);
-            channel_options.insert(
-                channel.to_ascii_lowercase(),
-                option_file(&self.files, name)?,
-            );
+            let file = option_file(&self.files, name)?;
+            crate::channel_options::check(&file)
+                .map_err(|e| BuildError::Syntax(format!("{name}: {e}")))?;
+            channel_options.insert(channel.to_ascii_lowercase(), file);
         }
         Ok(MtaConfig {
             channel_options,
@@ -266,6 +266,12 @@ mod tests {
         std::fs::write(dir.join("tcp_local_option"), "MAX_CLIENT_THREADS 4\n").unwrap();
         let e = CompiledConfig::build(dir, 2).unwrap_err().to_string();
         assert!(e.starts_with("tcp_local_option:"), "{e}");
+        std::fs::write(dir.join("tcp_local_option"), "MAX_CLIENT_THREADS=many\n").unwrap();
+        let e = CompiledConfig::build(dir, 3).unwrap_err().to_string();
+        assert!(
+            e.starts_with("tcp_local_option: MAX_CLIENT_THREADS=many"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -123,6 +123,7 @@ fn arity(keyword: &str) -> Option<Arity> {
         | "tlsswitchchannel"
         | "fileinto"
         | "transactionlimit"
+        | "disconnectbadcommandlimit"
         | "expandlimit"
         | "expandchannel"
         | "holdlimit"

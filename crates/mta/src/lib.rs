@@ -4,6 +4,8 @@
 //!
 //! - [`access`]: the access tables' answers: refusals, actions, delays.
 //! - [`aliases`]: the aliases file.
+//! - [`channel_options`]: the channel option files (`tcp_local_option`):
+//!   SMTP server and client limits, times and names.
 //! - [`compiled`]: the compiled configuration `imsimta cnbuild` writes.
 //! - [`dispatcher_cnf`]: dispatcher.cnf's services, typed.
 //! - [`job_cnf`]: job_controller.cnf's pools and channel programs.
@@ -31,6 +33,7 @@
 
 pub mod access;
 pub mod aliases;
+pub mod channel_options;
 pub mod compiled;
 pub mod dispatcher_cnf;
 pub mod dns;

@@ -33,6 +33,19 @@ pub struct Recipient {
     pub notify: Option<String>,
 }
 
+/// How a message came in by SMTP, for the access tables a later channel
+/// asks on its behalf (reprocess expanding recipients an SMTP session
+/// took unexpanded).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Origin {
+    /// `TCP|server-ip|server-port|client-ip|client-port|SMTP/helo`, as
+    /// MAIL_ACCESS probes begin.
+    pub transport: String,
+    /// The session's access flag letters (`A` SASL, `T` TLS, `E` EHLO,
+    /// `L` LMTP); a recipient's own NOTIFY gives the rest.
+    pub flags: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Envelope {
     /// The return path; empty for `<>`.
@@ -45,6 +58,8 @@ pub struct Envelope {
     /// When the message was enqueued (seconds since the epoch).
     pub received: i64,
     pub source_channel: String,
+    /// The SMTP session it came from, when it came by SMTP.
+    pub origin: Option<Origin>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,6 +85,10 @@ impl Envelope {
         }
         fields.extend(self.envid.as_deref());
         fields.extend(self.ret.as_deref());
+        if let Some(o) = &self.origin {
+            fields.push(&o.transport);
+            fields.push(&o.flags);
+        }
         if let Some(bad) = fields.iter().find(|f| !field_ok(f)) {
             return Err(QueueError::Malformed(format!(
                 "{bad:?} holds a line break, tab or Ctrl-A"
@@ -89,6 +108,9 @@ impl Envelope {
         }
         if let Some(r) = &self.ret {
             out.push_str(&format!("T {r}\n"));
+        }
+        if let Some(o) = &self.origin {
+            out.push_str(&format!("O {}\t{}\n", o.transport, o.flags));
         }
         for r in &self.recipients {
             out.push_str(&format!(
@@ -132,6 +154,13 @@ impl Envelope {
                 }
                 "E" => env.envid = Some(value.to_string()),
                 "T" => env.ret = Some(value.to_string()),
+                "O" => {
+                    let (transport, flags) = value.split_once('\t').unwrap_or((value, ""));
+                    env.origin = Some(Origin {
+                        transport: transport.to_string(),
+                        flags: flags.to_string(),
+                    });
+                }
                 "R" => {
                     let mut parts = value.split('\t');
                     let address = parts.next().unwrap_or("").to_string();
@@ -595,6 +624,10 @@ mod tests {
             ret: Some("HDRS".into()),
             received: 1_796_070_509,
             source_channel: "tcp_local".into(),
+            origin: Some(Origin {
+                transport: "TCP|127.0.0.1|25|192.0.2.7|40000|SMTP/client.example".into(),
+                flags: "TE".into(),
+            }),
         }
     }
 
@@ -613,6 +646,17 @@ mod tests {
             Envelope::decode(&bounce.encode().unwrap()).unwrap().0.from,
             "",
             "<> is kept"
+        );
+        let local = Envelope {
+            origin: None,
+            ..env()
+        };
+        let text = local.encode().unwrap();
+        assert!(!text.starts_with(b"O ") && !text.windows(3).any(|w| w == b"\nO "));
+        assert_eq!(
+            Envelope::decode(&text).unwrap().0,
+            local,
+            "no origin, none read"
         );
     }
 

@@ -6,63 +6,40 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use epistle_directory::Directory;
 use epistle_mta::compiled::MtaConfig;
 use epistle_mta::dispatcher_cnf::parameter;
 use epistle_mta::dns::{self, ForwardCheck, IdentMode, TokioResolver};
 use epistle_mta::maillog::MailLog;
-use epistle_mta::optionfile::int;
 use epistle_mta::queue::QueueDir;
 use epistle_mta::rewrite::{Context, Rewriter};
 use epistle_mta::submit::GroupCommit;
 use tokio_rustls::TlsAcceptor;
 
-/// Limits of a session, from option.dat (original names where the
-/// original has one) with the RFC 5321 minimums as floors.
+/// Message size limits, from option.dat (the session limits and times
+/// come from the service channel's option file: [`SmtpServerOptions`]).
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest message, bytes (`BLOCK_LIMIT` × `BLOCK_SIZE`).
     pub max_message: u64,
     /// `BLOCK_SIZE`: the unit of the channels' `blocklimit`.
     pub block_size: u64,
-    /// Recipients per transaction (`ALLOW_RECIPIENTS_PER_TRANSACTION`;
-    /// RFC 5321 requires at least 100).
-    pub max_recipients: usize,
-    /// Failed commands before the connection is closed
-    /// (`ALLOW_REJECTIONS_BEFORE_DEFERRAL`).
-    pub max_errors: usize,
-    /// Transactions per connection (`ALLOW_TRANSACTIONS_PER_SESSION`).
-    pub max_transactions: usize,
-    /// Waiting for a command (RFC 5321 §4.5.3.2.7: 5 minutes).
-    pub command_timeout: Duration,
-    /// Waiting for more message text (§4.5.3.2.6 suggests 10 minutes at
-    /// the client's end; the server waits as long between blocks).
-    pub data_timeout: Duration,
 }
 
 impl Limits {
     pub fn from_options(mta: &MtaConfig) -> Limits {
-        let opt = |name: &str, default: i64| {
-            mta.options
-                .global(name)
-                .and_then(int)
-                .filter(|n| *n > 0)
-                .unwrap_or(default)
-        };
-        let block = epistle_mta::retry::block_size(&mta.options);
         Limits {
             max_message: epistle_mta::retry::message_limit(&mta.options),
-            block_size: block,
-            max_recipients: opt("ALLOW_RECIPIENTS_PER_TRANSACTION", 1000).max(100) as usize,
-            max_errors: opt("ALLOW_REJECTIONS_BEFORE_DEFERRAL", 20) as usize,
-            max_transactions: opt("ALLOW_TRANSACTIONS_PER_SESSION", 1000) as usize,
-            command_timeout: Duration::from_secs(opt("SMTP_COMMAND_TIMEOUT", 300) as u64),
-            data_timeout: Duration::from_secs(opt("SMTP_DATA_TIMEOUT", 600) as u64),
+            block_size: epistle_mta::retry::block_size(&mta.options),
         }
     }
 }
+
+/// Bad commands a session may make before it is closed, when its channel
+/// sets no `disconnectbadcommandlimit` (the original has no limit; a
+/// client this wrong is not going to get better).
+pub const DEFAULT_BAD_COMMAND_LIMIT: u64 = 20;
 
 /// A source channel's STARTTLS policy (`maytlsserver`, `musttlsserver`,
 /// `notls`…; the last of them in the channel block counts).
@@ -96,14 +73,19 @@ pub struct Server {
     pub resolver: Option<TokioResolver>,
 }
 
+/// A service's own channel: its `PARAMETER=CHANNEL=…`, else tcp_local.
+/// Its option file sets the service's session limits.
+pub fn service_channel(service_parameter: &str) -> String {
+    parameter(service_parameter, "CHANNEL").unwrap_or_else(|| "tcp_local".into())
+}
+
 impl Server {
-    /// The channel a connection starts on: the service's `CHANNEL=`
-    /// parameter (else tcp_local), switched by the client's address
-    /// literal when the channel has `switchchannel` and the rewrite rules
-    /// send `[ip]` to another SMTP channel (internal clients to
-    /// tcp_intranet).
-    pub fn initial_channel(&self, service_parameter: &str, client: IpAddr) -> String {
-        let base = parameter(service_parameter, "CHANNEL").unwrap_or_else(|| "tcp_local".into());
+    /// The channel a connection starts on: its service channel, switched
+    /// by the client's address literal when the channel has
+    /// `switchchannel` and the rewrite rules send `[ip]` to another SMTP
+    /// channel (internal clients to tcp_intranet).
+    pub fn initial_channel(&self, service_channel: &str, client: IpAddr) -> String {
+        let base = service_channel.to_string();
         let imta = &self.mta.imta;
         // Keywords of one group override each other: the last one counts
         // (a channel block's own keyword beats what `defaults` set).
@@ -183,14 +165,25 @@ impl Server {
         }
     }
 
-    /// Messages one connection may send: option.dat's
-    /// `ALLOW_TRANSACTIONS_PER_SESSION`, or the source channel's
-    /// `transactionlimit` when lower.
-    pub fn max_transactions(&self, channel: &str) -> usize {
-        let limit = self.channel_number(channel, "transactionlimit");
-        limit.map_or(self.limits.max_transactions, |n| {
-            (n as usize).min(self.limits.max_transactions)
-        })
+    /// Messages one connection may send: the service channel's
+    /// `ALLOW_TRANSACTIONS_PER_SESSION` (`per_session`), or the source
+    /// channel's `transactionlimit` when lower.
+    pub fn max_transactions(&self, channel: &str, per_session: Option<usize>) -> usize {
+        let keyword = self
+            .channel_number(channel, "transactionlimit")
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        keyword
+            .into_iter()
+            .chain(per_session)
+            .min()
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Bad commands before the session is closed: the source channel's
+    /// `disconnectbadcommandlimit`.
+    pub fn bad_command_limit(&self, channel: &str) -> u64 {
+        self.channel_number(channel, "disconnectbadcommandlimit")
+            .unwrap_or(DEFAULT_BAD_COMMAND_LIMIT)
     }
 
     /// The largest message a destination channel takes, bytes

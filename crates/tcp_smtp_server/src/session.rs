@@ -19,16 +19,17 @@ use epistle_directory::Auth;
 use epistle_directory::sasl;
 use epistle_ipc::handoff::Handoff;
 use epistle_mta::access::{AccessAnswer, AccessFlags};
+use epistle_mta::channel_options::SmtpServerOptions;
 use epistle_mta::dns::IdentMode;
 use epistle_mta::maillog::{Action, Record};
-use epistle_mta::queuefile::{Envelope, Recipient};
+use epistle_mta::queuefile::{Envelope, Origin, Recipient};
 use epistle_mta::resolve::{BITBUCKET_CHANNEL, Resolver, Route, STORE_CHANNEL};
 use epistle_mta::smtp::{
     Body, Command, DataReader, MAX_COMMAND_LINE, MailParams, Mailbox, Reply, xtext_encode,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::server::{Server, TlsPolicy};
+use crate::server::{Server, TlsPolicy, service_channel};
 
 /// Bytes read at a time.
 const READ_CHUNK: usize = 16 * 1024;
@@ -108,7 +109,13 @@ pub struct Session {
     /// LMTP's link to stored, made at the first delivery.
     store: Option<StoreDelivery>,
     transactions: usize,
+    /// Bad commands so far (`disconnectbadcommandlimit`).
     errors: usize,
+    /// Recipients refused so far (`ALLOW_REJECTIONS_BEFORE_DEFERRAL`).
+    rejected: usize,
+    etrns: usize,
+    /// The service channel's option file's limits, times and banner.
+    options: SmtpServerOptions,
     id: u64,
     /// A positive `$D` from an access table: every later command waits
     /// this long.
@@ -120,7 +127,9 @@ pub struct Session {
 impl Session {
     pub fn new(server: Arc<Server>, stream: Box<dyn Io>, handoff: &Handoff) -> Option<Session> {
         let peer: SocketAddr = handoff.peer.parse().ok()?;
-        let channel = server.initial_channel(&handoff.parameter, peer.ip());
+        let service = service_channel(&handoff.parameter);
+        let options = SmtpServerOptions::of(&server.mta, &service);
+        let channel = server.initial_channel(&service, peer.ip());
         let internal = server.is_internal(peer.ip());
         Some(Session {
             server,
@@ -140,6 +149,9 @@ impl Session {
             store: None,
             transactions: 0,
             errors: 0,
+            rejected: 0,
+            etrns: 0,
+            options,
             id: session_id(),
             slowdown: None,
             pause: None,
@@ -157,7 +169,7 @@ impl Session {
             self.reply(Reply::new(
                 554,
                 "5.7.1",
-                format!("{} LMTP is for internal hosts only", self.server.host),
+                format!("{} LMTP is for internal hosts only", self.banner_host()),
             ));
             let _ = self.flush().await;
             return;
@@ -166,10 +178,12 @@ impl Session {
             self.client_name = self.server.client_name(&self.channel, self.peer.ip()).await;
         }
         let protocol = if self.server.lmtp { "LMTP" } else { "ESMTP" };
-        let greeting = Reply::plain(
-            220,
-            vec![format!("{} {protocol} Epistle ready", self.server.host)],
-        );
+        let mut banner = format!("{} {protocol} Epistle ready", self.banner_host());
+        if let Some(addition) = &self.options.banner_addition {
+            banner.push(' ');
+            banner.push_str(addition);
+        }
+        let greeting = Reply::plain(220, vec![banner]);
         self.reply(greeting);
         let end = self.serve().await;
         tracing::debug!(
@@ -187,7 +201,7 @@ impl Session {
             if self.flush_if_idle().await.is_err() {
                 return End::Closed;
             }
-            let line = match self.read_line(self.server.limits.command_timeout).await {
+            let line = match self.read_line(self.options.command_timeout).await {
                 Ok(Some(line)) => line,
                 Ok(None) => return End::Closed,
                 Err(End::Shutdown) => return self.timed_out("a command"),
@@ -216,11 +230,11 @@ impl Session {
             if !keep_going {
                 return End::Shutdown;
             }
-            if self.errors >= self.server.limits.max_errors {
+            if self.errors as u64 >= self.server.bad_command_limit(&self.channel) {
                 self.reply(Reply::new(
                     421,
                     "4.7.0",
-                    format!("{} Too many errors; closing", self.server.host),
+                    format!("{} Too many errors; closing", self.banner_host()),
                 ));
                 return End::Shutdown;
             }
@@ -235,7 +249,7 @@ impl Session {
             "4.4.2",
             format!(
                 "{} Timeout waiting for {waiting_for}; closing",
-                self.server.host
+                self.banner_host()
             ),
         ));
         End::Shutdown
@@ -246,6 +260,15 @@ impl Session {
         self.errors += 1;
         self.reply(reply);
         true
+    }
+
+    /// Our name in greetings and the replies that start with it: the
+    /// option file's `BANNER_HOST`, else the host's name.
+    fn banner_host(&self) -> &str {
+        self.options
+            .banner_host
+            .as_deref()
+            .unwrap_or(&self.server.host)
     }
 
     fn reply(&mut self, reply: Reply) {
@@ -274,7 +297,7 @@ impl Session {
                 self.txn = None;
                 self.reply(Reply::plain(
                     250,
-                    vec![format!("{} Hello {domain}", self.server.host)],
+                    vec![format!("{} Hello {domain}", self.banner_host())],
                 ));
             }
             Command::StartTls => {
@@ -315,7 +338,7 @@ impl Session {
                 self.reply(Reply::new(
                     221,
                     "2.0.0",
-                    format!("{} closing connection", self.server.host),
+                    format!("{} closing connection", self.banner_host()),
                 ));
                 return Ok(false);
             }
@@ -337,7 +360,7 @@ impl Session {
 
     fn ehlo_lines(&self, domain: &str) -> Vec<String> {
         let mut lines = vec![
-            format!("{} Hello {domain} [{}]", self.server.host, self.peer.ip()),
+            format!("{} Hello {domain} [{}]", self.banner_host(), self.peer.ip()),
             "PIPELINING".into(),
             format!("SIZE {}", self.server.limits.max_message),
             "8BITMIME".into(),
@@ -512,7 +535,7 @@ impl Session {
     async fn challenge(&mut self, text: &str) -> Result<String, End> {
         self.reply(Reply::plain(334, vec![text.to_string()]));
         self.flush().await.map_err(|_| End::Closed)?;
-        match self.read_line(self.server.limits.command_timeout).await? {
+        match self.read_line(self.options.command_timeout).await? {
             Some(Line::Text(l)) => Ok(String::from_utf8_lossy(&l).into_owned()),
             Some(Line::TooLong) => Ok(String::from("!")),
             None => Err(End::Closed),
@@ -540,7 +563,8 @@ impl Session {
             ));
             return;
         }
-        if self.transactions >= self.server.max_transactions(&self.channel) {
+        let per_session = self.options.transactions_per_session;
+        if self.transactions >= self.server.max_transactions(&self.channel, per_session) {
             self.fail(Reply::new(
                 452,
                 "4.5.3",
@@ -615,7 +639,22 @@ impl Session {
             self.fail(Reply::new(503, "5.5.1", "Need MAIL before RCPT"));
             return;
         };
-        if txn.recipients.len() >= self.server.limits.max_recipients {
+        if self
+            .options
+            .rejections_before_deferral
+            .is_some_and(|n| self.rejected >= n)
+        {
+            // Good or bad, no recipient is answered for now: an address
+            // harvester learns nothing more, and each try counts as a bad
+            // command, so it is soon cut off.
+            self.fail(Reply::new(
+                451,
+                "4.7.1",
+                "Too many recipients refused in this session; try again later",
+            ));
+            return;
+        }
+        if txn.recipients.len() >= self.options.recipients_per_transaction {
             // RFC 5321 §4.5.3.1.10: 452 for too many recipients.
             self.reply(Reply::new(452, "4.5.3", "Too many recipients"));
             return;
@@ -690,7 +729,12 @@ impl Session {
                     active_to: &address,
                     diagnostic: &reply.lines.join(" "),
                 }]);
-                self.fail(reply);
+                // A refused recipient is not a bad command: a list's
+                // sender may well have many stale addresses.
+                if reply.code >= 500 {
+                    self.rejected += 1;
+                }
+                self.reply(reply);
             }
         }
     }
@@ -730,7 +774,7 @@ impl Session {
                     break;
                 }
             }
-            if !self.fill(self.server.limits.data_timeout).await? {
+            if !self.fill(self.options.data_timeout).await? {
                 return Err(End::Closed);
             }
         }
@@ -838,7 +882,7 @@ impl Session {
         let keep = refusal.is_none();
         let mut left = size;
         while left > 0 {
-            if self.input.is_empty() && !self.fill(self.server.limits.data_timeout).await? {
+            if self.input.is_empty() && !self.fill(self.options.data_timeout).await? {
                 return Err(End::Closed);
             }
             let n = (left as usize).min(self.input.len());
@@ -969,6 +1013,10 @@ impl Session {
             }),
             received: chrono::Utc::now().timestamp(),
             source_channel: self.channel.clone(),
+            origin: Some(Origin {
+                transport: self.transport_info(),
+                flags: self.access_flags(None).letters().into_iter().collect(),
+            }),
         };
         let mut recipients: Vec<(String, Recipient)> = Vec::new();
         for a in &txn.recipients {
@@ -1092,6 +1140,15 @@ impl Session {
     }
 
     async fn etrn(&mut self, arg: &str) {
+        if self.etrns >= self.options.etrns_per_session {
+            self.reply(Reply::new(
+                458,
+                "4.7.0",
+                "Too many ETRN commands in this session",
+            ));
+            return;
+        }
+        self.etrns += 1;
         let domain = arg.trim_start_matches(['@', '#']);
         let resolver = Resolver {
             config: &self.server.mta,
@@ -1181,7 +1238,7 @@ impl Session {
             return Ok(());
         }
         let out = std::mem::take(&mut self.output);
-        tokio::time::timeout(self.server.limits.command_timeout, async {
+        tokio::time::timeout(self.options.command_timeout, async {
             self.stream.write_all(&out).await?;
             self.stream.flush().await
         })

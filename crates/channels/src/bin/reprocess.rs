@@ -5,7 +5,7 @@
 //! to `user%domain@reprocess`. Each is resolved as the SMTP server would
 //! have done it (rewrite rules, aliases, the directory's users,
 //! forwarding and groups, with this channel as the source channel; then
-//! SEND_ACCESS), and the message is queued on for every address found,
+//! SEND_ACCESS and MAIL_ACCESS as the session would have asked them), and the message is queued on for every address found,
 //! ORCPT and NOTIFY kept. An address that leads nowhere goes back to the sender as a
 //! failure notice; a directory that cannot be reached defers it.
 
@@ -35,32 +35,51 @@ fn diagnostic(reply: &Reply) -> Diagnostic {
     Diagnostic::new(reply.enhanced.unwrap_or(fallback), reply.lines.join(" "))
 }
 
-/// SEND_ACCESS for each address found, as the SMTP session would have
-/// asked it (`source|from|channel|address`, the message's source channel),
-/// but without the session's flags; MAIL_ACCESS, which needs the
-/// connection's addresses, is not asked here. A refusal of any refuses
-/// the recipient; `$B` sends that address to the bitbucket.
-fn send_access(ctx: &Context, job: &Job, routes: &mut [Route]) -> Result<(), Diagnostic> {
+/// SEND_ACCESS and MAIL_ACCESS for each address found, as the SMTP
+/// session would have asked them: `source|from|channel|address`, with the
+/// session's flags and the recipient's NOTIFY, and for MAIL_ACCESS the
+/// connection's transport in front, all from the queue file's origin. A
+/// message that did not come by SMTP has no connection to ask MAIL_ACCESS
+/// about. A refusal of any refuses the recipient (`Err`, failed or, for
+/// a table's own 4xx, deferred); `$B` sends that address to the bitbucket.
+fn access_checks(
+    ctx: &Context,
+    job: &Job,
+    recipient: &Recipient,
+    routes: &mut [Route],
+) -> Result<(), Outcome> {
     let env = &job.envelope;
+    let origin = env.origin.as_ref();
+    let flags = AccessFlags::of_session(
+        origin.map_or("", |o| o.flags.as_str()),
+        recipient.notify.as_deref(),
+    );
     for route in routes.iter_mut() {
         let probe = format!(
             "{}|{}|{}|{}",
             env.source_channel, env.from, route.channel, route.address
         );
-        let Some(answer) = access::ask(
-            &ctx.mta.mappings,
-            "SEND_ACCESS",
-            &probe,
-            AccessFlags::default(),
-        ) else {
-            continue;
-        };
-        if let Some(r) = &answer.refusal {
-            let status = r.enhanced.clone().unwrap_or_else(|| "5.7.1".into());
-            return Err(Diagnostic::new(&status, r.text.clone()));
-        }
-        if answer.bitbucket {
-            route.channel = BITBUCKET_CHANNEL.to_string();
+        let mail_probe = origin.map(|o| format!("{}|{probe}", o.transport));
+        let asked = [("SEND_ACCESS", Some(probe)), ("MAIL_ACCESS", mail_probe)];
+        for (table, probe) in asked {
+            let Some(probe) = probe else { continue };
+            let Some(answer) = access::ask(&ctx.mta.mappings, table, &probe, flags) else {
+                continue;
+            };
+            if let Some(r) = &answer.refusal {
+                // A table's own 4xx defers; a refusal is otherwise final.
+                let temporary = r.code.is_some_and(|c| c < 500);
+                let default = if temporary { "4.7.1" } else { "5.7.1" };
+                let status = r.enhanced.clone().unwrap_or_else(|| default.into());
+                let diagnostic = Diagnostic::new(&status, r.text.clone());
+                return Err(match temporary {
+                    true => Outcome::Deferred(diagnostic),
+                    false => Outcome::Failed(diagnostic),
+                });
+            }
+            if answer.bitbucket {
+                route.channel = BITBUCKET_CHANNEL.to_string();
+            }
         }
     }
     Ok(())
@@ -101,8 +120,8 @@ impl Deliver for Reprocess {
                 .into_iter()
                 .filter(|route| !route.channel.eq_ignore_ascii_case(&ctx.channel))
                 .collect();
-            if let Err(refused) = send_access(ctx, job, &mut onward) {
-                outcomes.push(Outcome::Failed(refused));
+            if let Err(refused) = access_checks(ctx, job, r, &mut onward) {
+                outcomes.push(refused);
                 continue;
             }
             if onward.is_empty() {
