@@ -1070,6 +1070,52 @@ s.quit()
     assert_eq!(waiting(), 2, "both parts still wait");
 }
 
+#[test]
+fn a_lone_message_partial_part_goes_on_after_the_hold_period() {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &[]);
+    i.start();
+    i.smtp_script(
+        r#"
+s = smtp()
+m = b'Subject: lone\r\nContent-Type: message/partial; id="lone@elsewhere.test"; number=1; total=2\r\n\r\nthe first half\r\n'
+assert s.sendmail('ann@elsewhere.test', ['joe@example.com'], m) == {}
+s.quit()
+"#,
+    );
+    i.wait_mail_log(|l| l.contains(" Q ") && l.contains("part 1 of message/partial"));
+    assert!(i.messages("user/joe/INBOX").is_empty(), "the part waits");
+    // The part has waited the defragment channel's first notices age (2
+    // days) once its queue file says it came 3 days ago.
+    stdout(&i.sbin("stop-msg", &[]));
+    let queue = i.data.join("queue/defragment");
+    let files: Vec<_> = std::fs::read_dir(&queue)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(".00"))
+        })
+        .collect();
+    assert_eq!(files.len(), 1, "one part waits: {files:?}");
+    let data = std::fs::read(&files[0]).unwrap();
+    let queued = String::from_utf8_lossy(&data);
+    let date = queued
+        .lines()
+        .find(|l| l.starts_with("D "))
+        .unwrap()
+        .to_string();
+    let aged = format!("D {}", chrono_now() - 3 * 86_400);
+    std::fs::write(&files[0], queued.replacen(&date, &aged, 1)).unwrap();
+    i.start();
+    assert_ok(&i.sbin("imsimta", &["run", "defragment"]), "imsimta run");
+    let m = text(&i.wait_messages("user/joe/INBOX", 1)[0]);
+    assert!(
+        m.contains("message/partial") && m.contains("the first half"),
+        "sent on as it is: {m}"
+    );
+}
+
 fn chrono_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
