@@ -1386,6 +1386,85 @@ s.quit()
 }
 
 #[test]
+fn header_addresses_are_completed_and_reversed_except_for_noreverse_channels() {
+    let i = Install::configured();
+    i.add_user(
+        "joe",
+        "joe secret",
+        &["-A", "mailAlternateAddress:joe.alias@example.com"],
+    );
+    let sink = Sink::start(&i);
+    route_partner_to(
+        &i,
+        &format!("daemon 127.0.0.1 port {} noreverse", sink.port),
+    );
+    i.edit_config("mappings", |t| {
+        format!("{t}\nREVERSE\n\n  *@old.example.com  $0@example.com$Y\n")
+    });
+    i.cnbuild();
+    i.start();
+    i.smtp_script(
+        r#"
+s = smtp()
+s.ehlo('client.example.org')
+m = (b'From: Joe <joe.alias@example.com>\r\nTo: joe, ann@partner.example\r\n'
+     b'Cc: bob@old.example.com (Bob)\r\nSubject: reversal\r\n\r\nTo: the body is not a header\r\n')
+assert s.sendmail('joe.alias@example.com', ['joe@example.com', 'ann@partner.example'], m) == {}
+s.quit()
+# From outside, tcp_local's remotehost: the client's own name.
+e = smtplib.SMTP('127.0.0.1', port, timeout=20, source_address=('127.0.0.2', 0))
+e.ehlo('client.example.org')
+assert e.sendmail('ann@client.example.org', ['joe@example.com'], b'From: ann\r\nSubject: outside\r\n\r\nhi\r\n') == {}
+e.quit()
+"#,
+    );
+    let both = i.wait_messages("user/joe/INBOX", 2);
+    let outside = both
+        .iter()
+        .map(|m| text(m))
+        .find(|m| m.contains("Subject: outside"))
+        .unwrap();
+    assert!(
+        outside.contains("From: ann@client.example.org\r\n"),
+        "{outside}"
+    );
+    // Into the store (reverse, the default): short forms completed with
+    // the default domain, the alternate address and REVERSE's match
+    // reversed, the envelope From too.
+    let m = both
+        .iter()
+        .map(|m| text(m))
+        .find(|m| m.contains("Subject: reversal"))
+        .unwrap();
+    for want in [
+        "Return-Path: <joe@example.com>",
+        "From: Joe <joe@example.com>\r\n",
+        "To: joe@example.com, ann@partner.example\r\n",
+        "Cc: bob@example.com (Bob)\r\n",
+        "\r\n\r\nTo: the body is not a header",
+    ] {
+        assert!(m.contains(want), "{want}: {m}");
+    }
+    // To the noreverse channel: completed, not reversed.
+    assert!(
+        wait_for(Duration::from_secs(20), || sink.messages() >= 1),
+        "the partner got it"
+    );
+    let got = std::fs::read_to_string(sink.dir.join("msg1")).unwrap();
+    assert!(
+        got.starts_with("MAIL FROM:<joe.alias@example.com>"),
+        "{got}"
+    );
+    for want in [
+        "From: Joe <joe.alias@example.com>\r\n",
+        "To: joe@example.com, ann@partner.example\r\n",
+        "Cc: bob@old.example.com (Bob)\r\n",
+    ] {
+        assert!(got.contains(want), "{want}: {got}");
+    }
+}
+
+#[test]
 fn one_channel_program_delivers_on_several_threads() {
     let i = Install::configured();
     i.add_user("joe", "joe secret", &[]);

@@ -1,6 +1,7 @@
 //! Reading and changing a message's header section: the MTA's own edits
 //! (an access table's `$K` new `Sender:`, the `Return-Path:` of final
-//! delivery) and the fields it acts on (`Deferred-delivery:`). Pure.
+//! delivery) and the fields it acts on (`Deferred-delivery:`); the
+//! pieces other readers share (sections, fields, Content-Type). Pure.
 
 /// The message with every `name:` field (and its continuation lines)
 /// removed and `name: value` put where the first one was, or at the end
@@ -92,6 +93,89 @@ fn edit(message: &[u8], name: &str, field: Option<&str>, out: &mut Vec<u8>) {
         out.extend_from_slice(field.as_bytes());
     }
     out.extend_from_slice(rest);
+}
+
+/// The header section and the body of a message (a message without a
+/// blank line is all header).
+pub fn split(message: &[u8]) -> (&[u8], &[u8]) {
+    let mut at = 0;
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        at += line.len();
+        if line == b"\r\n" || line == b"\n" {
+            return (&message[..at - line.len()], &message[at..]);
+        }
+    }
+    (message, &[])
+}
+
+/// The header's fields, each with its continuation lines.
+pub fn fields(header: &[u8]) -> Vec<&[u8]> {
+    let mut out: Vec<&[u8]> = Vec::new();
+    let mut start = 0;
+    let mut at = 0;
+    for line in header.split_inclusive(|&b| b == b'\n') {
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        if !continuation && at > start {
+            out.push(&header[start..at]);
+            start = at;
+        }
+        at += line.len();
+    }
+    if at > start {
+        out.push(&header[start..at]);
+    }
+    out
+}
+
+pub fn field_name(field: &[u8]) -> String {
+    let end = field.iter().position(|&b| b == b':').unwrap_or(0);
+    String::from_utf8_lossy(&field[..end])
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// The parameters of a Content-Type value: `type/subtype; a=1; b="x y"`.
+pub fn content_type(value: &str) -> (String, Vec<(String, String)>) {
+    let mut rest = value.trim();
+    let end = rest.find(';').unwrap_or(rest.len());
+    let kind = rest[..end].trim().to_ascii_lowercase();
+    rest = &rest[end..];
+    let mut params = Vec::new();
+    while let Some(after) = rest.strip_prefix(';') {
+        let after = after.trim_start();
+        let Some(eq) = after.find('=') else { break };
+        let name = after[..eq].trim().to_ascii_lowercase();
+        let v = after[eq + 1..].trim_start();
+        let (value, left) = if let Some(q) = v.strip_prefix('"') {
+            let mut out = String::new();
+            let mut chars = q.char_indices();
+            let mut end = q.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            out.push(n);
+                        }
+                    }
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => out.push(c),
+                }
+            }
+            (out, &q[end.min(q.len())..])
+        } else {
+            let end = v.find(';').unwrap_or(v.len());
+            (v[..end].trim().to_string(), &v[end..])
+        };
+        params.push((name, value));
+        rest = left.trim_start();
+        if !rest.starts_with(';') {
+            break;
+        }
+    }
+    (kind, params)
 }
 
 /// Whether `line` starts field `name` (case-insensitive, `name:`).

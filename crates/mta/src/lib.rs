@@ -3,6 +3,8 @@
 //! directory), `submit` and `queue` (the queue files), `dns` and `maillog`.
 //!
 //! - [`access`]: the access tables' answers: refusals, actions, delays.
+//! - [`address_reversal`]: short-form header addresses completed, address
+//!   reversal (directory, REVERSE), `reverse`/`noreverse`, `inner`.
 //! - [`aliases`]: the aliases file.
 //! - [`channel_options`]: the channel option files (`tcp_local_option`):
 //!   SMTP server and client limits, times and names.
@@ -11,6 +13,8 @@
 //! - [`job_cnf`]: job_controller.cnf's pools and channel programs.
 //! - [`dns`]: the resolver, and an SMTP client's name (`ident*`).
 //! - [`header`]: reading header fields, and the MTA's own edits.
+//! - [`header_addresses`]: the addresses of From:, To: and the other
+//!   address fields, rewritten in place (short forms, REVERSE).
 //! - [`imtacnf`]: imta.cnf, its rewrite rules and channel blocks.
 //! - [`maillog`]: `mail.log_current` records.
 //! - [`mapping`]: the mappings file and its tables (access control,
@@ -32,12 +36,14 @@
 //!   (group commit) and telling the job controller.
 
 pub mod access;
+pub mod address_reversal;
 pub mod aliases;
 pub mod channel_options;
 pub mod compiled;
 pub mod dispatcher_cnf;
 pub mod dns;
 pub mod header;
+pub mod header_addresses;
 pub mod imtacnf;
 pub mod job_cnf;
 pub mod maillog;

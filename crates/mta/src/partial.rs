@@ -2,6 +2,8 @@
 //! the whole message back together from all of them (§5.2.2.1), for
 //! channels with the `defragment` keyword. Pure.
 
+use crate::header::{content_type, field_name, fields, split};
+
 /// Most parts one message may be split into.
 pub const MAX_PARTS: u32 = 1000;
 
@@ -15,45 +17,6 @@ pub struct Part {
     pub total: Option<u32>,
 }
 
-/// The header section and the body of a message (a message without a
-/// blank line is all header).
-fn split(message: &[u8]) -> (&[u8], &[u8]) {
-    let mut at = 0;
-    for line in message.split_inclusive(|&b| b == b'\n') {
-        at += line.len();
-        if line == b"\r\n" || line == b"\n" {
-            return (&message[..at - line.len()], &message[at..]);
-        }
-    }
-    (message, &[])
-}
-
-/// The header's fields, each with its continuation lines.
-fn fields(header: &[u8]) -> Vec<&[u8]> {
-    let mut out: Vec<&[u8]> = Vec::new();
-    let mut start = 0;
-    let mut at = 0;
-    for line in header.split_inclusive(|&b| b == b'\n') {
-        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
-        if !continuation && at > start {
-            out.push(&header[start..at]);
-            start = at;
-        }
-        at += line.len();
-    }
-    if at > start {
-        out.push(&header[start..at]);
-    }
-    out
-}
-
-fn field_name(field: &[u8]) -> String {
-    let end = field.iter().position(|&b| b == b':').unwrap_or(0);
-    String::from_utf8_lossy(&field[..end])
-        .trim()
-        .to_ascii_lowercase()
-}
-
 /// The fields a reassembled message takes from the enclosed message
 /// rather than from the first part's own header.
 fn from_inner(name: &str) -> bool {
@@ -62,50 +25,6 @@ fn from_inner(name: &str) -> bool {
             name,
             "subject" | "message-id" | "encrypted" | "mime-version"
         )
-}
-
-/// The parameters of a Content-Type value: `type/subtype; a=1; b="x y"`.
-fn content_type(value: &str) -> (String, Vec<(String, String)>) {
-    let mut rest = value.trim();
-    let end = rest.find(';').unwrap_or(rest.len());
-    let kind = rest[..end].trim().to_ascii_lowercase();
-    rest = &rest[end..];
-    let mut params = Vec::new();
-    while let Some(after) = rest.strip_prefix(';') {
-        let after = after.trim_start();
-        let Some(eq) = after.find('=') else { break };
-        let name = after[..eq].trim().to_ascii_lowercase();
-        let v = after[eq + 1..].trim_start();
-        let (value, left) = if let Some(q) = v.strip_prefix('"') {
-            let mut out = String::new();
-            let mut chars = q.char_indices();
-            let mut end = q.len();
-            while let Some((i, c)) = chars.next() {
-                match c {
-                    '\\' => {
-                        if let Some((_, n)) = chars.next() {
-                            out.push(n);
-                        }
-                    }
-                    '"' => {
-                        end = i + 1;
-                        break;
-                    }
-                    c => out.push(c),
-                }
-            }
-            (out, &q[end.min(q.len())..])
-        } else {
-            let end = v.find(';').unwrap_or(v.len());
-            (v[..end].trim().to_string(), &v[end..])
-        };
-        params.push((name, value));
-        rest = left.trim_start();
-        if !rest.starts_with(';') {
-            break;
-        }
-    }
-    (kind, params)
 }
 
 /// The part a message is, when its top-level type is `message/partial`

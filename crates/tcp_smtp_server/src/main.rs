@@ -115,11 +115,16 @@ async fn load(d: &Daemon, lmtp: bool) -> anyhow::Result<Server> {
         "" => "localhost".to_string(),
         h => h.to_string(),
     };
+    let default_domain = match d.config.get("local.defdomain") {
+        "" => host.clone(),
+        dom => dom.to_string(),
+    };
     let resolver = epistle_mta::dns::resolver(&mta.options)
         .inspect_err(|e| tracing::error!("{e}; clients' names are not looked up"))
         .ok();
     Ok(Server {
         host,
+        default_domain,
         lmtp,
         store_socket: d.base.store_socket(),
         limits: Limits::from_options(&mta),

@@ -56,6 +56,9 @@ pub enum TlsPolicy {
 pub struct Server {
     /// Our name in greetings and Received: lines.
     pub host: String,
+    /// `local.defdomain`: what a short-form header address gets, unless
+    /// the source channel says `remotehost` or `defaulthost`.
+    pub default_domain: String,
     /// Speaking LMTP (RFC 2033) as tcp_lmtp_server: LHLO, delivery into
     /// the store at the end of data, a reply per recipient.
     pub lmtp: bool,

@@ -19,14 +19,16 @@ use epistle_directory::Auth;
 use epistle_directory::sasl;
 use epistle_ipc::handoff::Handoff;
 use epistle_mta::access::{AccessAnswer, AccessFlags};
+use epistle_mta::address_reversal::{self, AddressPolicy, Treated};
 use epistle_mta::channel_options::SmtpServerOptions;
 use epistle_mta::dns::IdentMode;
 use epistle_mta::maillog::{Action, Record};
-use epistle_mta::queuefile::{Envelope, Origin, Recipient};
+use epistle_mta::queuefile::{Envelope, Origin, QueueError, Recipient, Staged};
 use epistle_mta::resolve::{BITBUCKET_CHANNEL, Resolver, Route, STORE_CHANNEL};
 use epistle_mta::smtp::{
     Body, Command, DataReader, MAX_COMMAND_LINE, MailParams, Mailbox, Reply, xtext_encode,
 };
+use epistle_mta::submit::stage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::server::{Server, TlsPolicy, service_channel};
@@ -1003,6 +1005,21 @@ impl Session {
         };
         let id = format!("{:016X}.{}", self.id, self.transactions);
         let text = self.message_text(txn, &id, &message);
+        let server = self.server.clone();
+        let policy = AddressPolicy::of(
+            &server.mta,
+            &self.channel,
+            self.helo.as_deref(),
+            &server.default_domain,
+        );
+        let treated = address_reversal::treat(
+            &server.mta,
+            server.directory.as_deref(),
+            &policy,
+            &text,
+            &txn.from,
+        )
+        .await;
         let envelope = Envelope {
             from: txn.from.clone(),
             recipients: Vec::new(),
@@ -1039,31 +1056,27 @@ impl Session {
                 ));
             }
         }
-        let server = self.server.clone();
         let size = text.len() as u64;
-        let env = envelope.clone();
         let recips = recipients.clone();
         // Written by each session (into the page cache: quick enough to do
         // in place), made durable together by the group commit thread.
         let hold = txn.policy.hold;
-        let written =
-            match epistle_mta::submit::stage(&server.queue, &server.mta.imta, &env, &recips, &text)
-            {
-                Ok(staged) => {
-                    // Held: the whole message by an access table, or one
-                    // channel's file past the channel's `holdlimit`.
-                    let held = staged.into_iter().map(|(ch, s)| {
-                        let count = recips.iter().filter(|(c, _)| *c == ch).count();
-                        let over = server.channel_hold_limit(&ch).is_some_and(|l| count > l);
-                        match hold || over {
-                            true => (ch, s.held()),
-                            false => (ch, s),
-                        }
-                    });
-                    self.server.committer.commit(held.collect()).await
-                }
-                Err(e) => Err(e),
-            };
+        let written = match stage_treated(&server, &envelope, &recips, &text, treated) {
+            Ok(staged) => {
+                // Held: the whole message by an access table, or one
+                // channel's file past the channel's `holdlimit`.
+                let held = staged.into_iter().map(|(ch, s)| {
+                    let count = recips.iter().filter(|(c, _)| *c == ch).count();
+                    let over = server.channel_hold_limit(&ch).is_some_and(|l| count > l);
+                    match hold || over {
+                        true => (ch, s.held()),
+                        false => (ch, s),
+                    }
+                });
+                self.server.committer.commit(held.collect()).await
+            }
+            Err(e) => Err(e),
+        };
         // The committer tells the job controller of the files.
         if let Err(e) = written {
             tracing::error!("cannot queue a message from {}: {e}", self.peer);
@@ -1360,6 +1373,49 @@ async fn route(
 /// Whether mail may go to `address` at all: the rewrite rules know it,
 /// and ORIG_SEND_ACCESS and ORIG_MAIL_ACCESS (relaying among them) allow
 /// it. Their answers, for the transaction's policy.
+/// Stages a message's queue files: for channels with `noreverse` the
+/// message with its short forms completed, for the others with its
+/// addresses reversed too (and the envelope From, when reversal changed
+/// it).
+fn stage_treated(
+    server: &Server,
+    envelope: &Envelope,
+    recipients: &[(String, Recipient)],
+    text: &[u8],
+    treated: Treated,
+) -> Result<Vec<(String, Staged)>, QueueError> {
+    let plain = treated.plain.as_deref().unwrap_or(text);
+    let reversed = treated.reversed.as_deref().unwrap_or(plain);
+    let reversed_envelope = match &treated.from {
+        Some(from) => &Envelope {
+            from: from.clone(),
+            ..envelope.clone()
+        },
+        None => envelope,
+    };
+    let (kept, turned): (Vec<_>, Vec<_>) = recipients
+        .iter()
+        .cloned()
+        .partition(|(ch, _)| !address_reversal::reverses(&server.mta, ch));
+    let imta = &server.mta.imta;
+    let mut staged = Vec::new();
+    if !turned.is_empty() {
+        staged = stage(&server.queue, imta, reversed_envelope, &turned, reversed)?;
+    }
+    if !kept.is_empty() {
+        match stage(&server.queue, imta, envelope, &kept, plain) {
+            Ok(more) => staged.extend(more),
+            Err(e) => {
+                for (_, s) in staged {
+                    s.discard();
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(staged)
+}
+
 fn admit(server: &Server, asked: &Asked<'_>, address: &str) -> Result<Vec<AccessAnswer>, Refused> {
     let mta = &server.mta;
     let resolver = Resolver {

@@ -1,0 +1,255 @@
+//! What a message's addresses go through on their way into the queues, as
+//! the original does it:
+//!
+//! - A header address without a domain (a short form, `joe`) gets one:
+//!   the name the SMTP client gave in HELO/EHLO when the source channel
+//!   has `remotehost`, the domain of its `defaulthost`, else the default
+//!   domain (the original's `noremotehost` takes its host name; users'
+//!   addresses here are in the default domain, as sendmail's are).
+//! - Address reversal: an address that is a user's `mailAlternateAddress`
+//!   becomes the user's `mail`; then the REVERSE mapping, probed with the
+//!   address, replaces it when the entry says `$Y` (`$N` leaves it).
+//!   Header addresses are reversed, and the envelope From too unless
+//!   option.dat says `REVERSE_ENVELOPE=0`; `USE_REVERSE_DATABASE=0` turns
+//!   the REVERSE mapping off. A destination channel with `noreverse`
+//!   gets the message unreversed.
+//! - With `inner` on the source channel, the headers of enclosed messages
+//!   are treated as the message's own.
+//!
+//! A directory that cannot be asked leaves an address as it is: a
+//! message is never refused for its header.
+
+use std::collections::HashMap;
+
+use epistle_directory::{Directory, Recipient};
+
+use crate::compiled::MtaConfig;
+use crate::header_addresses::{qualify, rewrite_addresses};
+use crate::optionfile::int;
+
+/// Most distinct addresses of one message looked up in the directory.
+const MAX_LOOKUPS: usize = 100;
+
+/// How a source channel treats the addresses of the mail it brings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressPolicy {
+    /// The domain a short-form address gets.
+    pub short_form_domain: String,
+    /// `inner`: enclosed messages' headers too.
+    pub inner: bool,
+}
+
+impl AddressPolicy {
+    /// For mail from `channel`, whose client said `helo`, in a site whose
+    /// default domain is `default_domain`.
+    pub fn of(mta: &MtaConfig, channel: &str, helo: Option<&str>, default_domain: &str) -> Self {
+        let ch = mta.imta.channel(channel);
+        let last = |group: &[&str]| ch.and_then(|c| c.last_of(group)).map(|k| k.name.clone());
+        let remote = last(&["remotehost", "noremotehost"]).as_deref() == Some("remotehost");
+        let default_host = match last(&["defaulthost", "nodefaulthost"]).as_deref() {
+            Some("defaulthost") => ch.and_then(|c| c.arg("defaulthost")).map(str::to_string),
+            _ => None,
+        };
+        let helo = helo
+            .map(|h| h.trim().trim_start_matches('[').trim_end_matches(']'))
+            .filter(|h| !h.is_empty() && h.len() <= 255 && h.chars().all(is_domain_char));
+        let short_form_domain = match (remote, helo, default_host) {
+            (true, Some(h), _) => h.to_string(),
+            (_, _, Some(d)) => d,
+            _ => default_domain.to_string(),
+        };
+        AddressPolicy {
+            short_form_domain,
+            inner: last(&["inner", "noinner"]).as_deref() == Some("inner"),
+        }
+    }
+}
+
+fn is_domain_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':')
+}
+
+/// Whether the queue of `channel` takes reversed addresses (`reverse`,
+/// the default, or `noreverse`).
+pub fn reverses(mta: &MtaConfig, channel: &str) -> bool {
+    mta.imta
+        .channel(channel)
+        .and_then(|c| c.last_of(&["reverse", "noreverse"]))
+        .is_none_or(|k| k.name == "reverse")
+}
+
+/// A message's addresses once treated: what changed, for each kind of
+/// destination channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Treated {
+    /// The message with short forms completed (for `noreverse`
+    /// channels); `None` when that changed nothing.
+    pub plain: Option<Vec<u8>>,
+    /// The message with short forms completed and addresses reversed
+    /// (for the others); `None` when reversal changed nothing further.
+    pub reversed: Option<Vec<u8>>,
+    /// The envelope From reversed, when that changed it.
+    pub from: Option<String>,
+}
+
+/// Treats `message` (and the envelope `from`) as the module says.
+pub async fn treat(
+    mta: &MtaConfig,
+    directory: Option<&Directory>,
+    policy: &AddressPolicy,
+    message: &[u8],
+    from: &str,
+) -> Treated {
+    // Every address, with its short form completed.
+    let mut qualified: HashMap<String, String> = HashMap::new();
+    rewrite_addresses(message, policy.inner, &mut |a| {
+        let q = qualify(a, &policy.short_form_domain).unwrap_or_else(|| a.to_string());
+        qualified.insert(a.to_string(), q);
+        None
+    });
+    let reverse_envelope = mta.options.global("REVERSE_ENVELOPE").and_then(int) != Some(0);
+    let mut reversed: HashMap<String, String> = HashMap::new();
+    let mut candidates: Vec<&str> = qualified.values().map(String::as_str).collect();
+    if reverse_envelope && !from.is_empty() {
+        candidates.push(from);
+    }
+    candidates.sort_unstable();
+    candidates.dedup();
+    for address in candidates.into_iter().take(MAX_LOOKUPS) {
+        if let Some(r) = reverse(mta, directory, address).await {
+            reversed.insert(address.to_string(), r);
+        }
+    }
+    // The usual message has neither short forms nor addresses to
+    // reverse: it is not walked again.
+    let plain = match qualified.iter().any(|(a, q)| a != q) {
+        true => rewrite_addresses(message, policy.inner, &mut |a| qualified.get(a).cloned()),
+        false => None,
+    };
+    let reversed_text = if reversed.is_empty() {
+        None
+    } else {
+        rewrite_addresses(message, policy.inner, &mut |a| {
+            let q = qualified.get(a)?;
+            Some(reversed.get(q).unwrap_or(q).clone())
+        })
+        .filter(|r| Some(r) != plain.as_ref())
+    };
+    Treated {
+        plain,
+        reversed: reversed_text,
+        from: reversed.get(from).filter(|_| reverse_envelope).cloned(),
+    }
+}
+
+/// One address reversed: by the directory, then the REVERSE mapping.
+async fn reverse(mta: &MtaConfig, directory: Option<&Directory>, address: &str) -> Option<String> {
+    let mut current = address.to_string();
+    if let (Some(dir), Some((_, _))) = (directory, address.rsplit_once('@')) {
+        match dir.recipient(address).await {
+            Ok(Some(Recipient::User(u))) => {
+                let alternate = u.alternates.iter().any(|a| a.eq_ignore_ascii_case(address));
+                if let (true, Some(mail)) = (alternate, &u.mail) {
+                    current = mail.clone();
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("address reversal of {address} skipped: {e}"),
+        }
+    }
+    let use_table = mta.options.global("USE_REVERSE_DATABASE").and_then(int) != Some(0);
+    if use_table
+        && let Some(r) = mta.mappings.lookup("REVERSE", &current)
+        && r.yes()
+        && !r.output.trim().is_empty()
+    {
+        current = r.output.trim().to_string();
+    }
+    (current != address).then_some(current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compiled::CompiledConfig;
+
+    fn config(imta: &str, mappings: &str, options: &str) -> MtaConfig {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("imta.cnf"), imta).unwrap();
+        std::fs::write(dir.path().join("mappings"), mappings).unwrap();
+        std::fs::write(dir.path().join("option.dat"), options).unwrap();
+        CompiledConfig::build(dir.path(), 0)
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    const IMTA: &str = "a b\n\nl\nlocalhost\n\n\
+        tcp_local smtp remotehost inner\ntcp-daemon\n\n\
+        tcp_intranet smtp noreverse defaulthost corp.example\ntcp_intranet-daemon\n\n\
+        tcp_submit smtp\ntcp_submit-daemon\n";
+
+    #[test]
+    fn short_forms_take_the_channels_domain() {
+        let mta = config(IMTA, "", "");
+        let p = |ch: &str, helo: Option<&str>| AddressPolicy::of(&mta, ch, helo, "example.com");
+        assert_eq!(
+            p("tcp_local", Some("client.example.org")).short_form_domain,
+            "client.example.org"
+        );
+        assert!(p("tcp_local", None).inner);
+        assert_eq!(
+            p("tcp_local", Some("bad host")).short_form_domain,
+            "example.com",
+            "not a name"
+        );
+        assert_eq!(
+            p("tcp_intranet", Some("x.example")).short_form_domain,
+            "corp.example"
+        );
+        assert_eq!(
+            p("tcp_submit", Some("x.example")).short_form_domain,
+            "example.com"
+        );
+        assert!(!p("tcp_submit", None).inner);
+        assert!(!reverses(&mta, "tcp_intranet") && reverses(&mta, "tcp_submit"));
+    }
+
+    #[tokio::test]
+    async fn the_reverse_mapping_replaces_on_y_only_and_can_be_turned_off() {
+        let mappings = "REVERSE\n\n  *@host1.example.com  $0@example.com$Y\n  *@host2.example.com  $0@elsewhere$N\n";
+        let mta = config(IMTA, mappings, "");
+        let policy = AddressPolicy::of(&mta, "tcp_submit", None, "example.com");
+        let m =
+            b"From: Joe <joe@host1.example.com>\r\nTo: ann@host2.example.com, bob\r\n\r\nbody\r\n";
+        let t = treat(&mta, None, &policy, m, "joe@host1.example.com").await;
+        assert_eq!(
+            t.plain.as_deref(),
+            Some(&b"From: Joe <joe@host1.example.com>\r\nTo: ann@host2.example.com, bob@example.com\r\n\r\nbody\r\n"[..])
+        );
+        assert_eq!(
+            t.reversed.as_deref(),
+            Some(&b"From: Joe <joe@example.com>\r\nTo: ann@host2.example.com, bob@example.com\r\n\r\nbody\r\n"[..])
+        );
+        assert_eq!(t.from.as_deref(), Some("joe@example.com"));
+
+        let off = config(IMTA, mappings, "USE_REVERSE_DATABASE=0\n");
+        let t = treat(&off, None, &policy, m, "joe@host1.example.com").await;
+        assert_eq!(t.reversed, None);
+        assert_eq!(t.from, None);
+        let no_envelope = config(IMTA, mappings, "REVERSE_ENVELOPE=0\n");
+        let t = treat(&no_envelope, None, &policy, m, "joe@host1.example.com").await;
+        assert!(t.reversed.is_some());
+        assert_eq!(t.from, None);
+        // Nothing to do: nothing copied.
+        let t = treat(
+            &mta,
+            None,
+            &policy,
+            b"From: ann@example.org\r\n\r\n",
+            "ann@example.org",
+        )
+        .await;
+        assert_eq!(t, Treated::default());
+    }
+}
