@@ -2017,7 +2017,61 @@ s.quit()
     assert!(received.ends_with(" (localhost)"), "{received}");
     let received = send_from("127.0.0.2");
     assert!(received.ends_with(" ([127.0.0.2])"), "{received}");
+
+    // identtcp asks the client's IDENT service too. A stand-in answers
+    // on 127.0.0.1 port 113 when this test may bind it (as root);
+    // otherwise nothing answers there and the session goes on at once.
+    let mut identd = std::process::Command::new("python3")
+        .args(["-c", IDENTD])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(identd.stdout.as_mut().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    set_ident("identtcp");
+    assert_ok(&i.sbin("imsimta", &["restart"]), "imsimta restart");
+    let t = std::time::Instant::now();
+    let received = send_from("127.0.0.1");
+    let _ = identd.kill();
+    let _ = identd.wait();
+    match first.trim() {
+        "listening" => assert!(
+            received.ends_with(" (tester@localhost [127.0.0.1])"),
+            "{received}"
+        ),
+        _ => {
+            assert!(received.ends_with(" (localhost [127.0.0.1])"), "{received}");
+            assert!(
+                t.elapsed() < Duration::from_secs(4),
+                "no wait for a refusal"
+            );
+        }
+    }
 }
+
+/// A stand-in IDENT service (RFC 1413) on 127.0.0.1 port 113 that names
+/// every connection's user `tester`; prints `listening`, or `cannot`
+/// when the port may not be bound.
+const IDENTD: &str = r#"
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(('127.0.0.1', 113))
+except OSError:
+    print('cannot', flush=True); sys.exit(0)
+s.listen(5)
+print('listening', flush=True)
+while True:
+    c, _ = s.accept()
+    line = c.makefile('rb').readline().decode()
+    a, b = line.strip().split(',')
+    c.sendall(('%s, %s : USERID : UNIX : tester\r\n' % (a.strip(), b.strip())).encode())
+    c.close()
+"#;
 
 /// The stand-in DNS server of [`DNS`] with the given records, named as
 /// the MTA's resolver in option.dat; stopped when dropped.

@@ -4,10 +4,11 @@
 //! server gives its client by the source channel's `ident*` and
 //! `forwardcheck*` keywords.
 //!
-//! IDENT (RFC 1413) is not queried: the `identtcp*` keywords act as their
-//! `identnone*` counterparts. The name is shown in `Received:` lines only;
-//! channel switching goes by the client's address, since a reverse DNS
-//! name is whatever the owner of the address's zone says.
+//! The `identtcp*` keywords also ask the client's host for the user
+//! holding the connection (IDENT, [`crate::ident`]). The name and the
+//! user are shown in `Received:` lines only; channel switching goes by
+//! the client's address, since a reverse DNS name is whatever the owner
+//! of the address's zone says.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -113,13 +114,22 @@ impl IdentMode {
         matches!(self, IdentMode::Both | IdentMode::Symbolic)
     }
 
+    /// Whether the channel asks IDENT (`identtcp*`, the original's
+    /// default; the shipped `defaults` line says `identnone`).
+    pub fn asks_ident(channel: Option<&Channel>) -> bool {
+        channel
+            .and_then(|c| c.last_of(IDENT))
+            .is_none_or(|k| k.name.starts_with("identtcp"))
+    }
+
     /// The client as a `Received:` line's `from` clause shows it, inside
-    /// the parentheses.
-    pub fn received_from(self, name: Option<&str>, ip: IpAddr) -> String {
+    /// the parentheses, with the user IDENT gave (`user@`).
+    pub fn received_from(self, name: Option<&str>, ip: IpAddr, user: Option<&str>) -> String {
+        let user = user.map(|u| format!("{u}@")).unwrap_or_default();
         match (self, name) {
-            (IdentMode::Both, Some(n)) => format!("{n} [{ip}]"),
-            (IdentMode::Symbolic, Some(n)) => n.to_string(),
-            _ => format!("[{ip}]"),
+            (IdentMode::Both, Some(n)) => format!("{user}{n} [{ip}]"),
+            (IdentMode::Symbolic, Some(n)) => format!("{user}{n}"),
+            _ => format!("{user}[{ip}]"),
         }
     }
 }
@@ -211,17 +221,23 @@ mod tests {
 
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         assert_eq!(
-            IdentMode::Both.received_from(Some("h.example"), ip),
-            "h.example [192.0.2.7]"
+            IdentMode::Both.received_from(Some("h.example"), ip, Some("joe")),
+            "joe@h.example [192.0.2.7]"
         );
         assert_eq!(
-            IdentMode::Symbolic.received_from(Some("h.example"), ip),
+            IdentMode::Symbolic.received_from(Some("h.example"), ip, None),
             "h.example"
         );
-        assert_eq!(IdentMode::Symbolic.received_from(None, ip), "[192.0.2.7]");
         assert_eq!(
-            IdentMode::Limited.received_from(Some("h.example"), ip),
+            IdentMode::Symbolic.received_from(None, ip, None),
             "[192.0.2.7]"
         );
+        assert_eq!(
+            IdentMode::Limited.received_from(Some("h.example"), ip, Some("joe")),
+            "joe@[192.0.2.7]"
+        );
+        assert!(IdentMode::asks_ident(c.channel("plain")) && IdentMode::asks_ident(None));
+        assert!(IdentMode::asks_ident(c.channel("num")) && IdentMode::asks_ident(c.channel("lim")));
+        assert!(!IdentMode::asks_ident(c.channel("sym")));
     }
 }

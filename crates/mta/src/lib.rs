@@ -1,6 +1,7 @@
 //! The MTA's configuration and policy the SMTP server, the job controller,
 //! the channel programs and `imsimta` share. Pure, except `resolve` (the
-//! directory), `submit` and `queue` (the queue files), `dns` and `maillog`.
+//! directory), `submit` and `queue` (the queue files), `dns`, `ident` and
+//! `maillog`.
 //!
 //! - [`access`]: the access tables' answers: refusals, actions, delays.
 //! - [`address_reversal`]: short-form header addresses completed, address
@@ -15,6 +16,7 @@
 //! - [`header`]: reading header fields, and the MTA's own edits.
 //! - [`header_addresses`]: the addresses of From:, To: and the other
 //!   address fields, rewritten in place (short forms, REVERSE).
+//! - [`ident`]: IDENT (RFC 1413) queries for `identtcp*` channels.
 //! - [`imtacnf`]: imta.cnf, its rewrite rules and channel blocks.
 //! - [`maillog`]: `mail.log_current` records.
 //! - [`mapping`]: the mappings file and its tables (access control,
@@ -44,6 +46,7 @@ pub mod dispatcher_cnf;
 pub mod dns;
 pub mod header;
 pub mod header_addresses;
+pub mod ident;
 pub mod imtacnf;
 pub mod job_cnf;
 pub mod maillog;

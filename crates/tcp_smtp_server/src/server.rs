@@ -3,7 +3,7 @@
 //! processes, after `imsimta restart`), the directory, TLS, the queues
 //! and the limits.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -128,6 +128,21 @@ impl Server {
         }
         let resolver = self.resolver.as_ref()?;
         dns::client_name(resolver, client, ForwardCheck::of(channel)).await
+    }
+
+    /// The user holding the client's end of the connection, when the
+    /// channel's `identtcp*` keyword asks the client's IDENT service.
+    pub async fn client_user(
+        &self,
+        channel: &str,
+        client: SocketAddr,
+        local: SocketAddr,
+    ) -> Option<String> {
+        if !IdentMode::asks_ident(self.mta.imta.channel(channel)) {
+            return None;
+        }
+        let service = SocketAddr::new(client.ip(), epistle_mta::ident::IDENT_PORT);
+        epistle_mta::ident::query(service, local.ip(), client.port(), local.port()).await
     }
 
     /// Whether the INTERNAL_IP mapping calls the client internal.

@@ -101,6 +101,8 @@ pub struct Session {
     /// The client's name by reverse DNS, when the channel asks for it
     /// (`ident*`), as `Received:` shows it.
     client_name: Option<String>,
+    /// The user IDENT named (`identtcp*`), as `Received:` shows it.
+    client_user: Option<String>,
     internal: bool,
     helo: Option<String>,
     esmtp: bool,
@@ -142,6 +144,7 @@ impl Session {
             local: handoff.local.clone(),
             channel,
             client_name: None,
+            client_user: None,
             internal,
             helo: None,
             esmtp: false,
@@ -177,7 +180,20 @@ impl Session {
             return;
         }
         if !self.server.lmtp {
-            self.client_name = self.server.client_name(&self.channel, self.peer.ip()).await;
+            // The name and the IDENT user are asked for together: a slow
+            // one does not add to the other.
+            let local: Option<SocketAddr> = self.local.parse().ok();
+            let (name, user) = tokio::join!(
+                self.server.client_name(&self.channel, self.peer.ip()),
+                async {
+                    match local {
+                        Some(l) => self.server.client_user(&self.channel, self.peer, l).await,
+                        None => None,
+                    }
+                }
+            );
+            self.client_name = name;
+            self.client_user = user;
         }
         let protocol = if self.server.lmtp { "LMTP" } else { "ESMTP" };
         let mut banner = format!("{} {protocol} Epistle ready", self.banner_host());
@@ -1132,8 +1148,11 @@ impl Session {
         if txn.params.smtputf8 {
             with.insert_str(0, "UTF8");
         }
-        let client = IdentMode::of(self.server.mta.imta.channel(&self.channel))
-            .received_from(self.client_name.as_deref(), self.peer.ip());
+        let client = IdentMode::of(self.server.mta.imta.channel(&self.channel)).received_from(
+            self.client_name.as_deref(),
+            self.peer.ip(),
+            self.client_user.as_deref(),
+        );
         let mut line = format!(
             "Received: from {} ({client})\r\n by {} (Epistle) with {with} id <{id}>",
             clean(helo),
