@@ -1465,6 +1465,67 @@ e.quit()
 }
 
 #[test]
+fn due_messages_go_out_by_priority_and_second_class_waits_a_pass() {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &[]);
+    // One delivery at a time, each held 1 s by the partner: what waits
+    // meanwhile goes out in priority order.
+    let sink = Sink::holding(&i, 1.0);
+    route_partner_to(
+        &i,
+        &format!(
+            "daemon 127.0.0.1 port {} maxjobs 1 threaddepth 1 nonurgentblocklimit 1",
+            sink.port
+        ),
+    );
+    i.edit_config("tcp_peer_option", |_| "MAX_CLIENT_THREADS=1\n".into());
+    i.edit_config("job_controller.cnf", |t| {
+        t.replace("SYNCH_TIME=30", "SYNCH_TIME=8")
+    });
+    i.cnbuild();
+    i.start();
+    i.smtp_script(
+        r#"
+s = smtp()
+def send(subject, priority=b'', size=0):
+    head = b'Subject: ' + subject + b'\r\n'
+    if priority: head += b'Priority: ' + priority + b'\r\n'
+    m = head + b'\r\n' + b'x' * size + b'\r\n'
+    assert s.sendmail('joe@example.com', ['ann@partner.example'], m) == {}
+send(b'first')
+time.sleep(0.3)  # now at the partner, for a second
+send(b'big', b'non-urgent', 2000)  # past nonurgentblocklimit: second class
+send(b'low', b'non-urgent')
+send(b'normal')
+send(b'urgent', b'urgent')
+s.quit()
+"#,
+    );
+    assert!(
+        wait_for(Duration::from_secs(40), || sink.messages() >= 5),
+        "all five delivered"
+    );
+    let order: Vec<String> = (1..=5)
+        .map(|n| {
+            let m = std::fs::read_to_string(sink.dir.join(format!("msg{n}"))).unwrap();
+            let at = m.find("Subject: ").unwrap() + 9;
+            m[at..m[at..].find('\r').unwrap() + at].to_string()
+        })
+        .collect();
+    assert_eq!(order, ["first", "urgent", "normal", "low", "big"]);
+    // The big one waited for the periodic pass (SYNCH_TIME, 8 s), not
+    // only for the others (1 s each).
+    let when = |n: usize| {
+        std::fs::metadata(sink.dir.join(format!("msg{n}")))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let gap = when(5).duration_since(when(4)).unwrap();
+    assert!(gap >= Duration::from_secs(3), "{gap:?}");
+}
+
+#[test]
 fn one_channel_program_delivers_on_several_threads() {
     let i = Install::configured();
     i.add_user("joe", "joe secret", &[]);

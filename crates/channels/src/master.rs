@@ -27,7 +27,7 @@ use epistle_mta::maillog::{Action, MailLog, Record};
 use epistle_mta::queue::QueueDir;
 use epistle_mta::queuefile::{self, Envelope, Recipient};
 use epistle_mta::resolve::Resolver;
-use epistle_mta::retry::{NoticeAction, Notices, Priority};
+use epistle_mta::retry::{NoticeAction, Notices, Priority, block_size};
 use nix::fcntl::{Flock, FlockArg};
 use tokio::net::UnixStream;
 
@@ -196,7 +196,14 @@ pub async fn queue_on(
     let from = envelope.from.clone();
     let for_queue = recipients.clone();
     let files = tokio::task::spawn_blocking(move || {
-        epistle_mta::submit::enqueue(&q, &mta.imta, &envelope, &for_queue, &message)
+        epistle_mta::submit::enqueue(
+            &q,
+            &mta.imta,
+            block_size(&mta.options),
+            &envelope,
+            &for_queue,
+            &message,
+        )
     })
     .await
     .map_err(|e| e.to_string())?
@@ -394,7 +401,7 @@ async fn settle(ctx: &Context, job: Job, mut outcomes: Vec<Outcome>) -> Option<P
     );
     let channel = ctx.mta.imta.channel(&ctx.channel);
     let unit = epistle_mta::retry::return_unit(&ctx.mta.options);
-    let block = epistle_mta::retry::block_size(&ctx.mta.options);
+    let block = block_size(&ctx.mta.options);
     let priority = Priority::of_message(&job.message, job.message.len() as u64, channel, block);
     let notices = channel.and_then(|c| Notices::for_channel(&ctx.mta.imta, c, priority, unit).ok());
     let age = job.age();

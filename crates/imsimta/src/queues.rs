@@ -91,6 +91,8 @@ fn qm_command(base: &MsgSvrBase, args: &[String]) -> anyhow::Result<()> {
             released.push(QueuedFile {
                 channel: e.channel.clone(),
                 path: path.display().to_string(),
+                // The job controller reads it from the file.
+                priority: None,
             });
             Ok(())
         })?;

@@ -13,6 +13,12 @@ use serde::{Deserialize, Serialize};
 pub struct QueuedFile {
     pub channel: String,
     pub path: String,
+    /// The message's priority on this channel (`Priority:` lowered for
+    /// size by the channel's `*blocklimit`): 0 urgent, 1 normal, 2
+    /// non-urgent, 3 second class. When not said, the job controller
+    /// reads it from the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

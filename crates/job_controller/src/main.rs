@@ -31,7 +31,7 @@ use epistle_mta::queuefile::Envelope;
 use tokio::net::UnixStream;
 use tokio::sync::Notify;
 
-use scheduler::{Scheduler, now_ms};
+use scheduler::{Scheduler, now_ms, synch_time};
 
 /// A channel whose program cannot be started is not tried again sooner.
 const BROKEN_PROGRAM_PAUSE: Duration = Duration::from_secs(60);
@@ -142,16 +142,8 @@ async fn main() {
                 SignalEvent::Shutdown => break,
             },
         }
-        let synch = {
-            let c = lock(&controller);
-            c.mta
-                .job_controller
-                .global("SYNCH_TIME")
-                .and_then(int)
-                .filter(|n| *n > 0)
-                .unwrap_or(30) as u64
-        };
-        if last_rescan.elapsed() >= Duration::from_secs(synch) {
+        let synch = synch_time(&lock(&controller).mta);
+        if last_rescan.elapsed() >= synch {
             let mut c = lock(&controller);
             let (queue, mta) = (c.queue.clone(), c.mta.clone());
             c.sched.rescan(&queue, &mta);
@@ -417,7 +409,7 @@ fn answer(controller: &Shared, wake: &Notify, req: JobRequest) -> JobReply {
         JobRequest::Enqueued { files } => {
             let mta = c.mta.clone();
             for f in files {
-                c.sched.enqueued(&mta, &f.channel, f.path);
+                c.sched.enqueued(&mta, &f.channel, f.path, f.priority);
             }
             wake.notify_one();
             JobReply::Ok

@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use epistle_ipc::jobs::ChannelQueue;
 use epistle_mta::compiled::MtaConfig;
 use epistle_mta::header::field_value;
-use epistle_mta::queue::{QueueDir, QueueEntry};
+use epistle_mta::optionfile::int;
+use epistle_mta::queue::QueueDir;
 use epistle_mta::queuefile::{Envelope, attempts_of};
 use epistle_mta::retry::{Priority, RetrySchedule, parse_duration};
 
@@ -32,33 +33,53 @@ fn ms(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The priorities due messages are handed out by, highest first
+/// (`Priority::rank`: urgent, normal, non-urgent, second class).
+const RANKS: usize = 4;
+
 #[derive(Debug, Default)]
 pub struct ChannelState {
-    /// (due, path), earliest first.
-    waiting: BTreeSet<(u64, String)>,
-    due_of: HashMap<String, u64>,
-    /// Paths handed to a program and not finished.
-    pub active: HashSet<String>,
+    /// By priority, highest first: (due, path), earliest first.
+    waiting: [BTreeSet<(u64, String)>; RANKS],
+    /// Each waiting path's due time and priority.
+    due_of: HashMap<String, (u64, u8)>,
+    /// Paths handed to a program and not finished, with their priority.
+    pub active: HashMap<String, u8>,
     pub held: usize,
     /// Programs running for this channel.
     pub jobs: usize,
 }
 
 impl ChannelState {
-    fn insert(&mut self, path: String, due: u64) {
-        if self.active.contains(&path) {
+    fn insert(&mut self, path: String, due: u64, rank: u8) {
+        if self.active.contains_key(&path) {
             return;
         }
-        if let Some(old) = self.due_of.insert(path.clone(), due) {
-            self.waiting.remove(&(old, path.clone()));
+        let rank = rank.min(RANKS as u8 - 1);
+        if let Some((old, old_rank)) = self.due_of.insert(path.clone(), (due, rank)) {
+            self.waiting[old_rank as usize].remove(&(old, path.clone()));
         }
-        self.waiting.insert((due, path));
+        self.waiting[rank as usize].insert((due, path));
     }
 
     fn remove(&mut self, path: &str) {
-        if let Some(due) = self.due_of.remove(path) {
-            self.waiting.remove(&(due, path.to_string()));
+        if let Some((due, rank)) = self.due_of.remove(path) {
+            self.waiting[rank as usize].remove(&(due, path.to_string()));
         }
+    }
+
+    /// The next message to hand out at `now`: of those due, the one of the
+    /// highest priority, earliest first within it.
+    fn next_due(&self, now: u64) -> Option<(u64, String, u8)> {
+        self.waiting.iter().enumerate().find_map(|(rank, set)| {
+            let (due, path) = set.first()?;
+            (*due <= now).then(|| (*due, path.clone(), rank as u8))
+        })
+    }
+
+    /// Messages waiting, due or not.
+    pub fn waiting_count(&self) -> usize {
+        self.waiting.iter().map(BTreeSet::len).sum()
     }
 
     /// Waiting messages due at `now`.
@@ -68,11 +89,28 @@ impl ChannelState {
 
     /// [`ChannelState::due_count`], counting no further than `cap`.
     pub fn due_count_at_most(&self, now: u64, cap: usize) -> usize {
-        self.waiting
-            .range(..(now + 1, String::new()))
-            .take(cap)
-            .count()
+        let mut n = 0;
+        for set in &self.waiting {
+            n += set.range(..(now + 1, String::new())).take(cap - n).count();
+            if n >= cap {
+                break;
+            }
+        }
+        n
     }
+}
+
+/// How often the queue directories are rescanned (job_controller.cnf
+/// `SYNCH_TIME`, seconds; 30 when not set): the job controller's periodic
+/// pass, which second-class messages wait for.
+pub fn synch_time(mta: &MtaConfig) -> Duration {
+    let secs = mta
+        .job_controller
+        .global("SYNCH_TIME")
+        .and_then(int)
+        .filter(|n| *n > 0)
+        .unwrap_or(30);
+    Duration::from_secs(secs as u64)
 }
 
 /// When a file never tried is first due, given when it was queued: the
@@ -158,19 +196,9 @@ impl MessageHead {
     }
 }
 
-/// The priority of a queued message on `channel` (normal when the file
-/// cannot be read, or when the channel's one `backoff` serves all).
+/// The priority of a queued message on `channel`, read from its file
+/// (normal when the file cannot be read).
 fn priority(mta: &MtaConfig, channel: &str, path: &Path) -> Priority {
-    let c = mta.imta.channel(channel);
-    let one_backoff = c.is_some_and(|c| {
-        c.has("backoff")
-            && !["urgentbackoff", "normalbackoff", "nonurgentbackoff"]
-                .iter()
-                .any(|k| c.has(k))
-    });
-    if one_backoff {
-        return Priority::Normal;
-    }
     let block = epistle_mta::retry::block_size(&mta.options);
     MessageHead::read(path).map_or(Priority::Normal, |h| {
         Priority::of_message(h.header(), h.size, mta.imta.channel(channel), block)
@@ -188,21 +216,21 @@ impl Scheduler {
         }
     }
 
-    /// When a file is due: when never tried, as [`first_due`] says,
-    /// else its last attempt (the file's time) plus the channel's backoff
-    /// for the message's priority and the attempts made.
-    pub fn due_time(mta: &MtaConfig, channel: &str, e: &QueueEntry) -> u64 {
-        Scheduler::due_after(mta, channel, &e.path, e.modified)
-    }
-
-    /// [`Scheduler::due_time`] from a file's path and time.
-    fn due_after(mta: &MtaConfig, channel: &str, path: &Path, modified: SystemTime) -> u64 {
+    /// When a file of `priority` is due: when never tried, as
+    /// [`first_due`] says, else its last attempt (the file's time) plus
+    /// the channel's backoff for the priority and the attempts made.
+    fn due_after(
+        mta: &MtaConfig,
+        channel: &str,
+        path: &Path,
+        modified: SystemTime,
+        priority: Priority,
+    ) -> u64 {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let attempts = attempts_of(name).unwrap_or(0);
         if attempts == 0 {
             return first_due(mta, channel, path, ms(modified));
         }
-        let priority = priority(mta, channel, path);
         let delay = mta
             .imta
             .channel(channel)
@@ -245,36 +273,45 @@ impl Scheduler {
             for p in gone {
                 state.remove(&p);
             }
+            // A file found here (at start, or one nobody told of) has
+            // waited for this periodic pass, second class or not.
             for e in entries.iter().filter(|e| !e.held) {
                 let path = e.path.display().to_string();
-                if !state.due_of.contains_key(&path) && !state.active.contains(&path) {
-                    let due = Scheduler::due_time(mta, &name, e);
-                    state.insert(path, due);
+                if !state.due_of.contains_key(&path) && !state.active.contains_key(&path) {
+                    let p = priority(mta, &name, &e.path);
+                    let due = Scheduler::due_after(mta, &name, &e.path, e.modified, p);
+                    state.insert(path, due, p.rank());
                 }
             }
         }
     }
 
-    /// A file just written: due now, unless the channel delays it.
-    pub fn enqueued(&mut self, mta: &MtaConfig, channel: &str, path: String) {
-        let due = first_due(mta, channel, Path::new(&path), now_ms());
+    /// A file just written, of the priority its writer gave (read from
+    /// the file when not given): due now, unless the channel delays it or
+    /// it is second class, which waits for the next periodic pass.
+    pub fn enqueued(&mut self, mta: &MtaConfig, channel: &str, path: String, priority: Option<u8>) {
+        let p = match priority {
+            Some(rank) => Priority::from_rank(rank),
+            None => self::priority(mta, channel, Path::new(&path)),
+        };
+        let now = now_ms();
+        let mut due = first_due(mta, channel, Path::new(&path), now);
+        if p == Priority::SecondClass {
+            due = due.max(now + synch_time(mta).as_millis() as u64);
+        }
         self.channels
             .entry(channel.to_string())
             .or_default()
-            .insert(path, due);
+            .insert(path, due, p.rank());
     }
 
-    /// The next due file of a channel, now marked active.
+    /// The next due file of a channel (the highest priority first), now
+    /// marked active.
     pub fn take(&mut self, channel: &str) -> Option<String> {
         let state = self.channels.get_mut(channel)?;
-        let now = now_ms();
-        let (due, path) = state.waiting.first().cloned()?;
-        if due > now {
-            return None;
-        }
-        state.waiting.remove(&(due, path.clone()));
-        state.due_of.remove(&path);
-        state.active.insert(path.clone());
+        let (_, path, rank) = state.next_due(now_ms())?;
+        state.remove(&path);
+        state.active.insert(path.clone(), rank);
         Some(path)
     }
 
@@ -288,7 +325,7 @@ impl Scheduler {
         requeued: Option<String>,
     ) {
         let state = self.channels.entry(channel.to_string()).or_default();
-        state.active.remove(path);
+        let rank = state.active.remove(path).unwrap_or(Priority::Normal.rank());
         let Some(next) = requeued else {
             return;
         };
@@ -296,12 +333,13 @@ impl Scheduler {
             now_ms() + BUSY_RETRY.as_millis() as u64
         } else {
             let p = Path::new(&next);
+            let priority = Priority::from_rank(rank);
             match std::fs::metadata(p).and_then(|m| m.modified()) {
-                Ok(modified) => Scheduler::due_after(mta, channel, p, modified),
+                Ok(modified) => Scheduler::due_after(mta, channel, p, modified, priority),
                 Err(_) => return, // already gone (deleted by an administrator)
             }
         };
-        state.insert(next, due);
+        state.insert(next, due, rank);
     }
 
     /// A program went away holding files: they wait again, due now (the
@@ -309,8 +347,10 @@ impl Scheduler {
     pub fn abandoned(&mut self, channel: &str, paths: &[String]) {
         if let Some(state) = self.channels.get_mut(channel) {
             for p in paths {
-                if state.active.remove(p) && std::path::Path::new(p).exists() {
-                    state.insert(p.clone(), now_ms());
+                if let Some(rank) = state.active.remove(p)
+                    && std::path::Path::new(p).exists()
+                {
+                    state.insert(p.clone(), now_ms(), rank);
                 }
             }
         }
@@ -323,9 +363,13 @@ impl Scheduler {
             if channel.is_some_and(|c| c != name) {
                 continue;
             }
-            let paths: Vec<String> = state.due_of.keys().cloned().collect();
-            for p in paths {
-                state.insert(p, now);
+            let paths: Vec<(String, u8)> = state
+                .due_of
+                .iter()
+                .map(|(p, (_, rank))| (p.clone(), *rank))
+                .collect();
+            for (p, rank) in paths {
+                state.insert(p, now, rank);
             }
         }
     }
@@ -336,7 +380,7 @@ impl Scheduler {
             .iter()
             .map(|(name, s)| ChannelQueue {
                 channel: name.clone(),
-                waiting: s.waiting.len(),
+                waiting: s.waiting_count(),
                 due: s.due_count(now),
                 active: s.active.len(),
                 jobs: s.jobs,
@@ -380,7 +424,7 @@ mod tests {
     }
 
     fn due_of(s: &Scheduler, channel: &str, path: &str) -> u64 {
-        s.channels[channel].due_of[path]
+        s.channels[channel].due_of[path].0
     }
 
     #[test]
@@ -411,14 +455,14 @@ mod tests {
         );
         let mut s = Scheduler::new();
         let t0 = now_ms();
-        s.enqueued(&m, "ims-ms", "/q/a".into());
+        s.enqueued(&m, "ims-ms", "/q/a".into(), Some(1));
         let due = due_of(&s, "ims-ms", "/q/a");
         assert!(due >= t0 + 600_000 && due <= now_ms() + 600_000, "{due}");
         assert_eq!(s.take("ims-ms"), None, "not before ten minutes");
 
         for p in [&future, &old, &bad, &in_body] {
-            s.enqueued(&m, "later", p.clone());
-            s.enqueued(&m, "plain", p.clone());
+            s.enqueued(&m, "later", p.clone(), None);
+            s.enqueued(&m, "plain", p.clone(), None);
         }
         let two_hours = now_ms() + 7_000_000;
         assert!(due_of(&s, "later", &future) > two_hours);
@@ -475,8 +519,8 @@ mod tests {
         s.channels
             .entry("ims-ms".into())
             .or_default()
-            .insert("/q/b".into(), now_ms() + 60_000);
-        s.enqueued(&m, "ims-ms", "/q/a".into());
+            .insert("/q/b".into(), now_ms() + 60_000, 1);
+        s.enqueued(&m, "ims-ms", "/q/a".into(), Some(1));
         assert_eq!(s.take("ims-ms").as_deref(), Some("/q/a"));
         assert_eq!(s.take("ims-ms"), None, "/q/b is not due yet");
         assert_eq!(s.channels["ims-ms"].active.len(), 1);
@@ -486,7 +530,56 @@ mod tests {
         s.run_now(None);
         assert_eq!(s.take("ims-ms").as_deref(), Some("/q/b"));
         // A file being delivered is not made due again by a notice.
-        s.enqueued(&m, "ims-ms", "/q/b".into());
+        s.enqueued(&m, "ims-ms", "/q/b".into(), None);
         assert_eq!(s.take("ims-ms"), None);
+    }
+
+    #[test]
+    fn due_messages_go_out_by_priority_and_second_class_waits_a_pass() {
+        let m = mta("\n\nl\nlocalhost\n\nims-ms\nims-ms-daemon\n");
+        let mut s = Scheduler::new();
+        let t0 = now_ms();
+        s.enqueued(
+            &m,
+            "ims-ms",
+            "/q/low".into(),
+            Some(Priority::NonUrgent.rank()),
+        );
+        s.enqueued(
+            &m,
+            "ims-ms",
+            "/q/normal".into(),
+            Some(Priority::Normal.rank()),
+        );
+        s.enqueued(
+            &m,
+            "ims-ms",
+            "/q/big".into(),
+            Some(Priority::SecondClass.rank()),
+        );
+        s.enqueued(
+            &m,
+            "ims-ms",
+            "/q/urgent".into(),
+            Some(Priority::Urgent.rank()),
+        );
+        assert_eq!(s.channels["ims-ms"].due_count(now_ms()), 3);
+        assert_eq!(s.channels["ims-ms"].waiting_count(), 4);
+        let big_due = due_of(&s, "ims-ms", "/q/big");
+        assert!(
+            big_due >= t0 + 30_000,
+            "second class waits SYNCH_TIME: {big_due}"
+        );
+        let order: Vec<String> = std::iter::from_fn(|| s.take("ims-ms")).collect();
+        assert_eq!(order, ["/q/urgent", "/q/normal", "/q/low"]);
+        // A retry keeps its priority; `imsimta run` makes the big one due.
+        s.finished(&m, "ims-ms", "/q/urgent", Some("/q/urgent".into()));
+        assert_eq!(
+            s.channels["ims-ms"].due_of["/q/urgent"].1,
+            Priority::Urgent.rank()
+        );
+        s.run_now(Some("ims-ms"));
+        assert_eq!(s.take("ims-ms").as_deref(), Some("/q/urgent"));
+        assert_eq!(s.take("ims-ms").as_deref(), Some("/q/big"));
     }
 }

@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::retry::Priority;
+
 /// The line that ends the envelope.
 pub const SEPARATOR: &[u8] = b"\x01\x01\n";
 /// Largest envelope accepted when reading (the message itself is not
@@ -226,6 +228,9 @@ pub struct Staged {
     /// The directory of both names, open: renames and syncs by handle,
     /// without walking the whole path each time.
     dir: Arc<File>,
+    /// The message's priority on this file's channel, for the job
+    /// controller (normal unless the writer says).
+    pub priority: Priority,
 }
 
 /// The last part of a queue path (the queue makes every name it uses).
@@ -284,6 +289,7 @@ pub fn stage(
             path,
             file,
             dir: handle,
+            priority: Priority::Normal,
         }),
         Err(e) => {
             let _ = fs::remove_file(&tmp);

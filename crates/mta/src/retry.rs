@@ -25,18 +25,26 @@ const DEFAULT_NOTICES: [u32; 4] = [3, 6, 9, 12];
 /// `notices` takes at most this many ages.
 pub const MAX_NOTICES: usize = 5;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A message's priority, highest first: the job controller hands out a
+/// channel's due messages in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Priority {
     Urgent,
     Normal,
     NonUrgent,
+    /// Below non-urgent: a non-urgent message bigger than the channel's
+    /// `nonurgentblocklimit`. It waits for the job controller's next
+    /// periodic pass over the queues before its first attempt; its retries
+    /// and notices are the non-urgent ones.
+    SecondClass,
 }
 
 impl Priority {
     /// A message's priority: its `Priority:` field (`urgent`, `normal`,
     /// `non-urgent`; normal when absent or other), lowered one step for a
     /// message bigger than the channel's `urgentblocklimit` (urgent to
-    /// normal) or `normalblocklimit` (normal to non-urgent), in units of
+    /// normal), `normalblocklimit` (normal to non-urgent) or
+    /// `nonurgentblocklimit` (non-urgent to second class), in units of
     /// `block_size` bytes.
     /// `message` needs to hold the header section only; `size` is the
     /// whole message's.
@@ -67,6 +75,9 @@ impl Priority {
         if p == Priority::Normal && over("normalblocklimit") {
             p = Priority::NonUrgent;
         }
+        if p == Priority::NonUrgent && over("nonurgentblocklimit") {
+            p = Priority::SecondClass;
+        }
         p
     }
 
@@ -74,7 +85,22 @@ impl Priority {
         match self {
             Priority::Urgent => "urgent",
             Priority::Normal => "normal",
-            Priority::NonUrgent => "nonurgent",
+            Priority::NonUrgent | Priority::SecondClass => "nonurgent",
+        }
+    }
+
+    /// As the job controller is told it: 0 urgent to 3 second class.
+    pub fn rank(self) -> u8 {
+        self as u8
+    }
+
+    /// The priority of a [`Priority::rank`]; normal for an unknown one.
+    pub fn from_rank(rank: u8) -> Priority {
+        match rank {
+            0 => Priority::Urgent,
+            2 => Priority::NonUrgent,
+            3 => Priority::SecondClass,
+            _ => Priority::Normal,
         }
     }
 }
@@ -148,7 +174,7 @@ impl RetrySchedule {
         let minutes = match priority {
             Priority::Urgent => &URGENT_MINUTES,
             Priority::Normal => &NORMAL_MINUTES,
-            Priority::NonUrgent => &NON_URGENT_MINUTES,
+            Priority::NonUrgent | Priority::SecondClass => &NON_URGENT_MINUTES,
         };
         Ok(RetrySchedule {
             intervals: minutes
@@ -327,7 +353,7 @@ mod tests {
     #[test]
     fn priority_from_the_header_lowered_for_size() {
         let c = config(
-            "a b\n\nl\nlocalhost\n\nsmall urgentblocklimit 1 normalblocklimit 2\nsmall-daemon\n",
+            "a b\n\nl\nlocalhost\n\nsmall urgentblocklimit 1 normalblocklimit 2 nonurgentblocklimit 3\nsmall-daemon\n",
         );
         let small = c.channel("small");
         let urgent = b"Subject: x\r\npriority:  Urgent\r\n\r\nhi\r\n".to_vec();
@@ -336,6 +362,16 @@ mod tests {
         assert_eq!(of(&urgent, 1024, small), Priority::Urgent);
         assert_eq!(of(&urgent, 1025, small), Priority::Normal);
         assert_eq!(of(&urgent, 2049, small), Priority::NonUrgent);
+        assert_eq!(of(&urgent, 3073, small), Priority::SecondClass);
+        for p in [
+            Priority::Urgent,
+            Priority::Normal,
+            Priority::NonUrgent,
+            Priority::SecondClass,
+        ] {
+            assert_eq!(Priority::from_rank(p.rank()), p);
+        }
+        assert!(Priority::Urgent < Priority::SecondClass);
         let plain = b"Subject: x\r\n\r\nPriority: urgent\r\n".to_vec();
         assert_eq!(of(&plain, 40, small), Priority::Normal);
         let low = b"Priority: non-urgent\r\n\r\n".to_vec();

@@ -18,6 +18,7 @@ use epistle_ipc::jobs::{JobReply, JobRequest, QueuedFile};
 use crate::imtacnf::ImtaConfig;
 use crate::queue::QueueDir;
 use crate::queuefile::{self, Envelope, QueueError, Recipient, Staged};
+use crate::retry::Priority;
 
 /// A channel's `subdirs` (0 when absent).
 fn subdirs(imta: &ImtaConfig, channel: &str) -> u32 {
@@ -35,18 +36,21 @@ fn subdirs(imta: &ImtaConfig, channel: &str) -> u32 {
 pub fn enqueue(
     queue: &QueueDir,
     imta: &ImtaConfig,
+    block_size: u64,
     envelope: &Envelope,
     recipients: &[(String, Recipient)],
     message: &[u8],
 ) -> Result<Vec<QueuedFile>, QueueError> {
-    let staged = stage(queue, imta, envelope, recipients, message)?;
+    let staged = stage(queue, imta, block_size, envelope, recipients, message)?;
     let mut written: Vec<QueuedFile> = Vec::new();
     let mut staged = staged.into_iter();
     for (channel, s) in staged.by_ref() {
+        let priority = Some(s.priority.rank());
         match s.commit() {
             Ok(path) => written.push(QueuedFile {
                 channel,
                 path: path.display().to_string(),
+                priority,
             }),
             Err(e) => {
                 for (_, rest) in staged {
@@ -67,6 +71,7 @@ pub fn enqueue(
 pub fn stage(
     queue: &QueueDir,
     imta: &ImtaConfig,
+    block_size: u64,
     envelope: &Envelope,
     recipients: &[(String, Recipient)],
     message: &[u8],
@@ -79,6 +84,8 @@ pub fn stage(
     }
     let mut staged: Vec<(String, Staged)> = Vec::new();
     for ch in channels {
+        let size = message.len() as u64;
+        let priority = Priority::of_message(message, size, imta.channel(ch), block_size);
         let mine: Vec<Recipient> = recipients
             .iter()
             .filter(|(c, _)| c == ch)
@@ -95,7 +102,10 @@ pub fn stage(
                 ..envelope.clone()
             };
             match queue.stage(ch, subdirs(imta, ch), &env, message) {
-                Ok(s) => staged.push((ch.to_string(), s)),
+                Ok(mut s) => {
+                    s.priority = priority;
+                    staged.push((ch.to_string(), s))
+                }
                 Err(e) => {
                     for (_, s) in staged {
                         s.discard();
@@ -177,11 +187,13 @@ impl GroupCommit {
 /// session) and take an unsent notice with it.
 fn commit_requests(batch: Vec<(Vec<(String, Staged)>, CommitReply)>, notices: &mut JobNotices) {
     let mut all: Vec<Staged> = Vec::new();
-    let mut shapes: Vec<(Vec<String>, CommitReply)> = Vec::new();
+    // Each request's files by channel and priority, to answer it after.
+    type Shape = (Vec<(String, Option<u8>)>, CommitReply);
+    let mut shapes: Vec<Shape> = Vec::new();
     for (files, reply) in batch {
         let mut channels = Vec::new();
         for (ch, s) in files {
-            channels.push(ch);
+            channels.push((ch, Some(s.priority.rank())));
             all.push(s);
         }
         shapes.push((channels, reply));
@@ -195,9 +207,10 @@ fn commit_requests(batch: Vec<(Vec<(String, Staged)>, CommitReply)>, notices: &m
                     let files = channels
                         .into_iter()
                         .zip(paths.by_ref())
-                        .map(|(channel, p)| QueuedFile {
+                        .map(|((channel, priority), p)| QueuedFile {
                             channel,
                             path: p.display().to_string(),
+                            priority,
                         })
                         .collect();
                     (files, reply)
@@ -327,6 +340,7 @@ mod tests {
         let files = enqueue(
             &q,
             &imta,
+            1024,
             &env,
             &[
                 ("ims-ms".into(), r("a@ims-ms-daemon")),
@@ -355,6 +369,7 @@ mod tests {
         let files = enqueue(
             &q,
             &imta,
+            1024,
             &env,
             &[
                 ("ims-ms".into(), r("a@ims-ms-daemon")),

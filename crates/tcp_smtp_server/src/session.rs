@@ -1416,13 +1416,13 @@ fn stage_treated(
         .iter()
         .cloned()
         .partition(|(ch, _)| !address_reversal::reverses(&server.mta, ch));
-    let imta = &server.mta.imta;
+    let (queue, imta, block) = (&server.queue, &server.mta.imta, server.limits.block_size);
     let mut staged = Vec::new();
     if !turned.is_empty() {
-        staged = stage(&server.queue, imta, reversed_envelope, &turned, reversed)?;
+        staged = stage(queue, imta, block, reversed_envelope, &turned, reversed)?;
     }
     if !kept.is_empty() {
-        match stage(&server.queue, imta, envelope, &kept, plain) {
+        match stage(queue, imta, block, envelope, &kept, plain) {
             Ok(more) => staged.extend(more),
             Err(e) => {
                 for (_, s) in staged {
