@@ -6,11 +6,11 @@ use epistle_mta::header_addresses::rewrite_addresses;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    assert!(rewrite_addresses(data, true, &mut |_| None).is_none());
+    assert!(rewrite_addresses(data, true, &mut |_, _| None).is_none());
     if data.contains(&b'~') {
         return; // `~` is the mark below
     }
-    if let Some(out) = rewrite_addresses(data, true, &mut |a| Some(format!("{a}~"))) {
+    if let Some(out) = rewrite_addresses(data, true, &mut |_, a| Some(format!("{a}~"))) {
         let unmarked: Vec<u8> = out.into_iter().filter(|&b| b != b'~').collect();
         assert_eq!(unmarked, data, "only marks were added");
     }

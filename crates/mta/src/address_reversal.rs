@@ -10,9 +10,12 @@
 //!   becomes the user's `mail`; then the REVERSE mapping, probed with the
 //!   address, replaces it when the entry says `$Y` (`$N` leaves it).
 //!   Header addresses are reversed, and the envelope From too unless
-//!   option.dat says `REVERSE_ENVELOPE=0`; `USE_REVERSE_DATABASE=0` turns
-//!   the REVERSE mapping off. A destination channel with `noreverse`
-//!   gets the message unreversed.
+//!   option.dat says `REVERSE_ENVELOPE=0`. option.dat's
+//!   `USE_REVERSE_DATABASE` (5) is a bit mask as in the original: 1 uses
+//!   the REVERSE mapping, 4 reverses every header address rather than
+//!   only those pointing back to the sender (From:, Sender:, Reply-To:
+//!   …). A destination channel with `noreverse` gets the message
+//!   unreversed.
 //! - With `inner` on the source channel, the headers of enclosed messages
 //!   are treated as the message's own.
 //!
@@ -24,7 +27,7 @@ use std::collections::HashMap;
 use epistle_directory::{Directory, Recipient};
 
 use crate::compiled::MtaConfig;
-use crate::header_addresses::{qualify, rewrite_addresses};
+use crate::header_addresses::{BACKWARD_FIELDS, qualify, rewrite_addresses};
 use crate::optionfile::int;
 
 /// Most distinct addresses of one message looked up in the directory.
@@ -92,6 +95,28 @@ pub struct Treated {
     pub from: Option<String>,
 }
 
+/// option.dat's `USE_REVERSE_DATABASE` (5 when not set): bit 0 turns the
+/// REVERSE mapping on; bit 2 reverses every header address, not only
+/// those that point back to the sender (From:, Sender:, Reply-To: …).
+struct ReversalBits {
+    table: bool,
+    all_fields: bool,
+}
+
+impl ReversalBits {
+    fn of(mta: &MtaConfig) -> ReversalBits {
+        let bits = mta
+            .options
+            .global("USE_REVERSE_DATABASE")
+            .and_then(int)
+            .unwrap_or(5);
+        ReversalBits {
+            table: bits & 1 != 0,
+            all_fields: bits & 4 != 0,
+        }
+    }
+}
+
 /// Treats `message` (and the envelope `from`) as the module says.
 pub async fn treat(
     mta: &MtaConfig,
@@ -100,38 +125,47 @@ pub async fn treat(
     message: &[u8],
     from: &str,
 ) -> Treated {
-    // Every address, with its short form completed.
+    let bits = ReversalBits::of(mta);
+    let reversible = |field: &str| bits.all_fields || BACKWARD_FIELDS.contains(&field);
+    // Every address, with its short form completed; those reversal may
+    // change apart.
     let mut qualified: HashMap<String, String> = HashMap::new();
-    rewrite_addresses(message, policy.inner, &mut |a| {
+    let mut candidates: Vec<String> = Vec::new();
+    rewrite_addresses(message, policy.inner, &mut |field, a| {
         let q = qualify(a, &policy.short_form_domain).unwrap_or_else(|| a.to_string());
+        if reversible(field) {
+            candidates.push(q.clone());
+        }
         qualified.insert(a.to_string(), q);
         None
     });
     let reverse_envelope = mta.options.global("REVERSE_ENVELOPE").and_then(int) != Some(0);
-    let mut reversed: HashMap<String, String> = HashMap::new();
-    let mut candidates: Vec<&str> = qualified.values().map(String::as_str).collect();
     if reverse_envelope && !from.is_empty() {
-        candidates.push(from);
+        candidates.push(from.to_string());
     }
     candidates.sort_unstable();
     candidates.dedup();
+    let mut reversed: HashMap<String, String> = HashMap::new();
     for address in candidates.into_iter().take(MAX_LOOKUPS) {
-        if let Some(r) = reverse(mta, directory, address).await {
-            reversed.insert(address.to_string(), r);
+        if let Some(r) = reverse(mta, directory, &address, bits.table).await {
+            reversed.insert(address, r);
         }
     }
     // The usual message has neither short forms nor addresses to
     // reverse: it is not walked again.
     let plain = match qualified.iter().any(|(a, q)| a != q) {
-        true => rewrite_addresses(message, policy.inner, &mut |a| qualified.get(a).cloned()),
+        true => rewrite_addresses(message, policy.inner, &mut |_, a| qualified.get(a).cloned()),
         false => None,
     };
     let reversed_text = if reversed.is_empty() {
         None
     } else {
-        rewrite_addresses(message, policy.inner, &mut |a| {
+        rewrite_addresses(message, policy.inner, &mut |field, a| {
             let q = qualified.get(a)?;
-            Some(reversed.get(q).unwrap_or(q).clone())
+            match reversible(field) {
+                true => Some(reversed.get(q).unwrap_or(q).clone()),
+                false => Some(q.clone()),
+            }
         })
         .filter(|r| Some(r) != plain.as_ref())
     };
@@ -143,7 +177,12 @@ pub async fn treat(
 }
 
 /// One address reversed: by the directory, then the REVERSE mapping.
-async fn reverse(mta: &MtaConfig, directory: Option<&Directory>, address: &str) -> Option<String> {
+async fn reverse(
+    mta: &MtaConfig,
+    directory: Option<&Directory>,
+    address: &str,
+    use_table: bool,
+) -> Option<String> {
     let mut current = address.to_string();
     if let (Some(dir), Some((_, _))) = (directory, address.rsplit_once('@')) {
         match dir.recipient(address).await {
@@ -157,7 +196,6 @@ async fn reverse(mta: &MtaConfig, directory: Option<&Directory>, address: &str) 
             Err(e) => tracing::warn!("address reversal of {address} skipped: {e}"),
         }
     }
-    let use_table = mta.options.global("USE_REVERSE_DATABASE").and_then(int) != Some(0);
     if use_table
         && let Some(r) = mta.mappings.lookup("REVERSE", &current)
         && r.yes()
@@ -220,18 +258,24 @@ mod tests {
         let mappings = "REVERSE\n\n  *@host1.example.com  $0@example.com$Y\n  *@host2.example.com  $0@elsewhere$N\n";
         let mta = config(IMTA, mappings, "");
         let policy = AddressPolicy::of(&mta, "tcp_submit", None, "example.com");
-        let m =
-            b"From: Joe <joe@host1.example.com>\r\nTo: ann@host2.example.com, bob\r\n\r\nbody\r\n";
+        let m = b"From: Joe <joe@host1.example.com>\r\nTo: ann@host2.example.com, bob\r\nCc: eve@host1.example.com\r\n\r\nbody\r\n";
         let t = treat(&mta, None, &policy, m, "joe@host1.example.com").await;
         assert_eq!(
             t.plain.as_deref(),
-            Some(&b"From: Joe <joe@host1.example.com>\r\nTo: ann@host2.example.com, bob@example.com\r\n\r\nbody\r\n"[..])
+            Some(&b"From: Joe <joe@host1.example.com>\r\nTo: ann@host2.example.com, bob@example.com\r\nCc: eve@host1.example.com\r\n\r\nbody\r\n"[..])
         );
         assert_eq!(
             t.reversed.as_deref(),
-            Some(&b"From: Joe <joe@example.com>\r\nTo: ann@host2.example.com, bob@example.com\r\n\r\nbody\r\n"[..])
+            Some(&b"From: Joe <joe@example.com>\r\nTo: ann@host2.example.com, bob@example.com\r\nCc: eve@example.com\r\n\r\nbody\r\n"[..])
         );
         assert_eq!(t.from.as_deref(), Some("joe@example.com"));
+        // Bit 2 clear: only the addresses pointing back to the sender.
+        let backward = config(IMTA, mappings, "USE_REVERSE_DATABASE=1\n");
+        let t = treat(&backward, None, &policy, m, "joe@host1.example.com").await;
+        assert_eq!(
+            t.reversed.as_deref(),
+            Some(&b"From: Joe <joe@example.com>\r\nTo: ann@host2.example.com, bob@example.com\r\nCc: eve@host1.example.com\r\n\r\nbody\r\n"[..])
+        );
 
         let off = config(IMTA, mappings, "USE_REVERSE_DATABASE=0\n");
         let t = treat(&off, None, &policy, m, "joe@host1.example.com").await;

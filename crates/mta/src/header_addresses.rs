@@ -32,6 +32,20 @@ pub const ADDRESS_FIELDS: &[&str] = &[
     "disposition-notification-to",
 ];
 
+/// The address fields that point back to the sender (replies, notices
+/// go there); the others name recipients.
+pub const BACKWARD_FIELDS: &[&str] = &[
+    "from",
+    "sender",
+    "reply-to",
+    "resent-from",
+    "resent-sender",
+    "resent-reply-to",
+    "errors-to",
+    "return-receipt-to",
+    "disposition-notification-to",
+];
+
 /// Most addresses looked at in one message: a header of a million tiny
 /// addresses is not walked to its end.
 const MAX_ADDRESSES: usize = 10_000;
@@ -42,13 +56,14 @@ const MAX_DEPTH: usize = 8;
 const MAX_ADDRESS: usize = 998;
 
 /// The message with each address of its address fields passed through
-/// `rewrite` (which answers `None` to leave one as it is), and with
-/// `inner` those of enclosed messages too; `None` when nothing changed,
-/// the usual case, so nothing is copied.
+/// `rewrite` (given the field's name in lower case and the address; it
+/// answers `None` to leave one as it is), and with `inner` those of
+/// enclosed messages too; `None` when nothing changed, the usual case, so
+/// nothing is copied.
 pub fn rewrite_addresses(
     message: &[u8],
     inner: bool,
-    rewrite: &mut dyn FnMut(&str) -> Option<String>,
+    rewrite: &mut dyn FnMut(&str, &str) -> Option<String>,
 ) -> Option<Vec<u8>> {
     let mut headers: Vec<Range<usize>> = Vec::new();
     headers.push(0..header_end(message, 0..message.len()));
@@ -58,12 +73,12 @@ pub fn rewrite_addresses(
     let mut edits: Vec<(Range<usize>, String)> = Vec::new();
     let mut budget = MAX_ADDRESSES;
     for header in headers {
-        for (at, address) in addresses(message, header) {
+        for (field, at, address) in addresses(message, header) {
             if budget == 0 {
                 break;
             }
             budget -= 1;
-            let Some(new) = rewrite(&address) else {
+            let Some(new) = rewrite(field, &address) else {
                 continue;
             };
             let fits = new.len() <= MAX_ADDRESS && !new.chars().any(|c| c.is_control());
@@ -104,14 +119,14 @@ fn header_end(message: &[u8], range: Range<usize>) -> usize {
 
 /// The addresses of the address fields in `header` (a range of
 /// `message`), each with where it stands in `message`.
-fn addresses(message: &[u8], header: Range<usize>) -> Vec<(Range<usize>, String)> {
+fn addresses(message: &[u8], header: Range<usize>) -> Vec<(&'static str, Range<usize>, String)> {
     let section = &message[header.clone()];
     let mut out = Vec::new();
     for field in fields(section) {
         let name = field_name(field);
-        if !ADDRESS_FIELDS.contains(&name.as_str()) {
+        let Some(name) = ADDRESS_FIELDS.iter().copied().find(|f| *f == name) else {
             continue;
-        }
+        };
         let start = header.start + (field.as_ptr() as usize - section.as_ptr() as usize);
         let Some(colon) = field.iter().position(|&b| b == b':') else {
             continue;
@@ -126,7 +141,7 @@ fn addresses(message: &[u8], header: Range<usize>) -> Vec<(Range<usize>, String)
                 continue;
             }
             let at = value_start + span.start..value_start + span.end;
-            out.push((at, text.to_string()));
+            out.push((name, at, text.to_string()));
         }
     }
     out
@@ -426,14 +441,14 @@ mod tests {
     #[test]
     fn short_forms_are_completed_in_place_and_the_rest_kept() {
         let m = b"From: Joe Bloggs <joe>\r\nTo: ann@example.org,\r\n bob (Bob)\r\nSubject: joe\r\nX-To: eve\r\n\r\nTo: body\r\n";
-        let out = rewrite_addresses(m, false, &mut |a| qualify(a, "example.com")).unwrap();
+        let out = rewrite_addresses(m, false, &mut |_, a| qualify(a, "example.com")).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "From: Joe Bloggs <joe@example.com>\r\nTo: ann@example.org,\r\n bob@example.com (Bob)\r\nSubject: joe\r\nX-To: eve\r\n\r\nTo: body\r\n"
         );
         let whole = b"From: joe@example.com\r\n\r\n";
         assert_eq!(
-            rewrite_addresses(whole, false, &mut |a| qualify(a, "x")),
+            rewrite_addresses(whole, false, &mut |_, a| qualify(a, "x")),
             None
         );
     }
@@ -441,7 +456,7 @@ mod tests {
     #[test]
     fn an_answer_with_a_line_break_is_not_written() {
         let m = b"To: joe\r\n\r\n";
-        let out = rewrite_addresses(m, false, &mut |_| Some("x\r\nBcc: evil@x".into()));
+        let out = rewrite_addresses(m, false, &mut |_, _| Some("x\r\nBcc: evil@x".into()));
         assert_eq!(out, None);
     }
 
@@ -457,14 +472,15 @@ mod tests {
         );
         let q = |a: &str| qualify(a, "d.example");
         let outer =
-            String::from_utf8(rewrite_addresses(m.as_bytes(), false, &mut |a| q(a)).unwrap())
+            String::from_utf8(rewrite_addresses(m.as_bytes(), false, &mut |_, a| q(a)).unwrap())
                 .unwrap();
         assert!(
             outer.contains("From: joe@d.example") && outer.contains("From: ann\r\n"),
             "{outer}"
         );
-        let all = String::from_utf8(rewrite_addresses(m.as_bytes(), true, &mut |a| q(a)).unwrap())
-            .unwrap();
+        let all =
+            String::from_utf8(rewrite_addresses(m.as_bytes(), true, &mut |_, a| q(a)).unwrap())
+                .unwrap();
         for want in [
             "From: joe@d.example",
             "From: ann@d.example",
@@ -485,8 +501,8 @@ mod tests {
             // `!` marks what a rewrite adds, so it is kept out of the input.
             let mut m = b"To: ".to_vec();
             m.extend(text.iter().map(|&b| if b == b'!' { b'?' } else { b }));
-            proptest::prop_assert!(rewrite_addresses(&m, true, &mut |_| None).is_none());
-            if let Some(out) = rewrite_addresses(&m, true, &mut |a| Some(format!("{a}!"))) {
+            proptest::prop_assert!(rewrite_addresses(&m, true, &mut |_, _| None).is_none());
+            if let Some(out) = rewrite_addresses(&m, true, &mut |_, a| Some(format!("{a}!"))) {
                 let unmarked: Vec<u8> = out.iter().copied().filter(|&b| b != b'!').collect();
                 proptest::prop_assert_eq!(unmarked, m);
             }

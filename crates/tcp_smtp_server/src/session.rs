@@ -1389,9 +1389,6 @@ async fn route(
     Ok((resolved.routes, answers))
 }
 
-/// Whether mail may go to `address` at all: the rewrite rules know it,
-/// and ORIG_SEND_ACCESS and ORIG_MAIL_ACCESS (relaying among them) allow
-/// it. Their answers, for the transaction's policy.
 /// Stages a message's queue files: for channels with `noreverse` the
 /// message with its short forms completed, for the others with its
 /// addresses reversed too (and the envelope From, when reversal changed
@@ -1435,6 +1432,9 @@ fn stage_treated(
     Ok(staged)
 }
 
+/// Whether mail may go to `address` at all: the rewrite rules know it,
+/// and ORIG_SEND_ACCESS and ORIG_MAIL_ACCESS (relaying among them) allow
+/// it. Their answers, for the transaction's policy.
 fn admit(server: &Server, asked: &Asked<'_>, address: &str) -> Result<Vec<AccessAnswer>, Refused> {
     let mta = &server.mta;
     let resolver = Resolver {
