@@ -54,6 +54,10 @@ const MAX_ADDRESSES: usize = 10_000;
 const MAX_DEPTH: usize = 8;
 /// An address longer than a line may be is left as it is.
 const MAX_ADDRESS: usize = 998;
+/// Only this much of a header section is looked at, and only this many
+/// pieces of one field: what an oversized header costs is bounded.
+const MAX_HEADER: usize = 1 << 20;
+const MAX_TOKENS: usize = 50_000;
 
 /// The message with each address of its address fields passed through
 /// `rewrite` (given the field's name in lower case and the address; it
@@ -111,10 +115,11 @@ pub fn qualify(address: &str, domain: &str) -> Option<String> {
         .then(|| format!("{address}@{domain}"))
 }
 
-/// Where the header section of the entity in `range` ends.
+/// Where the header section of the entity in `range` ends (at most
+/// [`MAX_HEADER`] on).
 fn header_end(message: &[u8], range: Range<usize>) -> usize {
     let entity = &message[range.clone()];
-    range.start + split(entity).0.len()
+    range.start + split(entity).0.len().min(MAX_HEADER)
 }
 
 /// The addresses of the address fields in `header` (a range of
@@ -166,7 +171,7 @@ enum Token {
 fn tokens(v: &[u8]) -> Vec<Token> {
     let mut out = Vec::new();
     let mut i = 0;
-    while i < v.len() {
+    while i < v.len() && out.len() < MAX_TOKENS {
         match v[i] {
             b' ' | b'\t' | b'\r' | b'\n' => {
                 if out.last() != Some(&Token::Gap) {
@@ -451,6 +456,15 @@ mod tests {
             rewrite_addresses(whole, false, &mut |_, a| qualify(a, "x")),
             None
         );
+    }
+
+    #[test]
+    fn an_enormous_header_is_looked_at_only_in_part() {
+        let m = format!("To: {}\r\n\r\nbody\r\n", "a,".repeat(1_500_000));
+        let out = rewrite_addresses(m.as_bytes(), true, &mut |_, a| qualify(a, "x")).unwrap();
+        let done = out.windows(3).filter(|w| w == b"a@x").count();
+        assert!(done > 0 && done <= MAX_ADDRESSES, "{done}");
+        assert_eq!(out.len(), m.len() + 2 * done);
     }
 
     #[test]
