@@ -31,8 +31,10 @@ fn subdirs(imta: &ImtaConfig, channel: &str) -> u32 {
 
 /// Writes the message into the queue of each channel its recipients go
 /// to. `envelope.recipients` is ignored; `recipients` pairs each with its
-/// channel. On an error, files already written are removed, so the
-/// message is either queued for everyone or for no one.
+/// channel. Each file carries the message's priority on its channel
+/// (`block_size`, option.dat's BLOCK_SIZE, sizes the `*blocklimit`s). On
+/// an error, files already written are removed, so the message is either
+/// queued for everyone or for no one.
 pub fn enqueue(
     queue: &QueueDir,
     imta: &ImtaConfig,

@@ -18,7 +18,8 @@ use epistle_mta::submit::GroupCommit;
 use tokio_rustls::TlsAcceptor;
 
 /// Message size limits, from option.dat (the session limits and times
-/// come from the service channel's option file: [`SmtpServerOptions`]).
+/// come from the service channel's option file:
+/// [`epistle_mta::channel_options::SmtpServerOptions`]).
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest message, bytes (`BLOCK_LIMIT` × `BLOCK_SIZE`).
@@ -198,10 +199,13 @@ impl Server {
     }
 
     /// Bad commands before the session is closed: the source channel's
-    /// `disconnectbadcommandlimit`.
+    /// `disconnectbadcommandlimit` (0: no limit).
     pub fn bad_command_limit(&self, channel: &str) -> u64 {
-        self.channel_number(channel, "disconnectbadcommandlimit")
-            .unwrap_or(DEFAULT_BAD_COMMAND_LIMIT)
+        match self.channel_number(channel, "disconnectbadcommandlimit") {
+            Some(0) => u64::MAX,
+            Some(n) => n,
+            None => DEFAULT_BAD_COMMAND_LIMIT,
+        }
     }
 
     /// The largest message a destination channel takes, bytes

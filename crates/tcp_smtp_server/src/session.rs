@@ -1047,7 +1047,9 @@ impl Session {
             received: chrono::Utc::now().timestamp(),
             source_channel: self.channel.clone(),
             origin: Some(Origin {
-                transport: self.transport_info(),
+                // A client's HELO may hold anything; the queue file's
+                // line may not hold a tab or a line break.
+                transport: self.transport_info().replace(|c: char| c.is_control(), "?"),
                 flags: self.access_flags(None).letters().into_iter().collect(),
             }),
         };

@@ -5,9 +5,10 @@
 //! to `user%domain@reprocess`. Each is resolved as the SMTP server would
 //! have done it (rewrite rules, aliases, the directory's users,
 //! forwarding and groups, with this channel as the source channel; then
-//! SEND_ACCESS and MAIL_ACCESS as the session would have asked them), and the message is queued on for every address found,
-//! ORCPT and NOTIFY kept. An address that leads nowhere goes back to the sender as a
-//! failure notice; a directory that cannot be reached defers it.
+//! SEND_ACCESS and MAIL_ACCESS as the session would have asked them),
+//! and the message is queued on for every address found, ORCPT and
+//! NOTIFY kept. An address that leads nowhere goes back to the sender as
+//! a failure notice; a directory that cannot be reached defers it.
 
 use epistle_channels::master::{self, Context, Deliver, Diagnostic, Job, Outcome};
 use epistle_mta::access::{self, AccessFlags};
