@@ -349,6 +349,15 @@ assert cmd(b'ETRN example.org').startswith(b'250'), 'ETRN'
 r = cmd(b'ETRN example.org')
 assert r.startswith(b'458'), ('one ETRN per session', r)
 assert cmd(b'QUIT').startswith(b'221')
+# A HELO name with a tab in it still gets its mail queued.
+assert session().startswith(b'220 ')
+assert cmd(b'EHLO odd\tname').startswith(b'250 ')
+assert cmd(b'MAIL FROM:<a@example.org>').startswith(b'250')
+assert cmd(b'RCPT TO:<joe@example.com>').startswith(b'250')
+assert cmd(b'DATA').startswith(b'354')
+r = cmd(b'Subject: odd helo\r\n\r\nhi\r\n.')
+assert r.startswith(b'250'), r
+assert cmd(b'QUIT').startswith(b'221')
 assert session().startswith(b'220 ')
 assert cmd(b'EHLO x').startswith(b'250 ')
 assert cmd(b'MAIL FROM:<a@example.org> SIZE=999999').startswith(b'552 5.3.4'), 'SIZE over the limit'
