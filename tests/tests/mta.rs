@@ -313,7 +313,7 @@ fn limits_give_the_proper_replies() {
     i.edit_config("tcp_local_option", |t| {
         format!(
             "{t}\nALLOW_REJECTIONS_BEFORE_DEFERRAL=2\nBANNER_HOST=mx.example.net\n\
-             BANNER_ADDITION=No UCE\n"
+             BANNER_ADDITION=No UCE\nBANNER_PURGE_DELAY=50\n"
         )
     });
     i.cnbuild();
@@ -332,6 +332,14 @@ def replies(line):
     return lines
 def cmd(line):
     return replies(line)[-1]
+# BANNER_PURGE_DELAY: what a client says before its greeting is lost.
+s = socket.create_connection(('127.0.0.1', port), timeout=20)
+f = s.makefile('rb')
+s.sendall(b'EHLO early\r\n')
+assert f.readline().startswith(b'220 ')
+r = replies(b'NOOP')
+assert len(r) == 1 and r[0].startswith(b'250 '), ('the early EHLO was answered', r)
+assert cmd(b'QUIT').startswith(b'221')
 # BANNER_HOST and BANNER_ADDITION; after 2 refused recipients even a good
 # one is deferred; refusals and one deferral are not 5 bad commands.
 g = session()

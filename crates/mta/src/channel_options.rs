@@ -35,6 +35,8 @@ enum Kind {
     Minutes,
     /// Text on one line without `|` (it goes into replies as it is).
     Text,
+    /// Hundredths of a second, 0 (off) to a minute.
+    Centiseconds,
 }
 
 /// The options Epistle reads, and what their values must be. Other names
@@ -47,6 +49,7 @@ const KNOWN: &[(&str, Kind)] = &[
     ("ALLOW_TRANSACTIONS_PER_SESSION", Kind::Count),
     ("BANNER_ADDITION", Kind::Text),
     ("BANNER_HOST", Kind::Text),
+    ("BANNER_PURGE_DELAY", Kind::Centiseconds),
     ("COMMAND_RECEIVE_TIME", Kind::Minutes),
     ("COMMAND_TRANSMIT_TIME", Kind::Minutes),
     ("DATA_RECEIVE_TIME", Kind::Minutes),
@@ -65,12 +68,14 @@ pub fn check(file: &OptionFile) -> Result<(), String> {
             Kind::Count => count(value).is_some(),
             Kind::Minutes => minutes(value).is_some(),
             Kind::Text => text(value).is_some(),
+            Kind::Centiseconds => centiseconds(value).is_some(),
         };
         if !ok {
             let want = match kind {
                 Kind::Count => "a whole number of at least 1",
                 Kind::Minutes => "a number of minutes above 0 and at most 1440 (0.5 is 30 seconds)",
                 Kind::Text => "text without \"|\"",
+                Kind::Centiseconds => "hundredths of a second from 0 to 6000",
             };
             return Err(format!("{name}={value} is not {want}"));
         }
@@ -96,6 +101,11 @@ pub fn minutes(v: &str) -> Option<Duration> {
     }
     let d = Duration::from_secs_f64(m * 60.0).max(Duration::from_secs(1));
     (d <= MAX_TIME).then_some(d)
+}
+
+fn centiseconds(v: &str) -> Option<Duration> {
+    let n = int(v).filter(|n| (0..=6000).contains(n))?;
+    Some(Duration::from_millis(n as u64 * 10))
 }
 
 fn text(v: &str) -> Option<&str> {
@@ -124,6 +134,11 @@ pub struct SmtpServerOptions {
     pub banner_host: Option<String>,
     /// `BANNER_ADDITION`: text added to the end of the greeting.
     pub banner_addition: Option<String>,
+    /// `BANNER_PURGE_DELAY` (hundredths of a second): the greeting waits
+    /// this long, and whatever the client sent meanwhile is thrown away.
+    /// A client that talks before it is greeted (a spam engine, not a
+    /// mail server) loses its first commands. Zero when not set: off.
+    pub banner_purge_delay: Duration,
     /// `COMMAND_RECEIVE_TIME`: how long a command is waited for.
     pub command_timeout: Duration,
     /// `DATA_RECEIVE_TIME`: how long more message text is waited for.
@@ -143,6 +158,9 @@ impl SmtpServerOptions {
             etrns_per_session: get("ALLOW_ETRNS_PER_SESSION").and_then(count).unwrap_or(1),
             banner_host: get("BANNER_HOST").and_then(text).map(str::to_string),
             banner_addition: get("BANNER_ADDITION").and_then(text).map(str::to_string),
+            banner_purge_delay: get("BANNER_PURGE_DELAY")
+                .and_then(centiseconds)
+                .unwrap_or_default(),
             command_timeout: get("COMMAND_RECEIVE_TIME")
                 .and_then(minutes)
                 .unwrap_or(DEFAULT_COMMAND_RECEIVE_TIME),
@@ -220,7 +238,8 @@ mod tests {
             "tcp_local_option",
             "ALLOW_RECIPIENTS_PER_TRANSACTION=20\nALLOW_REJECTIONS_BEFORE_DEFERRAL=3\n\
              ALLOW_TRANSACTIONS_PER_SESSION=8%12\nBANNER_HOST=mx.example.com\n\
-             BANNER_ADDITION=No UCE\nCOMMAND_RECEIVE_TIME=2\nDATA_RECEIVE_TIME=0.25\n",
+             BANNER_ADDITION=No UCE\nCOMMAND_RECEIVE_TIME=2\nDATA_RECEIVE_TIME=0.25\n\
+             BANNER_PURGE_DELAY=50\n",
         )]);
         let o = SmtpServerOptions::of(&mta, "tcp_local");
         assert_eq!(o.recipients_per_transaction, 100, "RFC 5321's 100 at least");
@@ -231,6 +250,7 @@ mod tests {
         assert_eq!(o.banner_addition.as_deref(), Some("No UCE"));
         assert_eq!(o.command_timeout, Duration::from_secs(120));
         assert_eq!(o.data_timeout, Duration::from_secs(15));
+        assert_eq!(o.banner_purge_delay, Duration::from_millis(500));
 
         let other = SmtpServerOptions::of(&mta, "tcp_submit");
         assert_eq!(
@@ -242,6 +262,7 @@ mod tests {
         assert_eq!(other.banner_host, None);
         assert_eq!(other.command_timeout, DEFAULT_COMMAND_RECEIVE_TIME);
         assert_eq!(other.data_timeout, DEFAULT_DATA_RECEIVE_TIME);
+        assert_eq!(other.banner_purge_delay, Duration::ZERO);
     }
 
     #[test]
@@ -271,6 +292,9 @@ mod tests {
         );
         let e = check_text("ALLOW_ETRNS_PER_SESSION=0\n").unwrap_err();
         assert!(e.contains("at least 1"), "{e}");
+        assert!(check_text("BANNER_PURGE_DELAY=0\n").is_ok());
+        let e = check_text("BANNER_PURGE_DELAY=6001\n").unwrap_err();
+        assert!(e.contains("hundredths"), "{e}");
         let e = check_text("BANNER_ADDITION=a|b\n").unwrap_err();
         assert!(e.contains("\"|\""), "{e}");
     }

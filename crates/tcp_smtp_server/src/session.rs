@@ -195,6 +195,10 @@ impl Session {
             self.client_name = name;
             self.client_user = user;
         }
+        if !self.options.banner_purge_delay.is_zero() {
+            tokio::time::sleep(self.options.banner_purge_delay).await;
+            self.purge_input().await;
+        }
         let protocol = if self.server.lmtp { "LMTP" } else { "ESMTP" };
         let mut banner = format!("{} {protocol} Epistle ready", self.banner_host());
         if let Some(addition) = &self.options.banner_addition {
@@ -278,6 +282,20 @@ impl Session {
         self.errors += 1;
         self.reply(reply);
         true
+    }
+
+    /// Throws away what the client sent before it was greeted
+    /// (`BANNER_PURGE_DELAY`): whatever can be read now, without waiting.
+    async fn purge_input(&mut self) {
+        self.input.clear();
+        let mut buf = [0u8; 4096];
+        // Bounded: a client streaming without pause is not read for ever.
+        for _ in 0..64 {
+            match tokio::time::timeout(Duration::ZERO, self.stream.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => break,
+            }
+        }
     }
 
     /// Our name in greetings and the replies that start with it: the
