@@ -53,9 +53,14 @@ impl AddressPolicy {
             Some("defaulthost") => ch.and_then(|c| c.arg("defaulthost")).map(str::to_string),
             _ => None,
         };
-        let helo = helo
-            .map(|h| h.trim().trim_start_matches('[').trim_end_matches(']'))
-            .filter(|h| !h.is_empty() && h.len() <= 255 && h.chars().all(is_domain_char));
+        // A name, or an address literal kept in its brackets.
+        let helo = helo.map(str::trim).filter(|h| {
+            let bare = h
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(h);
+            !bare.is_empty() && h.len() <= 255 && bare.chars().all(is_domain_char)
+        });
         let short_form_domain = match (remote, helo, default_host) {
             (true, Some(h), _) => h.to_string(),
             (_, _, Some(d)) => d,
@@ -241,6 +246,12 @@ mod tests {
             "example.com",
             "not a name"
         );
+        assert_eq!(
+            p("tcp_local", Some("[192.0.2.7]")).short_form_domain,
+            "[192.0.2.7]",
+            "an address literal keeps its brackets"
+        );
+        assert_eq!(p("tcp_local", Some("[]")).short_form_domain, "example.com");
         assert_eq!(
             p("tcp_intranet", Some("x.example")).short_form_domain,
             "corp.example"
