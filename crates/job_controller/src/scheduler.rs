@@ -1,10 +1,10 @@
 //! The job controller's view of the queues: for each channel, the waiting
-//! messages ordered by when they are due, the ones a channel program is
-//! delivering now, and how many programs run. Built from the queue
-//! directories at start and on every rescan; the files stay the truth.
-//! Pure apart from reading the directories and, where the timing depends
-//! on it, a file's header (`Deferred-delivery:` on a `deferred` channel,
-//! `Priority:` for a retry whose backoff depends on the priority).
+//! messages by priority and, within it, by when they are due; the ones a
+//! channel program is delivering now, and how many programs run. Built
+//! from the queue directories at start and on every rescan; the files
+//! stay the truth. Pure apart from reading the directories and a file's
+//! header where it matters (`Deferred-delivery:` on a `deferred` channel,
+//! `Priority:` of a file whose writer did not tell it).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
