@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # SMTP figures, driven by Postfix's smtp-source: 4 KB messages accepted per
 # second (each fsynced before its 250) with 1, 10 and 50 concurrent
-# sessions, and messages per second delivered end to end into the store.
+# sessions, messages per second delivered end to end into the store, and
+# the CPU time each message costs the machine (the load generator's own
+# left out), which tells where a rate is bound by the cores.
 # With --peer, the same load against Postfix delivering to Dovecot over
 # LMTP (from Debian's packages, on loopback ports, private configuration
 # directories), and the ratio.
@@ -47,6 +49,10 @@ for s in socks: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))' "$1"
 }
 now() { date +%s.%N; }
+# The machine's busy CPU time so far, in ms (every process: servers,
+# delivery, kernel work and the load generator; idle, I/O wait and time
+# stolen by the hypervisor left out).
+busy_ms() { awk '/^cpu /{print ($2+$3+$4+$7+$8) * 1000 / '"$(getconf CLK_TCK)"'; exit}' /proc/stat; }
 rate() { python3 -c "import sys; print('%.0f' % (float(sys.argv[1]) / (float(sys.argv[3]) - float(sys.argv[2]))))" "$@"; }
 
 # Waits until count_fn prints at least $1; returns when it does.
@@ -71,7 +77,7 @@ wait_greeting() {
 }
 
 # run NAME PORT COUNT_FN: one line per concurrency.
-declare -A ACCEPT DELIVER
+declare -A ACCEPT DELIVER CPU
 run() {
   local name=$1 port=$2 fn=$3
   # Warm-up, not measured: server processes started, caches filled.
@@ -82,18 +88,25 @@ run() {
     cat "$work/smtp-source.err" >&2; return 1; }
   wait_count $((before + 500)) "$fn"
   for c in "${CONCURRENCY[@]}"; do
-    local before t0 t1 t2
+    local before t0 t1 t2 cpu0 cpu2 load
     before=$($fn)
+    cpu0=$(busy_ms)
     t0=$(now)
-    /usr/sbin/smtp-source -c -s "$c" -m "$N" -l 4096 -f load@example.org \
-      -t joe@example.com "127.0.0.1:$port" >/dev/null
+    # bash's `time` gives smtp-source's own CPU seconds (user, system).
+    load=$( { TIMEFORMAT='%U %S'; time /usr/sbin/smtp-source -c -s "$c" -m "$N" -l 4096 \
+      -f load@example.org -t joe@example.com "127.0.0.1:$port" >/dev/null; } 2>&1)
     t1=$(now)
     wait_count $((before + N)) "$fn"
     t2=$(now)
+    cpu2=$(busy_ms)
     ACCEPT[$name,$c]=$(rate "$N" "$t0" "$t1")
     DELIVER[$name,$c]=$(rate "$N" "$t0" "$t2")
-    printf '%-10s %4d sessions: %6s msg/s accepted, %6s msg/s delivered into the store\n' \
-      "$name" "$c" "${ACCEPT[$name,$c]}" "${DELIVER[$name,$c]}"
+    # CPU per message to accept and deliver it, the load generator's
+    # share taken out (the counting of deliveries costs a little too).
+    CPU[$name,$c]=$(python3 -c "import sys; u, s = map(float, sys.argv[4].split()); print('%.2f' % ((float(sys.argv[2]) - float(sys.argv[1]) - (u + s) * 1000) / int(sys.argv[3])))" \
+      "$cpu0" "$cpu2" "$N" "$load")
+    printf '%-10s %4d sessions: %6s msg/s accepted, %6s msg/s delivered into the store, %5s ms CPU per message\n' \
+      "$name" "$c" "${ACCEPT[$name,$c]}" "${DELIVER[$name,$c]}" "${CPU[$name,$c]}"
   done
 }
 
@@ -223,7 +236,8 @@ echo "Postfix -> Dovecot LMTP: $N messages of 4 KB per run, to one user"
 run postfix "$pf_port" peer_count
 echo
 for c in "${CONCURRENCY[@]}"; do
-  printf '%4d sessions: accepted %.1fx, delivered %.1fx (Epistle / Postfix+Dovecot)\n' "$c" \
+  printf '%4d sessions: accepted %.1fx, delivered %.1fx, CPU per message %.2fx (Epistle / Postfix+Dovecot)\n' "$c" \
     "$(python3 -c "print(${ACCEPT[epistle,$c]} / ${ACCEPT[postfix,$c]})")" \
-    "$(python3 -c "print(${DELIVER[epistle,$c]} / ${DELIVER[postfix,$c]})")"
+    "$(python3 -c "print(${DELIVER[epistle,$c]} / ${DELIVER[postfix,$c]})")" \
+    "$(python3 -c "print(${CPU[epistle,$c]} / ${CPU[postfix,$c]})")"
 done

@@ -1420,6 +1420,17 @@ fn header_addresses_are_completed_and_reversed_except_for_noreverse_channels() {
         &i,
         &format!("daemon 127.0.0.1 port {} noreverse", sink.port),
     );
+    // A rule for header addresses pointing back ($B$R) masquerades a
+    // host; the others for that host leave its addresses alone.
+    i.edit_config("imta.cnf", |t| {
+        t.replacen(
+            "hold                         $U@hold-daemon\n",
+            "hold                         $U@hold-daemon\n\
+             desk.example.com             $U%example.com@tcp_local-daemon$B$R\n\
+             desk.example.com             $U%$D@tcp_local-daemon\n",
+            1,
+        )
+    });
     i.edit_config("mappings", |t| {
         format!("{t}\nREVERSE\n\n  *@old.example.com  $0@example.com$Y\n")
     });
@@ -1430,7 +1441,8 @@ fn header_addresses_are_completed_and_reversed_except_for_noreverse_channels() {
 s = smtp()
 s.ehlo('client.example.org')
 m = (b'From: Joe <joe.alias@example.com>\r\nTo: joe, ann@partner.example\r\n'
-     b'Cc: bob@old.example.com (Bob)\r\nSubject: reversal\r\n\r\nTo: the body is not a header\r\n')
+     b'Cc: bob@old.example.com (Bob), amy@desk.example.com\r\nReply-To: joe@desk.example.com\r\n'
+     b'Subject: reversal\r\n\r\nTo: the body is not a header\r\n')
 assert s.sendmail('joe.alias@example.com', ['joe@example.com', 'ann@partner.example'], m) == {}
 s.quit()
 # From outside, tcp_local's remotehost: the client's own name.
@@ -1462,12 +1474,14 @@ e.quit()
         "Return-Path: <joe@example.com>",
         "From: Joe <joe@example.com>\r\n",
         "To: joe@example.com, ann@partner.example\r\n",
-        "Cc: bob@example.com (Bob)\r\n",
+        "Cc: bob@example.com (Bob), amy@desk.example.com\r\n",
+        "Reply-To: joe@example.com\r\n",
         "\r\n\r\nTo: the body is not a header",
     ] {
         assert!(m.contains(want), "{want}: {m}");
     }
-    // To the noreverse channel: completed, not reversed.
+    // To the noreverse channel: completed and rewritten by the rules,
+    // not reversed.
     assert!(
         wait_for(Duration::from_secs(20), || sink.messages() >= 1),
         "the partner got it"
@@ -1480,7 +1494,8 @@ e.quit()
     for want in [
         "From: Joe <joe.alias@example.com>\r\n",
         "To: joe@example.com, ann@partner.example\r\n",
-        "Cc: bob@old.example.com (Bob)\r\n",
+        "Cc: bob@old.example.com (Bob), amy@desk.example.com\r\n",
+        "Reply-To: joe@example.com\r\n",
     ] {
         assert!(got.contains(want), "{want}: {got}");
     }

@@ -6,6 +6,14 @@
 //!   has `remotehost`, the domain of its `defaulthost`, else the default
 //!   domain (the original's `noremotehost` takes its host name; users'
 //!   addresses here are in the default domain, as sendmail's are).
+//! - Every header address then goes through the rewrite rules as a
+//!   header address (`$B` rules apply, `$E` rules do not), forward or
+//!   backward by its field (`$F`, `$R`), from the source channel (`$M`,
+//!   `$N`); the address the rule makes replaces it, so a rule such as
+//!   `host.example.com  $U%example.com@tcp_local-daemon$B` masquerades
+//!   the host. A rule that only changes the case of the domain changes
+//!   nothing. `$Q` and `$C` are not honoured here: the header is
+//!   rewritten once for every destination.
 //! - Address reversal: an address that is a user's `mailAlternateAddress`
 //!   becomes the user's `mail`; then the REVERSE mapping, probed with the
 //!   address, replaces it when the entry says `$Y` (`$N` leaves it).
@@ -29,13 +37,19 @@ use epistle_directory::{Directory, Recipient};
 use crate::compiled::MtaConfig;
 use crate::header_addresses::{BACKWARD_FIELDS, qualify, rewrite_addresses};
 use crate::optionfile::int;
+use crate::rewrite::{Context, Rewriter};
 
 /// Most distinct addresses of one message looked up in the directory.
 const MAX_LOOKUPS: usize = 100;
+/// Most distinct addresses of one message put through the rewrite rules
+/// (the rest are only completed).
+const MAX_REWRITES: usize = 1000;
 
 /// How a source channel treats the addresses of the mail it brings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddressPolicy {
+    /// The channel the mail comes in on (for the rules' `$M`, `$N`).
+    pub source_channel: String,
     /// The domain a short-form address gets.
     pub short_form_domain: String,
     /// `inner`: enclosed messages' headers too.
@@ -67,6 +81,7 @@ impl AddressPolicy {
             _ => default_domain.to_string(),
         };
         AddressPolicy {
+            source_channel: channel.to_string(),
             short_form_domain,
             inner: last(&["inner", "noinner"]).as_deref() == Some("inner"),
         }
@@ -90,11 +105,12 @@ pub fn reverses(mta: &MtaConfig, channel: &str) -> bool {
 /// destination channel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Treated {
-    /// The message with short forms completed (for `noreverse`
-    /// channels); `None` when that changed nothing.
+    /// The message with short forms completed and the rewrite rules
+    /// applied (for `noreverse` channels); `None` when that changed
+    /// nothing.
     pub plain: Option<Vec<u8>>,
-    /// The message with short forms completed and addresses reversed
-    /// (for the others); `None` when reversal changed nothing further.
+    /// The message with its addresses also reversed (for the others);
+    /// `None` when reversal changed nothing further.
     pub reversed: Option<Vec<u8>>,
     /// The envelope From reversed, when that changed it.
     pub from: Option<String>,
@@ -132,16 +148,30 @@ pub async fn treat(
 ) -> Treated {
     let bits = ReversalBits::of(mta);
     let reversible = |field: &str| bits.all_fields || BACKWARD_FIELDS.contains(&field);
-    // Every address, with its short form completed; those reversal may
-    // change apart.
-    let mut qualified: HashMap<String, String> = HashMap::new();
+    let forward = |field: &str| !BACKWARD_FIELDS.contains(&field);
+    let rewriter = Rewriter::new(&mta.imta, &mta.mappings);
+    // Every address as it reads completed and rewritten, by the address
+    // and whether its field points forward (the rules may tell the two
+    // apart); those reversal may change apart.
+    let mut qualified: HashMap<(String, bool), String> = HashMap::new();
     let mut candidates: Vec<String> = Vec::new();
     rewrite_addresses(message, policy.inner, &mut |field, a| {
-        let q = qualify(a, &policy.short_form_domain).unwrap_or_else(|| a.to_string());
+        let key = (a.to_string(), forward(field));
+        let q = match qualified.get(&key) {
+            Some(q) => q.clone(),
+            None => {
+                let q = qualify(a, &policy.short_form_domain).unwrap_or_else(|| a.to_string());
+                let q = match qualified.len() < MAX_REWRITES {
+                    true => by_rules(&rewriter, &q, key.1, &policy.source_channel).unwrap_or(q),
+                    false => q,
+                };
+                qualified.insert(key, q.clone());
+                q
+            }
+        };
         if reversible(field) {
-            candidates.push(q.clone());
+            candidates.push(q);
         }
-        qualified.insert(a.to_string(), q);
         None
     });
     let reverse_envelope = mta.options.global("REVERSE_ENVELOPE").and_then(int) != Some(0);
@@ -158,15 +188,18 @@ pub async fn treat(
     }
     // The usual message has neither short forms nor addresses to
     // reverse: it is not walked again.
-    let plain = match qualified.iter().any(|(a, q)| a != q) {
-        true => rewrite_addresses(message, policy.inner, &mut |_, a| qualified.get(a).cloned()),
+    let treated = |field: &str, a: &str| qualified.get(&(a.to_string(), forward(field)));
+    let plain = match qualified.iter().any(|((a, _), q)| a != q) {
+        true => rewrite_addresses(message, policy.inner, &mut |field, a| {
+            treated(field, a).cloned()
+        }),
         false => None,
     };
     let reversed_text = if reversed.is_empty() {
         None
     } else {
         rewrite_addresses(message, policy.inner, &mut |field, a| {
-            let q = qualified.get(a)?;
+            let q = treated(field, a)?;
             match reversible(field) {
                 true => Some(reversed.get(q).unwrap_or(q).clone()),
                 false => Some(q.clone()),
@@ -179,6 +212,22 @@ pub async fn treat(
         reversed: reversed_text,
         from: reversed.get(from).filter(|_| reverse_envelope).cloned(),
     }
+}
+
+/// A header address as the rewrite rules make it, when they change more
+/// than the case of its domain (the rules match domains in lower case).
+fn by_rules(rewriter: &Rewriter, address: &str, forward: bool, source: &str) -> Option<String> {
+    let ctx = Context {
+        envelope: false,
+        forward,
+        source_channel: source,
+    };
+    let made = rewriter.rewrite(address, &ctx).ok()?.address;
+    let same = match (made.rsplit_once('@'), address.rsplit_once('@')) {
+        (Some((l1, d1)), Some((l2, d2))) => l1 == l2 && d1.eq_ignore_ascii_case(d2),
+        _ => made == address,
+    };
+    (!same).then_some(made)
 }
 
 /// One address reversed: by the directory, then the REVERSE mapping.
@@ -262,6 +311,43 @@ mod tests {
         );
         assert!(!p("tcp_submit", None).inner);
         assert!(!reverses(&mta, "tcp_intranet") && reverses(&mta, "tcp_submit"));
+    }
+
+    #[tokio::test]
+    async fn header_addresses_go_through_the_rewrite_rules() {
+        let rules = "host.example.com  $U%example.com@tcp-daemon$B$R\n\
+            host.example.com  $U%$D@tcp-daemon\n\
+            other.example  $U%$D@tcp-daemon\n\
+            elsewhere.example  $U%example.net@tcp-daemon$Mtcp_intranet\n\
+            elsewhere.example  $U%$D@tcp-daemon\n";
+        let mta = config(&IMTA.replacen("a b\n", rules, 1), "", "");
+        let policy = AddressPolicy::of(&mta, "tcp_submit", None, "host.example.com");
+        let m = b"From: Joe <joe@HOST.example.com>\r\nTo: ann@host.example.com, eve\r\n\
+            Cc: bob@OTHER.example, amy@elsewhere.example\r\n\r\nbody\r\n";
+        let t = treat(&mta, None, &policy, m, "joe@host.example.com").await;
+        // Backward only ($R); the short form is completed first and then
+        // rewritten as the To: it is in; a case-only change is none.
+        assert_eq!(
+            t.plain.as_deref(),
+            Some(&b"From: Joe <joe@example.com>\r\nTo: ann@host.example.com, eve@host.example.com\r\n\
+                Cc: bob@OTHER.example, amy@elsewhere.example\r\n\r\nbody\r\n"[..])
+        );
+        assert_eq!(t.reversed, None);
+        assert_eq!(t.from, None, "header rules ($B) leave the envelope alone");
+        // $M: only for mail from that channel.
+        let intranet = AddressPolicy::of(&mta, "tcp_intranet", None, "host.example.com");
+        let t = treat(
+            &mta,
+            None,
+            &intranet,
+            b"To: amy@elsewhere.example\r\n\r\n",
+            "",
+        )
+        .await;
+        assert_eq!(
+            t.plain.as_deref(),
+            Some(&b"To: amy@example.net\r\n\r\n"[..])
+        );
     }
 
     #[tokio::test]
