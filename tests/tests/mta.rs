@@ -1408,6 +1408,66 @@ s.quit()
 }
 
 #[test]
+fn ip_access_replaces_or_refuses_the_address_connected_to() {
+    let i = Install::configured();
+    i.add_user("joe", "joe secret", &[]);
+    let sink = Sink::start(&i);
+    // partner.example's host is an address nobody listens on; IP_ACCESS
+    // sends the client to the stand-in instead. closed.example goes by
+    // another channel to an address IP_ACCESS refuses.
+    route_partner_to(&i, &format!("daemon 127.0.0.9 port {}", sink.port));
+    i.edit_config("imta.cnf", |t| {
+        t.replacen(
+            "hold                         $U@hold-daemon\n",
+            "hold                         $U@hold-daemon\n\
+             closed.example               $U%$D@tcp_closed-daemon\n",
+            1,
+        )
+        .replacen(
+            "\nbitbucket\n",
+            &format!(
+                "\ntcp_closed smtp daemon 127.0.0.8 port {}\ntcp_closed-daemon\n\nbitbucket\n",
+                sink.port
+            ),
+            1,
+        )
+    });
+    i.edit_config("mappings", |t| {
+        format!(
+            "{t}\nIP_ACCESS\n\n  tcp_peer|1|1|127.0.0.9|127.0.0.9  $A127.0.0.1\n\
+             \x20 tcp_closed|*|*|127.0.0.8|*  $NNo$ mail$ to$ that$ network\n"
+        )
+    });
+    i.cnbuild();
+    i.start();
+    i.smtp_script(
+        r#"
+s = smtp()
+assert s.sendmail('joe@example.com', ['ann@partner.example'], b'Subject: replaced\r\n\r\nhi\r\n') == {}
+assert s.sendmail('joe@example.com', ['bob@closed.example'], b'Subject: refused\r\n\r\nhi\r\n') == {}
+s.quit()
+"#,
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || sink.messages() >= 1),
+        "delivered to the replacement address"
+    );
+    let got = std::fs::read_to_string(sink.dir.join("msg1")).unwrap();
+    assert!(got.contains("Subject: replaced"), "{got}");
+    // The refused one comes back at once, with the table's text; the
+    // stand-in never sees it.
+    let notice = text(&i.wait_messages("user/joe/INBOX", 1)[0]);
+    for want in [
+        "Final-Recipient: rfc822;bob@closed.example",
+        "Status: 5.7.1",
+        "No mail to that network",
+    ] {
+        assert!(notice.contains(want), "{want}: {notice}");
+    }
+    assert_eq!(sink.messages(), 1);
+}
+
+#[test]
 fn header_addresses_are_completed_and_reversed_except_for_noreverse_channels() {
     let i = Install::configured();
     i.add_user(

@@ -11,7 +11,11 @@
 //! the domain's own addresses, no MX lookup), `nonrandommx` (MX hosts of
 //! equal preference in the order DNS gave them; by default they are
 //! tried in random order, as RFC 5321 §5.1 asks, also with `randommx`),
-//! `interfaceaddress IP` (the source address of outgoing connections). option.dat
+//! `interfaceaddress IP` (the source address of outgoing connections).
+//! Before each connection the `IP_ACCESS` mapping is asked
+//! (`channel|n|count|ip|host`): `$I` skips the address, `$A` connects to
+//! the output's address instead, `$N` fails the recipients with the
+//! table's text. option.dat
 //! `DNS_SERVER=ip[:port]` names the resolver to ask instead of the
 //! system's (a test network, a local cache).
 
@@ -19,6 +23,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use epistle_mta::access::{IpVerdict, ip_access};
 use epistle_mta::smtp::{PeerReply, xtext_encode};
 use hickory_resolver::TokioResolver;
 use hickory_resolver::proto::rr::RData;
@@ -194,13 +199,41 @@ impl Outbound {
             Err(d) => return vec![Outcome::Deferred(d); idx.len()],
         };
         let mut last = Diagnostic::new("4.4.1", format!("no mail host of {domain} answered"));
-        for host in &hosts {
-            for ip in &host.addresses {
-                let addr = SocketAddr::new(*ip, port);
-                match self.transaction(ctx, job, idx, host, addr, source).await {
-                    Ok(outcomes) => return outcomes,
-                    Err(d) => last = d,
+        let mut tries: Vec<(&Host, IpAddr)> = Vec::new();
+        for h in &hosts {
+            tries.extend(h.addresses.iter().map(|ip| (h, *ip)));
+        }
+        let count = tries.len();
+        for (index, (host, ip)) in (1..).zip(tries) {
+            let ip = match ip_access(
+                &ctx.mta.mappings,
+                &ctx.channel,
+                index,
+                count,
+                ip,
+                &host.name,
+            ) {
+                IpVerdict::Connect(ip) => ip,
+                IpVerdict::Skip => {
+                    last = Diagnostic::new(
+                        "4.4.1",
+                        format!("IP_ACCESS skipped every address of the mail hosts of {domain}"),
+                    );
+                    continue;
                 }
+                IpVerdict::Refuse(text) => {
+                    let d = Diagnostic {
+                        status: "5.7.1".into(),
+                        text,
+                        remote: Some(host.name.clone()),
+                    };
+                    return vec![Outcome::Failed(d); idx.len()];
+                }
+            };
+            let addr = SocketAddr::new(ip, port);
+            match self.transaction(ctx, job, idx, host, addr, source).await {
+                Ok(outcomes) => return outcomes,
+                Err(d) => last = d,
             }
         }
         vec![Outcome::Deferred(last); idx.len()]

@@ -1,6 +1,8 @@
 //! The access tables' answers (original.md §2.4): what `PORT_ACCESS`,
 //! `FROM_ACCESS`, `ORIG_SEND_ACCESS`, `SEND_ACCESS`, `ORIG_MAIL_ACCESS`
-//! and `MAIL_ACCESS` say about a probe, read into one value. Pure.
+//! and `MAIL_ACCESS` say about a probe, read into one value, and what
+//! `IP_ACCESS` says of an address an SMTP client is about to connect to.
+//! Pure.
 //!
 //! A template may test the transaction's flags with `$:x` (the entry
 //! applies only when flag x is set) and `$;x` (only when it is clear):
@@ -192,6 +194,55 @@ pub fn answer(flags: &[char], output: &str) -> AccessAnswer {
     }
 }
 
+/// What `IP_ACCESS` (6.3) says of connecting out to one address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpVerdict {
+    /// Connect to this address (the one asked about, or the `$A`
+    /// replacement).
+    Connect(std::net::IpAddr),
+    /// `$I`: go on to the next address.
+    Skip,
+    /// `$N` / `$F`: deliver to none of this destination's addresses; the
+    /// text says why (the table's, or a default).
+    Refuse(String),
+}
+
+/// Asks `IP_ACCESS` before the channel `channel` connects to `ip`, the
+/// `index`th (from 1) of the `count` addresses of `host`. The probe is
+/// `channel|index|count|ip|host`; no entry, or `$Y`, connects; an `$A`
+/// output that is not an address is ignored, as an entry without effect.
+pub fn ip_access(
+    mappings: &Mappings,
+    channel: &str,
+    index: usize,
+    count: usize,
+    ip: std::net::IpAddr,
+    host: &str,
+) -> IpVerdict {
+    let probe = format!("{channel}|{index}|{count}|{ip}|{host}");
+    let Some(r) = mappings.lookup("IP_ACCESS", &probe) else {
+        return IpVerdict::Connect(ip);
+    };
+    let text = r.output.trim();
+    if r.no() {
+        return IpVerdict::Refuse(match text.is_empty() {
+            true => format!("connections to {ip} are refused by IP_ACCESS"),
+            false => text.to_string(),
+        });
+    }
+    if r.has('I') {
+        return IpVerdict::Skip;
+    }
+    if r.has('A') {
+        let bare = text.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(other) = bare.trim_start_matches("IPv6:").parse() {
+            return IpVerdict::Connect(other);
+        }
+        tracing::warn!("IP_ACCESS answered {text:?} for {probe}: not an address; ignored");
+    }
+    IpVerdict::Connect(ip)
+}
+
 /// `421 4.7.0 Not now` → code, enhanced code, text; an empty text says
 /// "Access denied".
 fn refusal_of(text: &str) -> Refusal {
@@ -234,6 +285,47 @@ fn is_enhanced(s: &str, class: u16) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ip_access_connects_skips_replaces_or_refuses() {
+        use super::{IpVerdict, ip_access};
+        let m = crate::mapping::Mappings::parse(
+            "IP_ACCESS\n\n  tcp_local|*|*|10.*|*  $NNo$ private$ networks\n\
+             \x20 tcp_local|1|*|192.0.2.1|*  $I\n\
+             \x20 tcp_local|*|*|192.0.2.9|mx.example  $A198.51.100.7\n\
+             \x20 tcp_local|*|*|192.0.2.8|*  $Anonsense\n\
+             \x20 *|*|*|192.0.2.10|*  $N\n",
+        )
+        .unwrap();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let ask = |i, ch: &str, a: &str, host: &str| ip_access(&m, ch, i, 3, ip(a), host);
+        assert_eq!(
+            ask(2, "tcp_local", "10.1.2.3", "mx.example"),
+            IpVerdict::Refuse("No private networks".into())
+        );
+        assert_eq!(
+            ask(1, "tcp_intranet", "10.1.2.3", "x"),
+            IpVerdict::Connect(ip("10.1.2.3")),
+            "another channel"
+        );
+        assert_eq!(ask(1, "tcp_local", "192.0.2.1", "x"), IpVerdict::Skip);
+        assert_eq!(
+            ask(2, "tcp_local", "192.0.2.1", "x"),
+            IpVerdict::Connect(ip("192.0.2.1")),
+            "only the first address"
+        );
+        assert_eq!(
+            ask(1, "tcp_local", "192.0.2.9", "mx.example"),
+            IpVerdict::Connect(ip("198.51.100.7"))
+        );
+        assert_eq!(
+            ask(1, "tcp_local", "192.0.2.8", "x"),
+            IpVerdict::Connect(ip("192.0.2.8"))
+        );
+        assert!(
+            matches!(ask(1, "tcp_local", "192.0.2.10", "x"), IpVerdict::Refuse(t) if t.contains("192.0.2.10"))
+        );
+    }
+
     use super::*;
 
     #[test]
