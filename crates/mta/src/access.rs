@@ -289,7 +289,7 @@ mod tests {
     fn ip_access_connects_skips_replaces_or_refuses() {
         use super::{IpVerdict, ip_access};
         let m = crate::mapping::Mappings::parse(
-            "IP_ACCESS\n\n  tcp_local|*|*|10.*|*  $NNo$ private$ networks\n\
+            "IP_ACCESS\n\n  tcp_local|*|*|$(10.0.0.0/8)|*  $NNo$ private$ networks\n\
              \x20 tcp_local|1|*|192.0.2.1|*  $I\n\
              \x20 tcp_local|*|*|192.0.2.9|mx.example  $A198.51.100.7\n\
              \x20 tcp_local|*|*|192.0.2.8|*  $Anonsense\n\
