@@ -29,7 +29,7 @@ use pool::{Pools, Refusal};
 /// exits anyway (they go on alone; the watcher has what it needs).
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let mut d = match Daemon::init("dispatcher", "dispatcher") {
         Ok(d) => d,

@@ -64,7 +64,7 @@ fn lock(c: &Shared) -> std::sync::MutexGuard<'_, Controller> {
     c.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let mut d = match Daemon::init("job_controller", "job_controller") {
         Ok(d) => d,
