@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use epistle_tests::{Install, assert_ok, stdout, wait_for};
+use epistle_tests::{Install, assert_ok, stderr, stdout, wait_for};
 
 /// An installation with the MTA started and users joe and ann.
 fn running() -> Install {
@@ -573,22 +573,22 @@ s.quit()
 }
 
 #[test]
-fn held_users_mail_waits_in_the_hold_queue() {
+fn held_users_mail_waits_in_the_hold_queue_until_process_held() {
     let i = Install::configured();
     i.add_user("joe", "joe secret", &["-A", "mailUserStatus:hold"]);
+    i.add_user("ann", "ann secret", &["-A", "mailUserStatus:hold"]);
     i.start();
     i.smtp_script(
         r#"
 s = smtp()
-assert s.sendmail('x@example.org', ['joe@example.com'], b'Subject: held\r\n\r\nh\r\n') == {}
+assert s.sendmail('x@example.org', ['joe@example.com', 'ann@example.com'], b'Subject: held\r\n\r\nh\r\n') == {}
 s.quit()
 "#,
     );
     let hold = i.base.join("data/queue/hold");
+    let held_files = || std::fs::read_dir(&hold).map(|d| d.count()).unwrap_or(0);
     assert!(
-        wait_for(Duration::from_secs(10), || std::fs::read_dir(&hold)
-            .map(|d| d.count() == 1)
-            .unwrap_or(false)),
+        wait_for(Duration::from_secs(10), || held_files() == 1),
         "one file in the hold queue"
     );
     std::thread::sleep(Duration::from_secs(1));
@@ -598,6 +598,62 @@ s.quit()
         stdout(&status).contains("dispatcher"),
         "{}",
         stdout(&status)
+    );
+    // Still on hold: routed again, back into the hold queue.
+    let out = i.sbin("imsimta", &["process_held", "-uid=joe"]);
+    assert_ok(&out, "imsimta process_held");
+    assert!(
+        stdout(&out).contains("1 recipient(s) to reprocess"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || held_files() == 2),
+        "joe's copy back on hold beside ann's"
+    );
+    assert!(i.messages("user/joe/INBOX").is_empty());
+    // Active again: joe's mail reaches the store, ann's stays held.
+    assert_ok(
+        &i.sbin(
+            "commadmin",
+            &[
+                "user",
+                "modify",
+                "-D",
+                "admin",
+                "-w",
+                "test password",
+                "-l",
+                "joe",
+                "-A",
+                "mailUserStatus:active",
+            ],
+        ),
+        "commadmin user modify",
+    );
+    assert_ok(
+        &i.sbin("imsimta", &["process_held", "-uid=joe"]),
+        "process_held",
+    );
+    let got = i.wait_messages("user/joe/INBOX", 1);
+    assert!(text(&got[0]).contains("Subject: held"));
+    assert!(wait_for(Duration::from_secs(10), || held_files() == 1));
+    let left = stdout(&i.sbin("imsimta", &["qm", "directory", "hold"]));
+    assert!(
+        left.contains("ann@example.com") && !left.contains("joe@"),
+        "{left}"
+    );
+    let none = i.sbin("imsimta", &["process_held", "-uid=joe"]);
+    assert!(
+        stdout(&none).contains("no held mail for joe"),
+        "{}",
+        stdout(&none)
+    );
+    let unknown = i.sbin("imsimta", &["process_held", "-uid=nobody"]);
+    assert!(
+        !unknown.status.success() && stderr(&unknown).contains("no user nobody"),
+        "{}",
+        stderr(&unknown)
     );
 }
 

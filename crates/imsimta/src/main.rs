@@ -11,6 +11,7 @@
 //!   imsimta start|stop [dispatcher|job_controller]
 //!   imsimta qm [summarize | directory [CHANNEL] | delete|hold|release|return ID...]
 //!   imsimta process
+//!   imsimta process_held [-uid=UID [-domain=DOMAIN]]
 //!   imsimta run [CHANNEL]
 //!   imsimta cache -sync
 //!   imsimta counters [-show]
@@ -38,7 +39,10 @@
 //!   compiled configuration (after cnbuild) without dropping a connection
 //!   or a message; start and stop are start-msg and stop-msg for the MTA.
 //!   qm manages the queues (see queues.rs); process lists the MTA's
-//!   processes; run tries waiting messages now, ignoring the backoff;
+//!   processes; process_held routes the mail held for users (the hold
+//!   channel's queue; all of it, or one user's) again through the
+//!   reprocess channel, into the store once a user is no longer on hold;
+//!   run tries waiting messages now, ignoring the backoff;
 //!   cache -sync makes the job controller re-read the queue directories;
 //!   counters counts messages per channel from log/mail.log_current; purge
 //!   deletes rolled-over message logs beyond the newest N.
@@ -55,7 +59,7 @@ mod control;
 mod queues;
 
 const USAGE: &str = "usage: imsimta cnbuild | restart | start | stop | qm [command] | process | \
-                     run [channel] | cache -sync | counters | purge [-num=N] | \
+                     process_held [-uid=UID [-domain=DOMAIN]] | run [channel] | cache -sync | counters | purge [-num=N] | \
                      test -rewrite|-mapping|-match [options] [input ...] | version";
 
 fn main() -> ExitCode {
@@ -85,6 +89,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         }
         Some("qm") => queues::qm(&base, &args[1..]),
         Some("process") => queues::process(&base),
+        Some("process_held") => queues::process_held(&base, &args[1..]),
         Some("run") => queues::run_now(&base, args.get(1).map(String::as_str)),
         Some("cache") if args.get(1).is_some_and(|a| a == "-sync") => queues::cache_sync(&base),
         Some("counters") => control::counters(&base),

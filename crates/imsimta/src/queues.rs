@@ -304,6 +304,141 @@ fn return_one(base: &MsgSvrBase, e: &QueueEntry) -> anyhow::Result<()> {
     }
 }
 
+/// `imsimta process_held [-uid=UID [-domain=DOMAIN]]`: the mail held for
+/// users (the hold channel's queue, where `mailUserStatus: hold` and
+/// `mailDeliveryOption: hold` send it) goes to the reprocess channel,
+/// which routes each recipient again: into the store once its user is no
+/// longer on hold, back into the hold queue while it is. With `-uid`,
+/// only the recipients that are that user's addresses (`mail`,
+/// alternates, equivalents; `-domain` when the user is not in the
+/// default domain); a file held by `qm hold` stays held. Each file's
+/// reprocess copy is durable before its hold copy goes, so a crash may
+/// route a message twice, never lose it.
+pub fn process_held(base: &MsgSvrBase, args: &[String]) -> anyhow::Result<()> {
+    use epistle_mta::resolve::HOLD_CHANNEL;
+    const REPROCESS: &str = "reprocess";
+    let (mut uid, mut domain) = (None, None);
+    for a in args {
+        match a.split_once('=') {
+            Some(("-uid", v)) if !v.is_empty() => uid = Some(v.to_string()),
+            Some(("-domain", v)) if !v.is_empty() => domain = Some(v.to_string()),
+            _ => {
+                bail!("unknown option {a}; usage: imsimta process_held [-uid=UID [-domain=DOMAIN]]")
+            }
+        }
+    }
+    if domain.is_some() && uid.is_none() {
+        bail!("-domain needs -uid: name the user whose held mail to process");
+    }
+    let cfg = base
+        .config_files()
+        .load()
+        .map_err(|errs| anyhow::anyhow!("the configuration has errors: {}", errs[0]))?;
+    let rt = runtime();
+    let ctx = rt.block_on(epistle_channels::master::Context::load(
+        HOLD_CHANNEL,
+        base.clone(),
+        cfg,
+    ))?;
+    if ctx.mta.imta.channel(REPROCESS).is_none() {
+        bail!(
+            "imta.cnf has no {REPROCESS} channel; add its block (see lib/config-templates/imta.cnf), run imsimta cnbuild, then try again"
+        );
+    }
+    // The user's addresses, lower case.
+    let addresses: Option<Vec<String>> = match &uid {
+        None => None,
+        Some(uid) => {
+            let Some(dir) = ctx.directory.as_deref() else {
+                bail!(
+                    "the directory cannot be opened, so {uid} cannot be looked up; check its settings (configutil -o local.directory.backend)"
+                );
+            };
+            let login = match &domain {
+                Some(d) => format!("{uid}@{d}"),
+                None => uid.clone(),
+            };
+            let user = rt
+                .block_on(dir.user_by_login(&login))
+                .with_context(|| format!("cannot look up {login}"))?
+                .ok_or_else(|| anyhow::anyhow!("the directory has no user {login}"))?;
+            let all = user
+                .mail
+                .iter()
+                .chain(&user.alternates)
+                .chain(&user.equivalents);
+            Some(all.map(|a| a.to_ascii_lowercase()).collect())
+        }
+    };
+    let chosen = |address: &str| {
+        addresses
+            .as_ref()
+            .is_none_or(|mine| mine.contains(&address.to_ascii_lowercase()))
+    };
+    let block = epistle_mta::retry::block_size(&ctx.mta.options);
+    let (mut files, mut recipients) = (0, 0);
+    for e in ctx.queue.entries(HOLD_CHANNEL)? {
+        if e.held {
+            continue;
+        }
+        let data = match std::fs::read(&e.path) {
+            Ok(d) => d,
+            // Gone since the listing (another process_held).
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot read {}", e.path.display()));
+            }
+        };
+        let (env, at) = Envelope::decode(&data)
+            .map_err(|err| anyhow::anyhow!("{}: {err}", e.path.display()))?;
+        let (mine, rest): (Vec<_>, Vec<_>) = env
+            .recipients
+            .iter()
+            .cloned()
+            .partition(|r| chosen(&r.address));
+        if mine.is_empty() {
+            continue;
+        }
+        let message = data[at..].to_vec();
+        let bare = Envelope {
+            recipients: Vec::new(),
+            ..env.clone()
+        };
+        let onward = mine
+            .iter()
+            .map(|r| (REPROCESS.to_string(), r.clone()))
+            .collect();
+        rt.block_on(epistle_channels::master::queue_on(
+            &ctx,
+            bare.clone(),
+            onward,
+            message.clone(),
+            "released from the hold queue (imsimta process_held)",
+        ))
+        .map_err(|why| anyhow::anyhow!("cannot queue {} for reprocessing: {why}", e.name()))?;
+        if !rest.is_empty() {
+            // The others stay held, in a file of their own.
+            let kept: Vec<_> = rest
+                .into_iter()
+                .map(|r| (HOLD_CHANNEL.to_string(), r))
+                .collect();
+            epistle_mta::submit::enqueue(&ctx.queue, &ctx.mta.imta, block, &bare, &kept, &message)
+                .with_context(|| format!("cannot write the rest of {} back", e.name()))?;
+        }
+        std::fs::remove_file(&e.path)
+            .with_context(|| format!("cannot remove {}", e.path.display()))?;
+        println!("{}: {} recipient(s) to reprocess", e.name(), mine.len());
+        files += 1;
+        recipients += mine.len();
+    }
+    match (files, &uid) {
+        (0, Some(uid)) => println!("no held mail for {uid}"),
+        (0, None) => println!("no held mail"),
+        _ => println!("{recipients} recipient(s) of {files} message(s) routed again"),
+    }
+    Ok(())
+}
+
 /// `imsimta process`: the MTA's processes now running, and the channels
 /// the job controller is delivering.
 pub fn process(base: &MsgSvrBase) -> anyhow::Result<()> {

@@ -88,6 +88,12 @@ fn access_checks(
 
 impl Deliver for Reprocess {
     async fn deliver(&mut self, ctx: &Context, job: &Job) -> Vec<Outcome> {
+        // Mail is routed again because something changed (a user taken
+        // off hold for `imsimta process_held`): each message is resolved
+        // afresh, not from answers up to `local.ugldap.cachettl` old.
+        if let Some(dir) = ctx.directory.as_deref() {
+            dir.invalidate();
+        }
         let resolver = Resolver {
             config: &ctx.mta,
             directory: ctx.directory.as_deref(),
