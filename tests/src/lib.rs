@@ -225,24 +225,33 @@ impl Install {
 
     /// Creates a user in the default domain with `commadmin`.
     pub fn add_user(&self, uid: &str, password: &str, extra: &[&str]) {
+        let mut args = vec!["-W", password, "-F", uid, "-L", "Test"];
+        args.extend_from_slice(extra);
+        self.commadmin_user("create", uid, &args);
+    }
+
+    /// `commadmin user modify` of `uid` with `extra` options (`-A attr:value`
+    /// and the like), failing the test on an error.
+    pub fn modify_user(&self, uid: &str, extra: &[&str]) {
+        self.commadmin_user("modify", uid, extra);
+    }
+
+    fn commadmin_user(&self, verb: &str, uid: &str, extra: &[&str]) {
         let mut args = vec![
             "user",
-            "create",
+            verb,
             "-D",
             "admin",
             "-w",
             "test password",
             "-l",
             uid,
-            "-W",
-            password,
-            "-F",
-            uid,
-            "-L",
-            "Test",
         ];
         args.extend_from_slice(extra);
-        assert_ok(&self.sbin("commadmin", &args), "commadmin user create");
+        assert_ok(
+            &self.sbin("commadmin", &args),
+            &format!("commadmin user {verb}"),
+        );
     }
 
     /// Every message in a mailbox (`user/joe/INBOX`), oldest first,

@@ -516,22 +516,7 @@ assert code == 250
 s.quit()
 "#,
     );
-    let out = i.sbin(
-        "commadmin",
-        &[
-            "user",
-            "modify",
-            "-D",
-            "admin",
-            "-w",
-            "test password",
-            "-l",
-            "ann",
-            "-A",
-            "mailUserStatus:deleted",
-        ],
-    );
-    assert_ok(&out, "commadmin user modify");
+    i.modify_user("ann", &["-A", "mailUserStatus:deleted"]);
     i.start_service("job_controller");
     let notice = text(&i.wait_messages("user/joe/INBOX", 1)[0]);
     assert!(
@@ -613,24 +598,7 @@ s.quit()
     );
     assert!(i.messages("user/joe/INBOX").is_empty());
     // Active again: joe's mail reaches the store, ann's stays held.
-    assert_ok(
-        &i.sbin(
-            "commadmin",
-            &[
-                "user",
-                "modify",
-                "-D",
-                "admin",
-                "-w",
-                "test password",
-                "-l",
-                "joe",
-                "-A",
-                "mailUserStatus:active",
-            ],
-        ),
-        "commadmin user modify",
-    );
+    i.modify_user("joe", &["-A", "mailUserStatus:active"]);
     assert_ok(
         &i.sbin("imsimta", &["process_held", "-uid=joe"]),
         "process_held",
